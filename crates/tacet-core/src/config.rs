@@ -1,0 +1,620 @@
+//! The TOML configuration: `[engine]`, `[output]`, `[[source]]` and `[[journey]]`.
+//!
+//! Every struct denies unknown fields, so a typo is an error that names the key
+//! and the file rather than a setting silently ignored. Durations are written
+//! the human way (`"2m"`, `"30s"`, `"24h"`). The catalog ([`crate::Catalog`])
+//! does the cross-field checks that serde cannot (ambiguous step names).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::pointer::{JsonPointer, PointerError};
+
+/// The configuration tacet runs when none is given (`tacet demo`).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/tacet.toml");
+
+/// Result type of configuration loading.
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Everything that can be wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: `{key}`: {source}")]
+    Pointer {
+        path: PathBuf,
+        key: String,
+        source: PointerError,
+    },
+}
+
+/// A whole tacet configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Engine tuning: shards, lateness, idleness, state limits.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Where and how outcomes are written.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// Input sources and their field mappings.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// The customer journeys to watch.
+    #[serde(default, rename = "journey")]
+    pub journeys: Vec<JourneyConfig>,
+    /// Where this config came from, for error messages.
+    #[serde(skip)]
+    pub origin: PathBuf,
+}
+
+/// `[engine]`: how the correlator runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Number of correlator shards; 0 means one per CPU core.
+    #[serde(default)]
+    pub shards: usize,
+    /// Number of decoder threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub decoders: usize,
+    /// How far event time may run behind the newest event seen before a
+    /// deadline is judged (covers disorder and clock skew between services).
+    #[serde(default = "default_allowed_lateness", with = "duration")]
+    pub allowed_lateness: Duration,
+    /// A partition with no data for this long (wall clock) stops holding the
+    /// watermark back; with no data anywhere the watermark moves at wall-clock speed.
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long a decided trace is remembered, so that late steps produce a
+    /// `late_completion` correction instead of a new journey.
+    #[serde(default = "default_late_horizon", with = "duration")]
+    pub late_horizon: Duration,
+    /// When a trace with steps but neither start nor ack is decided `orphan`,
+    /// counted from its earliest event. Default: the largest
+    /// `ack_timeout + deadline` over all journeys.
+    #[serde(default, with = "opt_duration")]
+    pub orphan_timeout: Option<Duration>,
+    /// Cap on open journeys over all shards. When reached, the open journey
+    /// closest to its decision is evicted to the dead-letter sink (counted and
+    /// logged once per episode); it is never dropped silently.
+    #[serde(default = "default_max_open_journeys")]
+    pub max_open_journeys: usize,
+    /// Input lines longer than this are dead-lettered as `oversized_line`.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            shards: 0,
+            decoders: 0,
+            allowed_lateness: default_allowed_lateness(),
+            idle_timeout: default_idle_timeout(),
+            late_horizon: default_late_horizon(),
+            orphan_timeout: None,
+            max_open_journeys: default_max_open_journeys(),
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+fn default_allowed_lateness() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_late_horizon() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_open_journeys() -> usize {
+    20_000_000
+}
+fn default_max_line_bytes() -> usize {
+    1 << 20
+}
+
+/// `[output]`: the Parquet outcome dataset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Rows buffered per journey and date before a Parquet file is written.
+    #[serde(default = "default_flush_rows")]
+    pub flush_rows: usize,
+    /// Longest time (wall clock) a decided row waits in memory before its file
+    /// is written.
+    #[serde(default = "default_flush_interval", with = "duration")]
+    pub flush_interval: Duration,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            flush_rows: default_flush_rows(),
+            flush_interval: default_flush_interval(),
+        }
+    }
+}
+
+fn default_flush_rows() -> usize {
+    131_072
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[[source]]`: an input and how its events map onto tacet's fields. A source
+/// without `kind` is a mapping only (used by `tacet replay`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Name used in counters and dead-letter records.
+    pub name: String,
+    /// Where each field is found in the event.
+    #[serde(default)]
+    pub fields: FieldMapping,
+}
+
+/// `[source.fields]`: JSON pointers (RFC 6901) to each field; the reference
+/// names are the defaults. `trace_id` may also be `header:NAME` (Kafka headers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMapping {
+    /// Trace id: a string, a W3C `traceparent`, or `header:NAME`.
+    #[serde(default = "default_trace_id")]
+    pub trace_id: String,
+    /// Event time: RFC 3339 string or epoch milliseconds.
+    #[serde(default = "default_time")]
+    pub time: String,
+    /// The step name, e.g. `ledger.posted`.
+    #[serde(default = "default_event")]
+    pub event: String,
+    /// The emitting service (optional in events).
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// `ok`/`error`/`success`/`failure` or an HTTP-like code; missing means ok.
+    #[serde(default = "default_status")]
+    pub status: String,
+    /// De-duplication key when present.
+    #[serde(default = "default_event_id")]
+    pub event_id: String,
+}
+
+impl Default for FieldMapping {
+    fn default() -> Self {
+        Self {
+            trace_id: default_trace_id(),
+            time: default_time(),
+            event: default_event(),
+            service: default_service(),
+            status: default_status(),
+            event_id: default_event_id(),
+        }
+    }
+}
+
+fn default_trace_id() -> String {
+    "/trace_id".into()
+}
+fn default_time() -> String {
+    "/ts".into()
+}
+fn default_event() -> String {
+    "/event".into()
+}
+fn default_service() -> String {
+    "/service".into()
+}
+fn default_status() -> String {
+    "/status".into()
+}
+fn default_event_id() -> String {
+    "/event_id".into()
+}
+
+/// Where the trace id of an event comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceIdSource {
+    /// A field of the JSON body.
+    Field(JsonPointer),
+    /// A Kafka record header (`header:traceparent`).
+    Header(String),
+}
+
+impl FieldMapping {
+    /// Parses every pointer, naming the offending key on error.
+    pub fn parsed(&self, path: &Path, source: &str) -> Result<ParsedMapping> {
+        let key = |field: &str| format!("source.{source}.fields.{field}");
+        let parse = |field: &str, text: &str| {
+            JsonPointer::parse(text).map_err(|e| ConfigError::Pointer {
+                path: path.to_owned(),
+                key: key(field),
+                source: e,
+            })
+        };
+        let trace_id = match self.trace_id.strip_prefix("header:") {
+            Some("") => {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    key: key("trace_id"),
+                    message: "`header:` needs a header name, e.g. `header:traceparent`".into(),
+                });
+            }
+            Some(name) => TraceIdSource::Header(name.to_owned()),
+            None => TraceIdSource::Field(parse("trace_id", &self.trace_id)?),
+        };
+        Ok(ParsedMapping {
+            trace_id,
+            time: parse("time", &self.time)?,
+            event: parse("event", &self.event)?,
+            service: parse("service", &self.service)?,
+            status: parse("status", &self.status)?,
+            event_id: parse("event_id", &self.event_id)?,
+        })
+    }
+}
+
+/// A [`FieldMapping`] with its pointers parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedMapping {
+    pub trace_id: TraceIdSource,
+    pub time: JsonPointer,
+    pub event: JsonPointer,
+    pub service: JsonPointer,
+    pub status: JsonPointer,
+    pub event_id: JsonPointer,
+}
+
+/// `[[journey]]`: one kind of customer journey (SPEC §2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyConfig {
+    /// Name used in outcomes, partitions and alerts.
+    pub name: String,
+    /// Free text shown by `tacet check`.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Event(s) that open the journey.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub start: Vec<String>,
+    /// Events that tell the customer "success".
+    #[serde(deserialize_with = "one_or_many")]
+    pub ack_ok: Vec<String>,
+    /// Events that tell the customer "failed".
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub ack_error: Vec<String>,
+    /// Steps that must all be seen with status ok; `a|b` accepts either.
+    pub complete: Vec<String>,
+    /// Time allowed from the ack to the last required step.
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+    /// Time allowed from start to an ack of either kind.
+    #[serde(with = "duration")]
+    pub ack_timeout: Duration,
+    /// Target share of good journeys, e.g. 0.999.
+    pub slo: f64,
+    /// Journey attributes: `name = "/pointer"` (a string column; `amount` is a
+    /// number) or `name = { pointer = "/p", type = "float" }`.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeSpec>,
+}
+
+/// How one attribute is found and typed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AttributeSpec {
+    /// Just the pointer; the type follows the name (`amount` is float).
+    Pointer(String),
+    /// Pointer and explicit type.
+    Typed(TypedAttribute),
+}
+
+/// `{ pointer = "/p", type = "float" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypedAttribute {
+    /// Where the value is found.
+    pub pointer: String,
+    /// Its column type.
+    #[serde(rename = "type", default)]
+    pub kind: AttributeType,
+}
+
+/// Column type of an attribute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttributeType {
+    #[default]
+    String,
+    Float,
+    Bool,
+}
+
+impl AttributeSpec {
+    /// The pointer text and the column type.
+    pub fn resolve(&self, name: &str) -> (&str, AttributeType) {
+        match self {
+            AttributeSpec::Pointer(p) if name == "amount" => (p, AttributeType::Float),
+            AttributeSpec::Pointer(p) => (p, AttributeType::String),
+            AttributeSpec::Typed(t) => (&t.pointer, t.kind),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses `path`; the catalog does the cross-field checks.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.origin = origin.to_owned();
+        config.validate_scalars()?;
+        Ok(config)
+    }
+
+    /// The embedded default (`config/tacet.toml`).
+    pub fn embedded_default() -> Self {
+        Self::from_toml(EMBEDDED_DEFAULT, Path::new("<embedded config/tacet.toml>"))
+            .expect("the embedded default config is valid (tested)")
+    }
+
+    /// The field mapping `tacet replay` uses: the only `[[source]]`, the one
+    /// named `wanted`, or the reference defaults when there is none.
+    pub fn replay_mapping(&self, wanted: Option<&str>) -> Result<(String, ParsedMapping)> {
+        let source = match (wanted, self.sources.as_slice()) {
+            (Some(name), sources) => sources.iter().find(|s| s.name == name).ok_or_else(|| {
+                let known: Vec<_> = sources.iter().map(|s| s.name.as_str()).collect();
+                ConfigError::Invalid {
+                    path: self.origin.clone(),
+                    key: "source".into(),
+                    message: format!("no [[source]] named {name:?} (defined: {known:?})"),
+                }
+            })?,
+            (None, []) => {
+                let mapping = FieldMapping::default();
+                return Ok(("events".into(), mapping.parsed(&self.origin, "events")?));
+            }
+            (None, [only]) => only,
+            (None, sources) => {
+                let known: Vec<_> = sources.iter().map(|s| s.name.as_str()).collect();
+                return Err(ConfigError::Invalid {
+                    path: self.origin.clone(),
+                    key: "source".into(),
+                    message: format!("several [[source]] tables {known:?}: pick one with --source"),
+                });
+            }
+        };
+        Ok((source.name.clone(), source.fields.parsed(&self.origin, &source.name)?))
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks that need no cross-referencing between journeys.
+    fn validate_scalars(&self) -> Result<()> {
+        if self.journeys.is_empty() {
+            return Err(self.invalid("journey", "the config defines no [[journey]]"));
+        }
+        if self.engine.max_open_journeys == 0 {
+            return Err(self.invalid("engine.max_open_journeys", "must be at least 1"));
+        }
+        if self.engine.max_line_bytes < 64 {
+            return Err(self.invalid("engine.max_line_bytes", "must be at least 64"));
+        }
+        if self.output.flush_rows == 0 {
+            return Err(self.invalid("output.flush_rows", "must be at least 1"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for source in &self.sources {
+            if !names.insert(source.name.as_str()) {
+                return Err(self.invalid("source.name", format!("{:?} is defined twice", source.name)));
+            }
+            source.fields.parsed(&self.origin, &source.name)?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for j in &self.journeys {
+            let key = |field: &str| format!("journey.{}.{field}", j.name);
+            if j.name.is_empty() || !j.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(self.invalid(
+                    "journey.name",
+                    format!("{:?}: use letters, digits, '_' or '-' (it names a partition folder)", j.name),
+                ));
+            }
+            if !names.insert(j.name.as_str()) {
+                return Err(self.invalid("journey.name", format!("{:?} is defined twice", j.name)));
+            }
+            if j.ack_ok.is_empty() {
+                return Err(self.invalid(key("ack_ok"), "needs at least one event"));
+            }
+            if j.complete.is_empty() {
+                return Err(self.invalid(key("complete"), "needs at least one step"));
+            }
+            if j.complete.len() > 32 {
+                return Err(self.invalid(key("complete"), "at most 32 required steps"));
+            }
+            if j.deadline.is_zero() {
+                return Err(self.invalid(key("deadline"), "must be longer than 0s"));
+            }
+            if j.ack_timeout.is_zero() {
+                return Err(self.invalid(key("ack_timeout"), "must be longer than 0s"));
+            }
+            if !(j.slo > 0.0 && j.slo < 1.0) {
+                return Err(self.invalid(key("slo"), format!("{} is not between 0 and 1 (exclusive)", j.slo)));
+            }
+            for (attr, spec) in &j.attributes {
+                let (pointer, _) = spec.resolve(attr);
+                JsonPointer::parse(pointer).map_err(|source| ConfigError::Pointer {
+                    path: self.origin.clone(),
+                    key: key(&format!("attributes.{attr}")),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The orphan timeout in force (explicit, or the largest ack_timeout + deadline).
+    pub fn orphan_timeout(&self) -> Duration {
+        self.engine.orphan_timeout.unwrap_or_else(|| {
+            self.journeys
+                .iter()
+                .map(|j| j.ack_timeout + j.deadline)
+                .max()
+                .unwrap_or_default()
+        })
+    }
+}
+
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Durations written as `"2m"`, `"30s"`, `"1h 30m"`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\" or \"2m\": {e}")))
+    }
+}
+
+/// Optional durations.
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::Deserializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+[[journey]]
+name = "t"
+start = "a"
+ack_ok = ["b"]
+complete = ["c"]
+deadline = "2m"
+ack_timeout = "30s"
+slo = 0.99
+"#;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.journeys.len(), 6);
+        assert_eq!(c.engine.allowed_lateness, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.engine.late_horizon, Duration::from_secs(86_400));
+        assert_eq!(c.orphan_timeout(), Duration::from_secs(150));
+        let (name, mapping) = c.replay_mapping(None).unwrap();
+        assert_eq!(name, "events");
+        assert_eq!(mapping.time.tokens(), ["ts"]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse(&format!("{MINIMAL}\ndeadlin = \"3m\"")).unwrap_err().to_string();
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("deadlin"), "{err}");
+        let err = parse(&format!("[engine]\nshard = 3\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(err.contains("shard"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_an_error() {
+        let err = parse(&MINIMAL.replace("\"2m\"", "\"2 parsecs\"")).unwrap_err().to_string();
+        assert!(err.contains("2 parsecs"), "{err}");
+    }
+
+    #[test]
+    fn bad_pointer_names_the_key() {
+        let text = format!("{MINIMAL}\n[[source]]\nname = \"s\"\n[source.fields]\ntime = \"ts\"\n");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("source.s.fields.time"), "{err}");
+        let text = MINIMAL.replace("slo = 0.99", "slo = 0.99\nattributes = { amount = \"/a~2\" }");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("journey.t.attributes.amount"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors() {
+        assert!(parse(&MINIMAL.replace("0.99", "1.5")).is_err());
+        assert!(parse(&MINIMAL.replace("\"2m\"", "\"0s\"")).is_err());
+        assert!(parse(&MINIMAL.replace("complete = [\"c\"]", "complete = []")).is_err());
+        assert!(parse("[engine]\n").is_err(), "no journeys");
+    }
+
+    #[test]
+    fn replay_mapping_picks_sources() {
+        let text = format!(
+            "{MINIMAL}\n[[source]]\nname = \"a\"\n[[source]]\nname = \"b\"\n[source.fields]\ntime = \"/t\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert!(c.replay_mapping(None).is_err(), "ambiguous");
+        assert_eq!(c.replay_mapping(Some("b")).unwrap().1.time.tokens(), ["t"]);
+        assert!(c.replay_mapping(Some("zz")).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Decoded events as the correlator sees them, and trace keys.
+//!
+//! An [`Event`] borrows everything from its decoded batch: no allocation per
+//! event between the decoder and the shard that owns its trace.
+
+use xxhash_rust::xxh3::{xxh3_64_with_seed, xxh3_128_with_seed};
+
+use crate::catalog::{AttrSlot, NameId};
+
+/// Event time: milliseconds since the Unix epoch, UTC.
+pub type EventTime = i64;
+
+/// Seeds are fixed constants: routing and stored state depend on them, so
+/// changing one reshuffles every trace between shards (as Arroyo's HASH_SEEDS).
+const TRACE_TEXT_SEED: u64 = 0x7ace_7ace_0000_0001;
+const ROUTE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+const TABLE_SEED: u64 = 0xc2b2_ae3d_27d4_eb4f;
+const FINGERPRINT_ID_SEED: u64 = 0x1656_67b1_9e37_79f9;
+const FINGERPRINT_FIELDS_SEED: u64 = 0x27d4_eb2f_1656_67c5;
+
+/// 128-bit identity of a trace. A canonical W3C trace id (32 lowercase hex
+/// digits) is its own value; any other text is hashed (xxh3-128) and the
+/// text itself travels with the journey so outcomes show it unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TraceKey {
+    pub hi: u64,
+    pub lo: u64,
+}
+
+impl TraceKey {
+    /// The key of `text`, and whether `text` is canonical (rebuildable from the key).
+    #[inline]
+    pub fn from_text(text: &str) -> (TraceKey, bool) {
+        match parse_hex32(text.as_bytes()) {
+            Some(key) => (key, true),
+            None => {
+                let h = xxh3_128_with_seed(text.as_bytes(), TRACE_TEXT_SEED);
+                (
+                    TraceKey {
+                        hi: (h >> 64) as u64,
+                        lo: h as u64,
+                    },
+                    false,
+                )
+            }
+        }
+    }
+
+    /// Appends the 32 hex digits of a canonical key.
+    pub fn write_hex(&self, out: &mut String) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for word in [self.hi, self.lo] {
+            for shift in (0..16).rev() {
+                out.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
+            }
+        }
+    }
+
+    /// The shard that owns this trace, out of `shards`.
+    #[inline]
+    pub fn shard(&self, shards: usize) -> usize {
+        (mix(self.hi ^ mix(self.lo ^ ROUTE_SEED)) % shards as u64) as usize
+    }
+
+    /// Hash for per-shard tables; independent of [`TraceKey::shard`] so that
+    /// keys routed to one shard still spread over the whole table.
+    #[inline]
+    pub fn table_hash(&self) -> u64 {
+        mix(self.lo ^ mix(self.hi ^ TABLE_SEED))
+    }
+}
+
+/// The 64-bit finaliser of splitmix64: cheap, and every input bit reaches every output bit.
+#[inline]
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[inline]
+fn parse_hex32(bytes: &[u8]) -> Option<TraceKey> {
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut words = [0u64; 2];
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks_exact(16)) {
+        for &b in chunk {
+            let v = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                _ => return None,
+            };
+            *w = (*w << 4) | v as u64;
+        }
+    }
+    Some(TraceKey {
+        hi: words[0],
+        lo: words[1],
+    })
+}
+
+/// The trace id inside a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn traceparent_trace_id(value: &str) -> Option<&str> {
+    let b = value.as_bytes();
+    if b.len() < 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let hex = |s: &[u8]| s.iter().all(|c| c.is_ascii_hexdigit());
+    if !hex(&b[0..2]) || !hex(&b[3..35]) || !hex(&b[36..52]) || !hex(&b[53..55]) {
+        return None;
+    }
+    // Version 00 is exactly 55 bytes; later versions may append fields.
+    if &b[0..2] == b"00" && b.len() != 55 {
+        return None;
+    }
+    Some(&value[3..35])
+}
+
+/// De-duplication fingerprint of an event that carries an `event_id`.
+#[inline]
+pub fn fingerprint_by_id(event_id: &[u8]) -> u64 {
+    xxh3_64_with_seed(event_id, FINGERPRINT_ID_SEED)
+}
+
+/// De-duplication fingerprint from (event, service, time), for events without an id.
+/// Traces are compared separately: fingerprints are kept per trace.
+#[inline]
+pub fn fingerprint_by_fields(name: NameId, service: &[u8], time: EventTime) -> u64 {
+    let h = xxh3_64_with_seed(service, FINGERPRINT_FIELDS_SEED ^ ((name as u64) << 48));
+    mix(h ^ time as u64)
+}
+
+/// A journey attribute value as decoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttrValue<'a> {
+    Str(&'a str),
+    Num(f64),
+    Bool(bool),
+}
+
+/// One decoded event, borrowed from its batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Event<'a> {
+    /// Identity of the trace.
+    pub trace: TraceKey,
+    /// The trace id text when it is not canonical (see [`TraceKey::from_text`]).
+    pub trace_text: Option<&'a str>,
+    /// Event time.
+    pub time: EventTime,
+    /// The step name, resolved in the catalog.
+    pub name: NameId,
+    /// Status ok (true) or error (false).
+    pub ok: bool,
+    /// De-duplication fingerprint, see [`fingerprint_by_id`].
+    pub fingerprint: u64,
+    /// Emitting service; empty when the event names none.
+    pub service: &'a str,
+    /// Attribute values found in the event, by pointer slot.
+    pub attrs: &'a [(AttrSlot, AttrValue<'a>)],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_hex_round_trips() {
+        let text = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let (key, canonical) = TraceKey::from_text(text);
+        assert!(canonical);
+        let mut out = String::new();
+        key.write_hex(&mut out);
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn other_text_is_hashed_and_not_canonical() {
+        let (a, ca) = TraceKey::from_text("order-17");
+        let (b, _) = TraceKey::from_text("order-18");
+        let (upper, cu) = TraceKey::from_text("4BF92F3577B34DA6A3CE929D0E0E4736");
+        assert!(!ca && !cu);
+        assert_ne!(a, b);
+        assert_ne!(upper, TraceKey::from_text("4bf92f3577b34da6a3ce929d0e0e4736").0);
+    }
+
+    #[test]
+    fn traceparent_yields_trace_id() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(traceparent_trace_id(tp), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(traceparent_trace_id("00-xyz"), None);
+        assert_eq!(traceparent_trace_id(&format!("{tp}-extra")), None);
+    }
+
+    #[test]
+    fn routing_is_stable_and_spread() {
+        // Fixed seeds: these values are part of the stored-state format.
+        let (key, _) = TraceKey::from_text("4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(key.shard(4), key.shard(4));
+        let mut counts = [0usize; 4];
+        for i in 0..4000u64 {
+            let k = TraceKey { hi: i, lo: i * 7 };
+            counts[k.shard(4)] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "{counts:?}");
+    }
+}
