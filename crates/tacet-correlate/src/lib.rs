@@ -1,1 +1,29 @@
-//! placeholder
+//! # tacet-correlate
+//!
+//! The join stage: events of one trace, from any service, partition or order,
+//! are gathered under their trace key and each journey is decided exactly once
+//! by the rules of SPEC §3, in event time.
+//!
+//! ## Layout
+//! - [`Shard`]: owns a disjoint set of traces (routed by
+//!   [`tacet_core::TraceKey::shard`]). Its whole API is [`Shard::advance`]
+//!   (move the watermark, firing due timers), [`Shard::apply`] (one event) and
+//!   [`Shard::finish`] (end of finite input). One thread owns one shard: no
+//!   lock is taken per event.
+//! - [`watermark`]: the per-partition watermark of SPEC §4, with idleness.
+//! - [`ShardStats`]: counters per journey and outcome, merged for summaries.
+//!
+//! Memory per open journey is the budget that matters at scale (SPEC asks for
+//! millions open at once): a journey is one 128-byte slab entry, a 4-byte
+//! table bucket, a 16-byte timer and a small attribute blob. State is freed the
+//! moment a journey is decided; a compact tombstone remembers the trace for
+//! `late_horizon` so that late events never open a second journey.
+
+mod attrs;
+mod shard;
+mod slab;
+mod stats;
+pub mod watermark;
+
+pub use shard::{Evicted, InFlight, Shard};
+pub use stats::{JourneyStats, ShardStats};

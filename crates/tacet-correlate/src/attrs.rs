@@ -1,0 +1,167 @@
+//! Journey attributes and a non-canonical trace id, packed into one small
+//! byte blob per journey: `[slot u8 | flags][tag][payload]…`. A transfer's
+//! five attributes take ~45 bytes here instead of ~250 as boxed values.
+
+use tacet_core::{AttrSlot, AttrValue};
+
+const TAG_STR: u8 = 0;
+const TAG_NUM: u8 = 1;
+const TAG_TRUE: u8 = 2;
+const TAG_FALSE: u8 = 3;
+/// The trace id text of a non-canonical trace.
+const TAG_TRACE_TEXT: u8 = 4;
+/// Set on values that came from the journey's start event, which wins.
+const FROM_START: u8 = 0x80;
+const MAX_STR: usize = u16::MAX as usize;
+
+#[derive(Default)]
+pub(crate) struct Blob(Option<Box<[u8]>>);
+
+impl Blob {
+    pub(crate) fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    fn entries(&self) -> Entries<'_> {
+        Entries {
+            rest: self.0.as_deref().unwrap_or(&[]),
+        }
+    }
+
+    pub(crate) fn trace_text(&self) -> Option<&str> {
+        self.entries()
+            .find(|e| e.tag == TAG_TRACE_TEXT)
+            .map(|e| std::str::from_utf8(e.payload).expect("stored from &str"))
+    }
+
+    pub(crate) fn attr(&self, slot: AttrSlot) -> Option<AttrValue<'_>> {
+        self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == slot).map(|e| match e.tag {
+            TAG_STR => AttrValue::Str(std::str::from_utf8(e.payload).expect("stored from &str")),
+            TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().expect("8 bytes"))),
+            TAG_TRUE => AttrValue::Bool(true),
+            _ => AttrValue::Bool(false),
+        })
+    }
+
+    pub(crate) fn set_trace_text(&mut self, text: &str) {
+        let mut out = self.0.take().map(Vec::from).unwrap_or_default();
+        push(&mut out, 0, TAG_TRACE_TEXT, text.as_bytes());
+        self.0 = Some(out.into_boxed_slice());
+    }
+
+    /// Merges an event's attributes: a slot keeps its first value unless the
+    /// new one comes from the start event and the old one did not.
+    pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrValue<'_>)], from_start: bool) {
+        let wanted = |existing: Option<Entry<'_>>| match existing {
+            None => true,
+            Some(e) => from_start && e.flags & FROM_START == 0,
+        };
+        if attrs
+            .iter()
+            .all(|(slot, _)| !wanted(self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == *slot)))
+        {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.as_ref().map_or(0, |b| b.len()) + 32);
+        let replaced: Vec<AttrSlot> = attrs
+            .iter()
+            .filter(|(slot, _)| wanted(self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == *slot)))
+            .map(|(slot, _)| *slot)
+            .collect();
+        for e in self.entries() {
+            if e.tag == TAG_TRACE_TEXT || !replaced.contains(&e.slot) {
+                push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
+            }
+        }
+        let flags = if from_start { FROM_START } else { 0 };
+        for (slot, value) in attrs.iter().filter(|(s, _)| replaced.contains(s)) {
+            let head = *slot as u8 | flags;
+            match value {
+                AttrValue::Str(s) => {
+                    let mut end = s.len().min(MAX_STR);
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    push(&mut out, head, TAG_STR, &s.as_bytes()[..end]);
+                }
+                AttrValue::Num(n) => push(&mut out, head, TAG_NUM, &n.to_le_bytes()),
+                AttrValue::Bool(true) => push(&mut out, head, TAG_TRUE, &[]),
+                AttrValue::Bool(false) => push(&mut out, head, TAG_FALSE, &[]),
+            }
+        }
+        self.0 = Some(out.into_boxed_slice());
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |b| b.len())
+    }
+}
+
+fn push(out: &mut Vec<u8>, head: u8, tag: u8, payload: &[u8]) {
+    out.push(head);
+    out.push(tag);
+    match tag {
+        TAG_STR | TAG_TRACE_TEXT => {
+            out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+            out.extend_from_slice(payload);
+        }
+        _ => out.extend_from_slice(payload),
+    }
+}
+
+struct Entry<'a> {
+    slot: AttrSlot,
+    flags: u8,
+    tag: u8,
+    payload: &'a [u8],
+}
+
+struct Entries<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Entry<'a>;
+
+    fn next(&mut self) -> Option<Entry<'a>> {
+        let [head, tag, rest @ ..] = self.rest else {
+            return None;
+        };
+        let (payload, rest) = match *tag {
+            TAG_STR | TAG_TRACE_TEXT => {
+                let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+                (&rest[2..2 + len], &rest[2 + len..])
+            }
+            TAG_NUM => (&rest[..8], &rest[8..]),
+            _ => (&rest[..0], rest),
+        };
+        self.rest = rest;
+        Some(Entry {
+            slot: (head & !FROM_START) as AttrSlot,
+            flags: head & FROM_START,
+            tag: *tag,
+            payload,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_value_wins_unless_start_overrides() {
+        let mut b = Blob::default();
+        b.set_trace_text("order-17");
+        b.merge(&[(0, AttrValue::Num(250.0)), (1, AttrValue::Str("EUR"))], false);
+        b.merge(&[(1, AttrValue::Str("USD")), (2, AttrValue::Bool(true))], false);
+        assert_eq!(b.attr(1), Some(AttrValue::Str("EUR")));
+        assert_eq!(b.attr(2), Some(AttrValue::Bool(true)));
+        b.merge(&[(0, AttrValue::Num(99.5))], true);
+        assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)));
+        b.merge(&[(0, AttrValue::Num(1.0))], true);
+        assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)), "the first start value stays");
+        assert_eq!(b.trace_text(), Some("order-17"));
+        assert_eq!(b.attr(3), None);
+    }
+}

@@ -1,0 +1,860 @@
+//! One shard of the join: the traces it owns, their timers and tombstones,
+//! and the outcome rules of SPEC §3.
+//!
+//! Every decision is a function of event times, never of wall-clock or of
+//! when the watermark happened to move: `decided_at` is the ack for `failed`,
+//! the last required step for `completed`, the deadline for `silent_failure`
+//! and `stalled`, first-seen + `orphan_timeout` for `orphan`. Two engines that
+//! see the same events per trace therefore write the same rows.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use smallvec::SmallVec;
+use tacet_core::outcome::OutcomeSink;
+use tacet_core::{AttrValue, Catalog, Event, EventTime, JourneyId, NameId, Outcome, OutcomeRecord, Role, TraceKey};
+
+use crate::attrs::Blob;
+use crate::slab::{Slab, Vacant};
+use crate::stats::ShardStats;
+
+/// `journey` of a trace that has steps but no start or ack yet.
+const PENDING: u16 = u16::MAX;
+/// `journey` of a vacant slab entry.
+const VACANT: u16 = u16::MAX - 1;
+/// Cap on distinct service names per shard; beyond it they read `(other)`.
+const SERVICE_CAP: usize = 100_000;
+/// Tombstones are swept in buckets of this much event time.
+const TOMB_BUCKET_MS: i64 = 60_000;
+/// Below this share of `max_open` an eviction episode is over.
+const EVICTION_EPISODE_END: f64 = 0.9;
+
+/// One event kept in an open trace: 24 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    fingerprint: u64,
+    time: EventTime,
+    service: u32,
+    name: NameId,
+    ok: bool,
+}
+
+/// An open trace: 128 bytes in the slab, three events inline.
+#[derive(Default)]
+struct OpenTrace {
+    key: TraceKey,
+    events: SmallVec<[Seen; 3]>,
+    blob: Blob,
+    /// The one timer in force for this trace.
+    timer_at: EventTime,
+    /// Bumped on every timer change and on release: heap entries with an
+    /// older generation are stale and skipped.
+    generation: u32,
+    journey: u16,
+    duplicates: u16,
+}
+
+impl Vacant for OpenTrace {
+    fn is_vacant(&self) -> bool {
+        self.journey == VACANT
+    }
+}
+
+/// A decided trace, remembered until the watermark passes `expires`.
+struct Tomb {
+    key: TraceKey,
+    expires: EventTime,
+}
+
+/// A silent failure kept in full until `late_horizon`, for its correction.
+struct SilentTomb {
+    trace: OpenTrace,
+    journey: JourneyId,
+    started_at: Option<EventTime>,
+    acked_at: EventTime,
+    deadline_at: EventTime,
+    missing: u32,
+}
+
+/// An open journey pushed out by `max_open_journeys`, for the dead-letter sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evicted {
+    pub trace_id: String,
+    pub journey: Option<String>,
+    pub first_seen: EventTime,
+    pub n_events: usize,
+    pub timer_at: EventTime,
+}
+
+/// A journey still open at the end of a finite input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InFlight {
+    pub trace_id: String,
+    /// `None` while only steps have been seen (a possible orphan).
+    pub journey: Option<String>,
+    pub first_seen: EventTime,
+    pub started_at: Option<EventTime>,
+    pub acked_at: Option<EventTime>,
+    /// When it will be decided unless more events arrive.
+    pub decides_at: EventTime,
+    pub n_events: usize,
+}
+
+/// What the events of a trace say about its journey.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    start: Option<EventTime>,
+    ack_ok: Option<EventTime>,
+    ack_error: Option<EventTime>,
+}
+
+/// A decision about to be written.
+struct Decision {
+    journey: JourneyId,
+    outcome: Outcome,
+    started_at: Option<EventTime>,
+    acked_at: Option<EventTime>,
+    completed_at: Option<EventTime>,
+    deadline_at: Option<EventTime>,
+    decided_at: EventTime,
+    missing: u32,
+}
+
+struct Interner {
+    ids: hashbrown::HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn new() -> Self {
+        let mut this = Self {
+            ids: Default::default(),
+            names: Vec::new(),
+        };
+        this.names.push("".into());
+        this.names.push("(other)".into());
+        this
+    }
+
+    #[inline]
+    fn intern(&mut self, name: &str, overflow: &mut u64) -> u32 {
+        if name.is_empty() {
+            return 0;
+        }
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        if self.names.len() >= SERVICE_CAP {
+            *overflow += 1;
+            return 1;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+}
+
+/// One shard of the correlator. See the crate docs for the API contract.
+pub struct Shard<S> {
+    catalog: Arc<Catalog>,
+    sink: S,
+    table: HashTable<u32>,
+    slab: Slab<OpenTrace>,
+    timers: BinaryHeap<Reverse<(EventTime, u32, u32)>>,
+    tombs: HashTable<Tomb>,
+    tomb_buckets: BTreeMap<i64, Vec<TraceKey>>,
+    silent: HashMap<TraceKey, SilentTomb>,
+    services: Interner,
+    watermark: EventTime,
+    max_open: usize,
+    evicting: bool,
+    evicted: Vec<Evicted>,
+    stats: ShardStats,
+    trace_id: String,
+}
+
+impl<S: OutcomeSink> Shard<S> {
+    /// A shard that may hold up to `max_open` open traces and writes to `sink`.
+    pub fn new(catalog: Arc<Catalog>, max_open: usize, sink: S) -> Self {
+        let stats = ShardStats::new(
+            catalog.journeys().len(),
+            catalog.journeys().iter().map(|j| j.groups.len()),
+        );
+        Self {
+            catalog,
+            sink,
+            table: HashTable::new(),
+            slab: Slab::new(),
+            timers: BinaryHeap::new(),
+            tombs: HashTable::new(),
+            tomb_buckets: BTreeMap::new(),
+            silent: HashMap::new(),
+            services: Interner::new(),
+            watermark: EventTime::MIN,
+            max_open: max_open.max(1),
+            evicting: false,
+            evicted: Vec::new(),
+            stats,
+            trace_id: String::new(),
+        }
+    }
+
+    /// The watermark this shard has reached.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark
+    }
+
+    /// Counters so far (gauges refreshed).
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.open = self.slab.len() as u64;
+        s.tombstones = self.tombs.len() as u64;
+        s
+    }
+
+    /// The sink, e.g. to flush it.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
+    /// Consumes the shard, returning its sink.
+    pub fn into_sink(self) -> S {
+        self.sink
+    }
+
+    /// Journeys evicted since the last call, for the dead-letter sink.
+    pub fn take_evicted(&mut self) -> Vec<Evicted> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Bytes of state held per open trace beyond the slab entry (blobs and
+    /// spilled event lists), for memory reports.
+    pub fn approx_state_bytes(&self) -> usize {
+        let per_entry = std::mem::size_of::<OpenTrace>() + 4 + 16;
+        self.slab
+            .iter()
+            .map(|t| {
+                per_entry
+                    + t.blob.heap_bytes()
+                    + if t.events.spilled() {
+                        t.events.capacity() * std::mem::size_of::<Seen>()
+                    } else {
+                        0
+                    }
+            })
+            .sum()
+    }
+
+    /// Moves the watermark to `watermark` (never backwards) and decides every
+    /// journey whose timer it passes: a timer at `t` fires once the watermark
+    /// is strictly greater than `t`, so a step at exactly the deadline is on time.
+    pub fn advance(&mut self, watermark: EventTime) {
+        if watermark <= self.watermark {
+            return;
+        }
+        self.watermark = watermark;
+        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
+            if at >= watermark {
+                break;
+            }
+            self.timers.pop();
+            let t = self.slab.get(slot);
+            if t.is_vacant() || t.generation != generation {
+                continue;
+            }
+            self.on_timer(slot);
+        }
+        self.sweep_tombstones();
+    }
+
+    /// Applies one event at the current watermark.
+    pub fn apply(&mut self, e: &Event<'_>) {
+        self.stats.events += 1;
+        let hash = e.trace.table_hash();
+        if let Ok(entry) = self.tombs.find_entry(hash, |t| t.key == e.trace) {
+            if entry.get().expires >= self.watermark {
+                self.on_late(e);
+                return;
+            }
+            entry.remove();
+            self.silent.remove(&e.trace);
+        }
+        let slot = match self.table.find(hash, |&s| self.slab.get(s).key == e.trace) {
+            Some(&slot) => slot,
+            None => self.open(e, hash),
+        };
+        let service = self.services.intern(e.service, &mut self.stats.services_overflow);
+        let opener = self.catalog.opener(e.name);
+        let t = self.slab.get_mut(slot);
+        if t.events.iter().any(|s| s.fingerprint == e.fingerprint) {
+            t.duplicates = t.duplicates.saturating_add(1);
+            self.stats.duplicates += 1;
+            return;
+        }
+        t.events.push(Seen {
+            fingerprint: e.fingerprint,
+            time: e.time,
+            service,
+            name: e.name,
+            ok: e.ok,
+        });
+        if !e.attrs.is_empty() {
+            let from_start = matches!(opener, Some((_, Role::Start)));
+            t.blob.merge(e.attrs, from_start);
+        }
+        match (t.journey, opener) {
+            (PENDING, Some((journey, _))) => t.journey = journey,
+            (current, Some((journey, _))) if current != journey => self.stats.conflicting_openers += 1,
+            _ => {}
+        }
+        self.evaluate(slot);
+    }
+
+    /// End of a finite input: the watermark becomes the largest event time
+    /// seen (`max_time`); journeys whose timer is not passed stay in flight
+    /// and are returned, not invented as failures.
+    pub fn finish(&mut self, max_time: EventTime) -> Vec<InFlight> {
+        self.advance(max_time);
+        let mut out = Vec::new();
+        for t in self.slab.iter() {
+            let view = (t.journey != PENDING).then(|| view(&self.catalog, t.journey, &t.events));
+            let trace_id = trace_text(t).into_owned();
+            match t.journey {
+                PENDING => self.stats.pending_in_flight += 1,
+                j => self.stats.journeys[j as usize].in_flight += 1,
+            }
+            out.push(InFlight {
+                trace_id,
+                journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
+                first_seen: first_seen(&t.events),
+                started_at: view.and_then(|v| v.start),
+                acked_at: view.and_then(|v| v.ack_ok),
+                decides_at: t.timer_at,
+                n_events: t.events.len(),
+            });
+        }
+        out.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+        out
+    }
+
+    fn open(&mut self, e: &Event<'_>, hash: u64) -> u32 {
+        if self.slab.len() >= self.max_open {
+            self.evict_one();
+        }
+        let slot = self.slab.alloc();
+        let t = self.slab.get_mut(slot);
+        t.key = e.trace;
+        t.journey = PENDING;
+        t.duplicates = 0;
+        t.timer_at = EventTime::MIN;
+        t.events.clear();
+        t.blob.clear();
+        if let Some(text) = e.trace_text {
+            t.blob.set_trace_text(text);
+        }
+        let Self { table, slab, .. } = self;
+        table.insert_unique(hash, slot, |&s| slab.get(s).key.table_hash());
+        let open = self.slab.len() as u64;
+        self.stats.peak_open = self.stats.peak_open.max(open);
+        if self.evicting && (open as f64) < self.max_open as f64 * EVICTION_EPISODE_END {
+            self.evicting = false;
+        }
+        slot
+    }
+
+    /// Re-examines a trace after an event: decide now, or set its one timer.
+    fn evaluate(&mut self, slot: u32) {
+        let t = self.slab.get(slot);
+        if t.journey == PENDING {
+            let at = first_seen(&t.events).saturating_add(self.catalog.orphan_timeout_ms);
+            self.set_timer(slot, at);
+            return;
+        }
+        let spec = self.catalog.journey(t.journey);
+        let v = view(&self.catalog, t.journey, &t.events);
+        if let Some(failed_at) = v.ack_error {
+            let d = Decision {
+                journey: t.journey,
+                outcome: Outcome::Failed,
+                started_at: v.start,
+                acked_at: Some(failed_at),
+                completed_at: None,
+                deadline_at: None,
+                decided_at: failed_at,
+                missing: 0,
+            };
+            self.decide(slot, d);
+        } else if let Some(ack) = v.ack_ok {
+            let deadline = ack.saturating_add(spec.deadline_ms);
+            let (mask, done_at) = satisfied(&self.catalog, t.journey, &t.events, deadline);
+            if mask == spec.all_groups {
+                let d = Decision {
+                    journey: t.journey,
+                    outcome: Outcome::Completed,
+                    started_at: v.start,
+                    acked_at: Some(ack),
+                    completed_at: Some(done_at),
+                    deadline_at: Some(deadline),
+                    decided_at: done_at.max(ack),
+                    missing: 0,
+                };
+                self.decide(slot, d);
+            } else {
+                self.set_timer(slot, deadline);
+            }
+        } else {
+            // A known journey has a start or an ack; an ack that is not in
+            // time implies a start, so this is the stall timer.
+            let at = match v.start {
+                Some(start) => start.saturating_add(spec.ack_timeout_ms),
+                None => first_seen(&t.events).saturating_add(self.catalog.orphan_timeout_ms),
+            };
+            self.set_timer(slot, at);
+        }
+    }
+
+    fn on_timer(&mut self, slot: u32) {
+        let t = self.slab.get(slot);
+        if t.journey == PENDING {
+            let first = first_seen(&t.events);
+            let journey = orphan_journey(&self.catalog, &t.events);
+            let (mask, _) = satisfied(&self.catalog, journey, &t.events, EventTime::MAX);
+            let at = first.saturating_add(self.catalog.orphan_timeout_ms);
+            let d = Decision {
+                journey,
+                outcome: Outcome::Orphan,
+                started_at: None,
+                acked_at: None,
+                completed_at: None,
+                deadline_at: Some(at),
+                decided_at: at,
+                missing: self.catalog.journey(journey).all_groups & !mask,
+            };
+            self.decide(slot, d);
+            return;
+        }
+        let spec = self.catalog.journey(t.journey);
+        let v = view(&self.catalog, t.journey, &t.events);
+        match (v.ack_ok, v.start) {
+            (Some(ack), _) => {
+                let deadline = ack.saturating_add(spec.deadline_ms);
+                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, deadline);
+                let d = Decision {
+                    journey: t.journey,
+                    outcome: Outcome::SilentFailure,
+                    started_at: v.start,
+                    acked_at: Some(ack),
+                    completed_at: None,
+                    deadline_at: Some(deadline),
+                    decided_at: deadline,
+                    missing: spec.all_groups & !mask,
+                };
+                self.decide(slot, d);
+            }
+            (None, Some(start)) => {
+                let at = start.saturating_add(spec.ack_timeout_ms);
+                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, at);
+                let d = Decision {
+                    journey: t.journey,
+                    outcome: Outcome::Stalled,
+                    started_at: Some(start),
+                    acked_at: None,
+                    completed_at: None,
+                    deadline_at: Some(at),
+                    decided_at: at,
+                    missing: spec.all_groups & !mask,
+                };
+                self.decide(slot, d);
+            }
+            (None, None) => {
+                let at = first_seen(&t.events).saturating_add(self.catalog.orphan_timeout_ms);
+                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, EventTime::MAX);
+                let d = Decision {
+                    journey: t.journey,
+                    outcome: Outcome::Orphan,
+                    started_at: None,
+                    acked_at: None,
+                    completed_at: None,
+                    deadline_at: Some(at),
+                    decided_at: at,
+                    missing: spec.all_groups & !mask,
+                };
+                self.decide(slot, d);
+            }
+        }
+    }
+
+    /// Sets the trace's timer, or decides at once when the watermark has
+    /// already passed it (an event that arrived beyond the allowed lateness).
+    fn set_timer(&mut self, slot: u32, at: EventTime) {
+        if at < self.watermark {
+            self.on_timer(slot);
+            return;
+        }
+        let t = self.slab.get_mut(slot);
+        if t.timer_at == at {
+            return;
+        }
+        t.generation = t.generation.wrapping_add(1);
+        t.timer_at = at;
+        self.timers.push(Reverse((at, slot, t.generation)));
+    }
+
+    /// Writes the decision, frees the trace and leaves a tombstone.
+    fn decide(&mut self, slot: u32, d: Decision) {
+        let t = self.slab.get(slot);
+        emit(
+            &self.catalog,
+            &self.services,
+            t,
+            &d,
+            &mut self.sink,
+            &mut self.stats,
+            &mut self.trace_id,
+        );
+        let key = t.key;
+        let last_time = t.events.iter().map(|s| s.time).max().unwrap_or(d.decided_at);
+        let expires = d.decided_at.max(last_time).saturating_add(self.catalog.late_horizon_ms);
+        let trace = self.release(slot);
+        self.bury(key, expires);
+        if d.outcome == Outcome::SilentFailure {
+            let spec = self.catalog.journey(d.journey);
+            let horizon = d.decided_at.saturating_add(self.catalog.late_horizon_ms);
+            let (mask, done_at) = satisfied(&self.catalog, d.journey, &trace.events, horizon);
+            let silent = SilentTomb {
+                journey: d.journey,
+                started_at: d.started_at,
+                acked_at: d.acked_at.unwrap_or(d.decided_at),
+                deadline_at: d.decided_at,
+                missing: d.missing,
+                trace,
+            };
+            if mask == spec.all_groups {
+                // The missing steps are already in, only late: correct at once.
+                self.late_completion(&silent, done_at);
+            } else {
+                self.silent.insert(silent.trace.key, silent);
+            }
+        }
+    }
+
+    fn late_completion(&mut self, s: &SilentTomb, done_at: EventTime) {
+        let d = Decision {
+            journey: s.journey,
+            outcome: Outcome::LateCompletion,
+            started_at: s.started_at,
+            acked_at: Some(s.acked_at),
+            completed_at: Some(done_at),
+            deadline_at: Some(s.deadline_at),
+            decided_at: done_at,
+            missing: s.missing,
+        };
+        emit(
+            &self.catalog,
+            &self.services,
+            &s.trace,
+            &d,
+            &mut self.sink,
+            &mut self.stats,
+            &mut self.trace_id,
+        );
+    }
+
+    /// An event for a decided trace: counted as late; it can only complete a
+    /// silent failure late.
+    fn on_late(&mut self, e: &Event<'_>) {
+        self.stats.late_events += 1;
+        let Some(s) = self.silent.get_mut(&e.trace) else {
+            return;
+        };
+        if s.trace.events.iter().any(|x| x.fingerprint == e.fingerprint) {
+            return;
+        }
+        let service = self.services.intern(e.service, &mut self.stats.services_overflow);
+        if !e.attrs.is_empty() {
+            let from_start = matches!(self.catalog.opener(e.name), Some((_, Role::Start)));
+            s.trace.blob.merge(e.attrs, from_start);
+        }
+        s.trace.events.push(Seen {
+            fingerprint: e.fingerprint,
+            time: e.time,
+            service,
+            name: e.name,
+            ok: e.ok,
+        });
+        let horizon = s.deadline_at.saturating_add(self.catalog.late_horizon_ms);
+        let (mask, done_at) = satisfied(&self.catalog, s.journey, &s.trace.events, horizon);
+        if mask == self.catalog.journey(s.journey).all_groups {
+            let s = self.silent.remove(&e.trace).expect("present");
+            self.late_completion(&s, done_at);
+        }
+    }
+
+    fn release(&mut self, slot: u32) -> OpenTrace {
+        let hash = self.slab.get(slot).key.table_hash();
+        if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
+            entry.remove();
+        }
+        let t = self.slab.get_mut(slot);
+        let generation = t.generation.wrapping_add(1);
+        let trace = std::mem::take(t);
+        t.generation = generation;
+        t.journey = VACANT;
+        self.slab.release(slot);
+        trace
+    }
+
+    fn bury(&mut self, key: TraceKey, expires: EventTime) {
+        let hash = key.table_hash();
+        self.tombs
+            .insert_unique(hash, Tomb { key, expires }, |t| t.key.table_hash());
+        self.tomb_buckets
+            .entry(expires.div_euclid(TOMB_BUCKET_MS))
+            .or_default()
+            .push(key);
+    }
+
+    /// Frees tombstones the watermark has passed (whole buckets at a time; a
+    /// lookup also checks `expires`, so the sweep only bounds memory).
+    fn sweep_tombstones(&mut self) {
+        while let Some(entry) = self.tomb_buckets.first_entry() {
+            let bucket_end = entry.key().saturating_add(1).saturating_mul(TOMB_BUCKET_MS);
+            if bucket_end > self.watermark {
+                break;
+            }
+            for key in entry.remove() {
+                let hash = key.table_hash();
+                if let Ok(tomb) = self.tombs.find_entry(hash, |t| t.key == key)
+                    && tomb.get().expires < self.watermark
+                {
+                    tomb.remove();
+                    self.silent.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Makes room under `max_open` by deciding nothing: the open journey
+    /// closest to its timer goes to the dead-letter sink, counted and
+    /// tombstoned so its later events are counted as late, not re-opened.
+    fn evict_one(&mut self) {
+        while let Some(Reverse((_, slot, generation))) = self.timers.pop() {
+            let t = self.slab.get(slot);
+            if t.is_vacant() || t.generation != generation {
+                continue;
+            }
+            if !self.evicting {
+                self.evicting = true;
+                tracing::warn!(
+                    max_open = self.max_open,
+                    "Open-journey limit reached; evicting the journeys closest to their deadline to the dead-letter sink until load falls below 90%."
+                );
+            }
+            self.stats.evicted += 1;
+            let evicted = Evicted {
+                trace_id: trace_text(t).into_owned(),
+                journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
+                first_seen: first_seen(&t.events),
+                n_events: t.events.len(),
+                timer_at: t.timer_at,
+            };
+            let last = t.events.iter().map(|s| s.time).max().unwrap_or(self.watermark);
+            let expires = last.saturating_add(self.catalog.late_horizon_ms);
+            self.evicted.push(evicted);
+            let trace = self.release(slot);
+            self.bury(trace.key, expires);
+            return;
+        }
+    }
+}
+
+/// The earliest event time of a trace.
+fn first_seen(events: &[Seen]) -> EventTime {
+    events.iter().map(|s| s.time).min().unwrap_or(EventTime::MAX)
+}
+
+/// Start, and the acks that count: an ack counts when there is no start or
+/// it is at or before start + ack_timeout. A failing ack is an `ack_error`
+/// event, or an `ack_ok` event whose status is error.
+fn view(catalog: &Catalog, journey: JourneyId, events: &[Seen]) -> View {
+    let spec = catalog.journey(journey);
+    let start = events
+        .iter()
+        .filter(|s| spec.role(s.name) == Role::Start)
+        .map(|s| s.time)
+        .min();
+    let in_time = |t: EventTime| start.is_none_or(|s| t <= s.saturating_add(spec.ack_timeout_ms));
+    let mut ack_ok: Option<EventTime> = None;
+    let mut ack_error: Option<EventTime> = None;
+    for s in events {
+        let slot = match (spec.role(s.name), s.ok) {
+            (Role::AckOk, true) => &mut ack_ok,
+            (Role::AckOk, false) | (Role::AckError, _) => &mut ack_error,
+            _ => continue,
+        };
+        if in_time(s.time) {
+            *slot = Some(slot.map_or(s.time, |t| t.min(s.time)));
+        }
+    }
+    View {
+        start,
+        ack_ok,
+        ack_error,
+    }
+}
+
+/// The required-step groups satisfied by ok events at or before `until`, and
+/// when the last of them was first satisfied.
+fn satisfied(catalog: &Catalog, journey: JourneyId, events: &[Seen], until: EventTime) -> (u32, EventTime) {
+    let spec = catalog.journey(journey);
+    let mut earliest = [EventTime::MAX; 32];
+    let mut mask = 0u32;
+    for s in events.iter().filter(|s| s.ok && s.time <= until) {
+        if let Role::Step(groups) = spec.role(s.name) {
+            mask |= groups;
+            let mut g = groups;
+            while g != 0 {
+                let bit = g.trailing_zeros() as usize;
+                earliest[bit] = earliest[bit].min(s.time);
+                g &= g - 1;
+            }
+        }
+    }
+    let done_at = (0..spec.groups.len())
+        .filter(|&g| mask & (1 << g) != 0)
+        .map(|g| earliest[g])
+        .max()
+        .unwrap_or(EventTime::MIN);
+    (mask, done_at)
+}
+
+/// The journey an orphan is reported under: that of its earliest step (by
+/// event time, then arrival), the first journey in config order requiring it.
+fn orphan_journey(catalog: &Catalog, events: &[Seen]) -> JourneyId {
+    let mut best: Option<&Seen> = None;
+    for s in events {
+        if best.is_none_or(|b| s.time < b.time) {
+            best = Some(s);
+        }
+    }
+    best.and_then(|s| catalog.orphan_journey(s.name)).unwrap_or(0)
+}
+
+fn trace_text(t: &OpenTrace) -> std::borrow::Cow<'_, str> {
+    match t.blob.trace_text() {
+        Some(text) => std::borrow::Cow::Borrowed(text),
+        None => {
+            let mut out = String::with_capacity(32);
+            t.key.write_hex(&mut out);
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
+/// Builds the row of a decision and hands it to the sink.
+fn emit<S: OutcomeSink>(
+    catalog: &Catalog,
+    services: &Interner,
+    t: &OpenTrace,
+    d: &Decision,
+    sink: &mut S,
+    stats: &mut ShardStats,
+    trace_id: &mut String,
+) {
+    let spec = catalog.journey(d.journey);
+    trace_id.clear();
+    match t.blob.trace_text() {
+        Some(text) => trace_id.push_str(text),
+        None => t.key.write_hex(trace_id),
+    }
+    let missing: SmallVec<[&str; 8]> = (0..spec.groups.len())
+        .filter(|&g| d.missing & (1 << g) != 0)
+        .map(|g| spec.groups[g].as_str())
+        .collect();
+    let mut failed: SmallVec<[&str; 4]> = t
+        .events
+        .iter()
+        .filter(|s| !s.ok && spec.role(s.name) != Role::None)
+        .map(|s| catalog.name(s.name))
+        .collect();
+    failed.sort_unstable();
+    failed.dedup();
+    let mut service_names: SmallVec<[&str; 8]> = t
+        .events
+        .iter()
+        .filter(|s| s.service != 0)
+        .map(|s| services.name(s.service))
+        .collect();
+    service_names.sort_unstable();
+    service_names.dedup();
+    // The last event in event time; ties go to the greatest (name, service)
+    // so that arrival order never changes a row.
+    let last = t.events.iter().max_by(|a, b| {
+        (a.time, catalog.name(a.name), services.name(a.service)).cmp(&(
+            b.time,
+            catalog.name(b.name),
+            services.name(b.service),
+        ))
+    });
+    let mut attributes: SmallVec<[Option<AttrValue<'_>>; 8]> = SmallVec::from_elem(None, catalog.columns().len());
+    for &(column, slot) in &spec.attributes {
+        attributes[column] = t.blob.attr(slot);
+    }
+    let origin = d.started_at.or(d.acked_at);
+    let latency_ms = match d.outcome {
+        Outcome::Completed | Outcome::LateCompletion => d.completed_at.zip(origin).map(|(c, o)| c - o),
+        Outcome::Failed => d.started_at.map(|s| d.decided_at - s),
+        _ => None,
+    };
+    let record = OutcomeRecord {
+        trace_id,
+        journey: d.journey,
+        outcome: d.outcome,
+        started_at: d.started_at,
+        acked_at: d.acked_at,
+        completed_at: d.completed_at,
+        deadline_at: d.deadline_at,
+        decided_at: d.decided_at,
+        latency_ms,
+        missing_steps: &missing,
+        failed_steps: &failed,
+        last_step: last.map(|s| catalog.name(s.name)),
+        last_service: last.filter(|s| s.service != 0).map(|s| services.name(s.service)),
+        services: &service_names,
+        n_events: t.events.len() as u32,
+        n_duplicates: t.duplicates as u32,
+        attributes: &attributes,
+    };
+    let js = &mut stats.journeys[d.journey as usize];
+    js.outcomes[d.outcome.index()] += 1;
+    let money = spec
+        .money_column
+        .and_then(|c| match attributes[c] {
+            Some(AttrValue::Num(n)) => Some(n),
+            _ => None,
+        })
+        .unwrap_or(0.0);
+    match d.outcome {
+        Outcome::SilentFailure => {
+            js.silent_amount += money;
+            for g in 0..spec.groups.len() {
+                if d.missing & (1 << g) != 0 {
+                    js.missing[g] += 1;
+                }
+            }
+            if let Some(service) = record.last_service {
+                *js.last_services.entry(service.to_owned()).or_default() += 1;
+            }
+        }
+        Outcome::LateCompletion => js.late_amount += money,
+        _ => {}
+    }
+    sink.emit(&record);
+}

@@ -1,0 +1,66 @@
+//! A chunked slab: stable `u32` slots, no doubling copy of the whole state
+//! when it grows (a `Vec` would briefly need twice the memory of millions of
+//! journeys, and keep up to half of it unused afterwards).
+
+const CHUNK: usize = 4096;
+
+pub(crate) trait Vacant: Default {
+    fn is_vacant(&self) -> bool;
+}
+
+pub(crate) struct Slab<T> {
+    chunks: Vec<Vec<T>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl<T: Vacant> Slab<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// A vacant slot, to be filled by the caller (it keeps the entry's own
+    /// generation counter, which is why slots are not reset here).
+    pub(crate) fn alloc(&mut self) -> u32 {
+        self.len += 1;
+        if let Some(slot) = self.free.pop() {
+            return slot;
+        }
+        let total: usize = self.chunks.iter().map(Vec::len).sum();
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks.last_mut().expect("chunk exists").push(T::default());
+        total as u32
+    }
+
+    pub(crate) fn release(&mut self, slot: u32) {
+        debug_assert!(self.get(slot).is_vacant());
+        self.len -= 1;
+        self.free.push(slot);
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, slot: u32) -> &T {
+        let s = slot as usize;
+        &self.chunks[s / CHUNK][s % CHUNK]
+    }
+
+    #[inline]
+    pub(crate) fn get_mut(&mut self, slot: u32) -> &mut T {
+        let s = slot as usize;
+        &mut self.chunks[s / CHUNK][s % CHUNK]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten().filter(|t| !t.is_vacant())
+    }
+}

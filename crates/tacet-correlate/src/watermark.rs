@@ -1,0 +1,180 @@
+//! The watermark of SPEC §4: the minimum, over input partitions that are not
+//! idle, of (largest event time seen − allowed_lateness).
+//!
+//! Wall-clock time enters only through idleness, and only as an argument
+//! (`now`), so the rules are tested without sleeping. A replay of finite
+//! files never goes idle and is therefore fully deterministic.
+
+use std::time::{Duration, Instant};
+
+use tacet_core::EventTime;
+
+#[derive(Debug, Clone)]
+struct Partition {
+    max_seen: Option<EventTime>,
+    last_data: Instant,
+    finished: bool,
+}
+
+/// Per-partition event-time progress and the watermark derived from it.
+#[derive(Debug, Clone)]
+pub struct Watermarks {
+    lateness_ms: i64,
+    idle_timeout: Option<Duration>,
+    partitions: Vec<Partition>,
+    last_any: Instant,
+    current: Option<EventTime>,
+    /// Set while every partition is idle: (when that began, watermark then).
+    idle_anchor: Option<(Instant, EventTime)>,
+}
+
+impl Watermarks {
+    /// `partitions` inputs, none seen yet. `idle_timeout: None` disables
+    /// idleness (deterministic replay).
+    pub fn new(partitions: usize, lateness: Duration, idle_timeout: Option<Duration>, now: Instant) -> Self {
+        Self {
+            lateness_ms: lateness.as_millis().min(i64::MAX as u128) as i64,
+            idle_timeout,
+            partitions: vec![
+                Partition {
+                    max_seen: None,
+                    last_data: now,
+                    finished: false,
+                };
+                partitions
+            ],
+            last_any: now,
+            current: None,
+            idle_anchor: None,
+        }
+    }
+
+    /// Adds a partition (a Kafka assignment grew); returns its index.
+    pub fn add_partition(&mut self, now: Instant) -> usize {
+        self.partitions.push(Partition {
+            max_seen: None,
+            last_data: now,
+            finished: false,
+        });
+        self.partitions.len() - 1
+    }
+
+    /// Records data on partition `p` up to event time `time`.
+    pub fn observe(&mut self, p: usize, time: EventTime, now: Instant) {
+        let part = &mut self.partitions[p];
+        part.max_seen = Some(part.max_seen.map_or(time, |m| m.max(time)));
+        part.last_data = now;
+        self.last_any = now;
+        self.idle_anchor = None;
+    }
+
+    /// Partition `p` has ended (end of file); it no longer holds the watermark back.
+    pub fn finish(&mut self, p: usize) {
+        self.partitions[p].finished = true;
+    }
+
+    /// The largest event time seen on any partition.
+    pub fn max_seen(&self) -> Option<EventTime> {
+        self.partitions.iter().filter_map(|p| p.max_seen).max()
+    }
+
+    /// The watermark at wall-clock `now`; `None` before the first event. It
+    /// never moves backwards and never jumps to the current time.
+    pub fn watermark(&mut self, now: Instant) -> Option<EventTime> {
+        let idle = |p: &Partition| self.idle_timeout.is_some_and(|t| now.duration_since(p.last_data) >= t);
+        let mut candidate: Option<Option<EventTime>> = None;
+        for p in self.partitions.iter().filter(|p| !p.finished && !idle(p)) {
+            let w = p.max_seen.map(|m| m.saturating_sub(self.lateness_ms));
+            candidate = Some(match (candidate, w) {
+                (None, w) => w,
+                (Some(None), _) | (Some(_), None) => None,
+                (Some(Some(a)), Some(b)) => Some(a.min(b)),
+            });
+        }
+        let next = match candidate {
+            Some(w) => w,
+            None if self.partitions.iter().all(|p| p.finished) => self.max_seen(),
+            None => {
+                // Every open partition is idle: move at wall-clock speed from
+                // where the watermark stands.
+                let Some(stand) = self.current else {
+                    return None;
+                };
+                let timeout = self.idle_timeout.unwrap_or_default();
+                let (since, from) = *self.idle_anchor.get_or_insert((self.last_any + timeout, stand));
+                Some(from.saturating_add(now.saturating_duration_since(since).as_millis() as i64))
+            }
+        };
+        if let Some(w) = next {
+            self.current = Some(self.current.map_or(w, |c| c.max(w)));
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn no_watermark_before_first_event() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(1, 10 * S, Some(30 * S), t0);
+        assert_eq!(w.watermark(t0), None);
+        assert_eq!(w.watermark(t0 + 3600 * S), None, "idleness never invents a start");
+    }
+
+    #[test]
+    fn watermark_is_max_minus_lateness() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(1, 10 * S, None, t0);
+        w.observe(0, 100_000, t0);
+        w.observe(0, 90_000, t0);
+        assert_eq!(w.watermark(t0), Some(90_000));
+    }
+
+    #[test]
+    fn slowest_active_partition_holds_it_back() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, Duration::ZERO, Some(30 * S), t0);
+        w.observe(0, 500_000, t0);
+        assert_eq!(w.watermark(t0), None, "partition 1 has not started");
+        w.observe(1, 200_000, t0);
+        assert_eq!(w.watermark(t0), Some(200_000));
+        // Partition 1 goes quiet; after idle_timeout it stops holding back.
+        w.observe(0, 600_000, t0 + 20 * S);
+        assert_eq!(w.watermark(t0 + 29 * S), Some(200_000));
+        assert_eq!(w.watermark(t0 + 31 * S), Some(600_000));
+    }
+
+    #[test]
+    fn all_idle_advances_at_wall_clock_speed() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(1, Duration::ZERO, Some(30 * S), t0);
+        w.observe(0, 1_000_000, t0);
+        assert_eq!(w.watermark(t0), Some(1_000_000));
+        assert_eq!(w.watermark(t0 + 29 * S), Some(1_000_000));
+        assert_eq!(w.watermark(t0 + 30 * S), Some(1_000_000), "idle from here");
+        assert_eq!(w.watermark(t0 + 45 * S), Some(1_015_000));
+        // Data again: back to event time, never backwards.
+        w.observe(0, 1_005_000, t0 + 46 * S);
+        assert_eq!(w.watermark(t0 + 46 * S), Some(1_015_000));
+        w.observe(0, 1_100_000, t0 + 47 * S);
+        assert_eq!(w.watermark(t0 + 47 * S), Some(1_100_000));
+    }
+
+    #[test]
+    fn finished_partitions_release_and_end_is_max_seen() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, 10 * S, None, t0);
+        w.observe(0, 100_000, t0);
+        w.observe(1, 50_000, t0);
+        assert_eq!(w.watermark(t0), Some(40_000));
+        w.finish(1);
+        assert_eq!(w.watermark(t0), Some(90_000));
+        w.finish(0);
+        assert_eq!(w.watermark(t0), Some(100_000), "end of input: largest event time");
+    }
+}
