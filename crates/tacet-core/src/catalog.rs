@@ -241,6 +241,12 @@ impl Catalog {
                 }
                 attributes.push((column, slot));
             }
+            if catalog.pointers.len() > 127 {
+                return Err(invalid(
+                    format!("journey.{}.attributes", j.name),
+                    "at most 127 distinct attribute pointers over all journeys".into(),
+                ));
+            }
             let n = labels.len();
             catalog.journeys.push(JourneySpec {
                 id: jid as JourneyId,
