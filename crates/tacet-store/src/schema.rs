@@ -1,0 +1,50 @@
+//! The outcome table's Arrow schema.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use tacet_core::Catalog;
+use tacet_core::config::AttributeType;
+
+/// Timestamps are milliseconds, UTC.
+pub fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn string_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// The columns written to every outcome file. `journey` and `date` are not in
+/// the files: they are the hive partition folders.
+pub fn outcome_schema(catalog: &Catalog) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("outcome", DataType::Utf8, false),
+        Field::new("started_at", timestamp(), true),
+        Field::new("acked_at", timestamp(), true),
+        Field::new("completed_at", timestamp(), true),
+        Field::new("deadline_at", timestamp(), true),
+        Field::new("decided_at", timestamp(), false),
+        Field::new("latency_ms", DataType::Int64, true),
+        Field::new("missing_steps", string_list(), false),
+        Field::new("failed_steps", string_list(), false),
+        Field::new("last_step", DataType::Utf8, true),
+        Field::new("last_service", DataType::Utf8, true),
+        Field::new("services", string_list(), false),
+        Field::new("n_events", DataType::UInt32, false),
+        Field::new("n_duplicates", DataType::UInt32, false),
+    ];
+    for column in catalog.columns() {
+        let kind = match column.kind {
+            AttributeType::String => DataType::Utf8,
+            AttributeType::Float => DataType::Float64,
+            AttributeType::Bool => DataType::Boolean,
+        };
+        fields.push(Field::new(&column.name, kind, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Number of fixed (non-attribute) columns.
+pub const FIXED_COLUMNS: usize = 15;

@@ -1,0 +1,317 @@
+//! Buffers outcome rows per (journey, date) and writes Parquet files.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Builder,
+};
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use tacet_core::config::AttributeType;
+use tacet_core::outcome::OutcomeSink;
+use tacet_core::{AttrValue, Catalog, JourneyId, OutcomeRecord};
+
+use crate::schema::outcome_schema;
+use crate::{Result, StoreError};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Counters of one writer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Write failures; each also logged. The rows of a failed file are kept
+    /// and retried at the next flush.
+    pub errors: u64,
+}
+
+enum AttrBuilder {
+    Str(StringBuilder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+}
+
+/// Column builders of one partition.
+struct Builders {
+    rows: usize,
+    trace_id: StringBuilder,
+    outcome: StringBuilder,
+    started_at: TimestampMillisecondBuilder,
+    acked_at: TimestampMillisecondBuilder,
+    completed_at: TimestampMillisecondBuilder,
+    deadline_at: TimestampMillisecondBuilder,
+    decided_at: TimestampMillisecondBuilder,
+    latency_ms: Int64Builder,
+    missing_steps: ListBuilder<StringBuilder>,
+    failed_steps: ListBuilder<StringBuilder>,
+    last_step: StringBuilder,
+    last_service: StringBuilder,
+    services: ListBuilder<StringBuilder>,
+    n_events: UInt32Builder,
+    n_duplicates: UInt32Builder,
+    attrs: Vec<AttrBuilder>,
+    since: Instant,
+}
+
+fn ts() -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::new().with_timezone("UTC")
+}
+
+impl Builders {
+    fn new(catalog: &Catalog) -> Self {
+        Self {
+            rows: 0,
+            trace_id: StringBuilder::new(),
+            outcome: StringBuilder::new(),
+            started_at: ts(),
+            acked_at: ts(),
+            completed_at: ts(),
+            deadline_at: ts(),
+            decided_at: ts(),
+            latency_ms: Int64Builder::new(),
+            missing_steps: ListBuilder::new(StringBuilder::new()),
+            failed_steps: ListBuilder::new(StringBuilder::new()),
+            last_step: StringBuilder::new(),
+            last_service: StringBuilder::new(),
+            services: ListBuilder::new(StringBuilder::new()),
+            n_events: UInt32Builder::new(),
+            n_duplicates: UInt32Builder::new(),
+            attrs: catalog
+                .columns()
+                .iter()
+                .map(|c| match c.kind {
+                    AttributeType::String => AttrBuilder::Str(StringBuilder::new()),
+                    AttributeType::Float => AttrBuilder::Float(Float64Builder::new()),
+                    AttributeType::Bool => AttrBuilder::Bool(BooleanBuilder::new()),
+                })
+                .collect(),
+            since: Instant::now(),
+        }
+    }
+
+    fn append(&mut self, r: &OutcomeRecord<'_>) {
+        let list = |b: &mut ListBuilder<StringBuilder>, items: &[&str]| {
+            for item in items {
+                b.values().append_value(item);
+            }
+            b.append(true);
+        };
+        self.rows += 1;
+        self.trace_id.append_value(r.trace_id);
+        self.outcome.append_value(r.outcome.as_str());
+        self.started_at.append_option(r.started_at);
+        self.acked_at.append_option(r.acked_at);
+        self.completed_at.append_option(r.completed_at);
+        self.deadline_at.append_option(r.deadline_at);
+        self.decided_at.append_value(r.decided_at);
+        self.latency_ms.append_option(r.latency_ms);
+        list(&mut self.missing_steps, r.missing_steps);
+        list(&mut self.failed_steps, r.failed_steps);
+        self.last_step.append_option(r.last_step);
+        self.last_service.append_option(r.last_service);
+        list(&mut self.services, r.services);
+        self.n_events.append_value(r.n_events);
+        self.n_duplicates.append_value(r.n_duplicates);
+        for (i, builder) in self.attrs.iter_mut().enumerate() {
+            let value = &r.attributes.get(i).copied().flatten();
+            match builder {
+                AttrBuilder::Str(b) => match value {
+                    Some(AttrValue::Str(s)) => b.append_value(s),
+                    Some(AttrValue::Num(n)) => b.append_value(n.to_string()),
+                    Some(AttrValue::Bool(v)) => b.append_value(v.to_string()),
+                    None => b.append_null(),
+                },
+                AttrBuilder::Float(b) => b.append_option(match value {
+                    Some(AttrValue::Num(n)) => Some(*n),
+                    Some(AttrValue::Str(s)) => s.trim().parse().ok(),
+                    _ => None,
+                }),
+                AttrBuilder::Bool(b) => b.append_option(match value {
+                    Some(AttrValue::Bool(v)) => Some(*v),
+                    Some(AttrValue::Str(s)) => s.parse().ok(),
+                    _ => None,
+                }),
+            }
+        }
+    }
+
+    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.outcome.finish()),
+            Arc::new(self.started_at.finish()),
+            Arc::new(self.acked_at.finish()),
+            Arc::new(self.completed_at.finish()),
+            Arc::new(self.deadline_at.finish()),
+            Arc::new(self.decided_at.finish()),
+            Arc::new(self.latency_ms.finish()),
+            Arc::new(self.missing_steps.finish()),
+            Arc::new(self.failed_steps.finish()),
+            Arc::new(self.last_step.finish()),
+            Arc::new(self.last_service.finish()),
+            Arc::new(self.services.finish()),
+            Arc::new(self.n_events.finish()),
+            Arc::new(self.n_duplicates.finish()),
+        ];
+        for b in &mut self.attrs {
+            columns.push(match b {
+                AttrBuilder::Str(b) => Arc::new(b.finish()),
+                AttrBuilder::Float(b) => Arc::new(b.finish()),
+                AttrBuilder::Bool(b) => Arc::new(b.finish()),
+            });
+        }
+        self.rows = 0;
+        self.since = Instant::now();
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// Writes outcome rows into `<root>/outcomes/journey=…/date=…/`. One writer
+/// per shard: file names carry the writer's name so writers never collide.
+pub struct OutcomeWriter {
+    catalog: Arc<Catalog>,
+    schema: SchemaRef,
+    root: PathBuf,
+    name: String,
+    flush_rows: usize,
+    open: HashMap<(JourneyId, i64), Builders>,
+    /// Batches whose file could not be written, kept for the next flush.
+    pending: Vec<((JourneyId, i64), RecordBatch)>,
+    next_file: u64,
+    stats: WriterStats,
+}
+
+impl OutcomeWriter {
+    /// A writer under `root`; `name` (unique per run and shard) prefixes its files.
+    pub fn new(catalog: Arc<Catalog>, root: &Path, name: &str, flush_rows: usize) -> Self {
+        Self {
+            schema: outcome_schema(&catalog),
+            catalog,
+            root: root.join("outcomes"),
+            name: name.to_owned(),
+            flush_rows: flush_rows.max(1),
+            open: HashMap::new(),
+            pending: Vec::new(),
+            next_file: 0,
+            stats: WriterStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Rows buffered and not yet in a file.
+    pub fn buffered_rows(&self) -> usize {
+        self.open.values().map(|b| b.rows).sum::<usize>() + self.pending.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
+    }
+
+    /// Writes every partition buffered for at least `older_than` (all with `None`).
+    pub fn flush_older(&mut self, older_than: Option<std::time::Duration>) -> Result<()> {
+        let due: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, b)| b.rows > 0 && older_than.is_none_or(|d| b.since.elapsed() >= d))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.write_partition(key)?;
+        }
+        self.retry_pending()
+    }
+
+    /// Writes everything buffered.
+    pub fn flush(&mut self) -> Result<()> {
+        self.flush_older(None)
+    }
+
+    fn retry_pending(&mut self) -> Result<()> {
+        for (key, batch) in std::mem::take(&mut self.pending) {
+            if let Err(e) = self.write_file(key, &batch) {
+                self.pending.push((key, batch));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_partition(&mut self, key: (JourneyId, i64)) -> Result<()> {
+        let Some(builders) = self.open.get_mut(&key) else {
+            return Ok(());
+        };
+        let batch = builders.finish(&self.schema)?;
+        if let Err(e) = self.write_file(key, &batch) {
+            self.stats.errors += 1;
+            self.pending.push((key, batch));
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn partition_dir(&self, (journey, day): (JourneyId, i64)) -> PathBuf {
+        let date = chrono::DateTime::from_timestamp_millis(day * DAY_MS)
+            .map(|t| t.date_naive().to_string())
+            .unwrap_or_else(|| "invalid".into());
+        self.root
+            .join(format!("journey={}", self.catalog.journey(journey).name))
+            .join(format!("date={date}"))
+    }
+
+    fn write_file(&mut self, key: (JourneyId, i64), batch: &RecordBatch) -> Result<()> {
+        let dir = self.partition_dir(key);
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let file_name = format!("part-{}-{:06}.parquet", self.name, self.next_file);
+        self.next_file += 1;
+        let tmp = dir.join(format!(".{file_name}.tmp"));
+        let path = dir.join(&file_name);
+        let pq = |source| StoreError::Parquet {
+            path: tmp.display().to_string(),
+            source,
+        };
+        let file = fs::File::create(&tmp).map_err(io(&tmp))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(pq)?;
+        writer.write(batch).map_err(pq)?;
+        let file = writer.into_inner().map_err(pq)?;
+        file.sync_data().map_err(io(&tmp))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.stats.files += 1;
+        self.stats.bytes += bytes;
+        Ok(())
+    }
+}
+
+impl OutcomeSink for OutcomeWriter {
+    fn emit(&mut self, record: &OutcomeRecord<'_>) {
+        let key = (record.journey, record.decided_at.div_euclid(DAY_MS));
+        let builders = self
+            .open
+            .entry(key)
+            .or_insert_with(|| Builders::new(&self.catalog));
+        builders.append(record);
+        self.stats.rows += 1;
+        if builders.rows >= self.flush_rows
+            && let Err(e) = self.write_partition(key)
+        {
+            // Kept in `pending` and retried at the next flush; counted.
+            tracing::error!(error = %e, "Could not write an outcome file; the rows are kept and retried.");
+        }
+    }
+}
