@@ -206,6 +206,11 @@ impl<S: OutcomeSink> Shard<S> {
         }
     }
 
+    /// The catalog this shard decides by.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
     /// The watermark this shard has reached.
     pub fn watermark(&self) -> EventTime {
         self.watermark

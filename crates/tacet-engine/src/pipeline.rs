@@ -1,0 +1,421 @@
+//! The replay pipeline: reader, decoders, shards, writers, dead letters.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use tacet_core::{Catalog, EventTime};
+use tacet_correlate::{Evicted, InFlight, Shard, ShardStats};
+use tacet_ingest::{ChunkReader, DeadLetter, DecodeStats, Decoder, ShardBatch};
+use tacet_store::{OutcomeWriter, WriterStats};
+
+use crate::summary::RunReport;
+
+/// Errors that stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Read(#[from] tacet_ingest::reader::ReadError),
+    #[error(transparent)]
+    Store(#[from] tacet_store::StoreError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("a pipeline thread stopped unexpectedly: {0}")]
+    Thread(String),
+}
+
+/// How to run a replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Correlator shards (threads owning disjoint traces).
+    pub shards: usize,
+    /// Decoder threads.
+    pub decoders: usize,
+    /// Output folder: `outcomes/`, `dead-letter.ndjson`, `state/`.
+    pub out_dir: PathBuf,
+    /// Bytes per input chunk.
+    pub chunk_bytes: usize,
+    /// Cap on open journeys over all shards.
+    pub max_open_journeys: usize,
+    /// Rows per Parquet file (per journey and date).
+    pub flush_rows: usize,
+    /// Longest a decided row waits in memory.
+    pub flush_interval: Duration,
+    /// Prefix that makes this run's file names unique.
+    pub run_name: String,
+}
+
+impl ReplayOptions {
+    /// Defaults from the config: shards and decoders per core when 0.
+    pub fn from_config(config: &tacet_core::Config, out_dir: PathBuf) -> Self {
+        let cores = thread::available_parallelism().map_or(2, |n| n.get());
+        let or_cores = |n: usize| if n == 0 { cores } else { n };
+        Self {
+            shards: or_cores(config.engine.shards),
+            decoders: or_cores(config.engine.decoders),
+            out_dir,
+            chunk_bytes: 1 << 20,
+            max_open_journeys: config.engine.max_open_journeys,
+            flush_rows: config.output.flush_rows,
+            flush_interval: config.output.flush_interval,
+            run_name: format!(
+                "{:x}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis())
+            ),
+        }
+    }
+}
+
+/// A batch plus the count of shards that have not yet applied its chunk.
+struct Delivery {
+    batch: ShardBatch,
+    pending_shards: Arc<AtomicUsize>,
+}
+
+/// Records for the dead-letter file.
+enum Letter {
+    Decode(Vec<DeadLetter>),
+    Evicted(Vec<Evicted>),
+}
+
+struct ShardResult {
+    stats: ShardStats,
+    writer: WriterStats,
+    in_flight: Vec<InFlight>,
+    max_time: EventTime,
+}
+
+/// Replays `reader` to its end through `decoder` and the configured shards.
+pub fn replay(
+    catalog: Arc<Catalog>,
+    decoder: Decoder,
+    mut reader: ChunkReader,
+    opts: &ReplayOptions,
+) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let shards = opts.shards.max(1);
+    let decoders = opts.decoders.max(1);
+    let partitions = reader.partitions();
+    std::fs::create_dir_all(&opts.out_dir).map_err(|source| EngineError::Io {
+        path: opts.out_dir.display().to_string(),
+        source,
+    })?;
+
+    // Credits bound the chunks between the reader and the last shard.
+    let max_in_flight = 2 * (decoders + shards) + 2;
+    let (credit_tx, credit_rx) = bounded::<()>(max_in_flight);
+    for _ in 0..max_in_flight {
+        credit_tx.send(()).expect("capacity");
+    }
+    let (chunk_tx, chunk_rx) = bounded(decoders * 2);
+    let (letter_tx, letter_rx) = unbounded::<Letter>();
+    let mut shard_txs = Vec::new();
+    let mut shard_rxs = Vec::new();
+    for _ in 0..shards {
+        let (tx, rx) = bounded::<Delivery>(max_in_flight);
+        shard_txs.push(tx);
+        shard_rxs.push(rx);
+    }
+
+    let dead_path = opts.out_dir.join("dead-letter.ndjson");
+    let letters = thread::Builder::new()
+        .name("tacet-deadletter".into())
+        .spawn(move || write_letters(letter_rx, dead_path))
+        .map_err(|e| EngineError::Thread(e.to_string()))?;
+
+    let decoder = Arc::new(decoder);
+    let mut decoder_handles = Vec::new();
+    for i in 0..decoders {
+        let rx: Receiver<tacet_ingest::Chunk> = chunk_rx.clone();
+        let txs = shard_txs.clone();
+        let decoder = decoder.clone();
+        let letter_tx = letter_tx.clone();
+        let handle = thread::Builder::new()
+            .name(format!("tacet-decode-{i}"))
+            .spawn(move || {
+                let mut stats = DecodeStats::default();
+                for chunk in rx {
+                    let mut dead = Vec::new();
+                    let batches = decoder.decode_chunk(&chunk, txs.len(), &mut stats, &mut dead);
+                    if !dead.is_empty() {
+                        let _ = letter_tx.send(Letter::Decode(dead));
+                    }
+                    let pending_shards = Arc::new(AtomicUsize::new(txs.len()));
+                    for (tx, batch) in txs.iter().zip(batches) {
+                        let delivery = Delivery {
+                            batch,
+                            pending_shards: pending_shards.clone(),
+                        };
+                        if tx.send(delivery).is_err() {
+                            return stats;
+                        }
+                    }
+                }
+                stats
+            })
+            .map_err(|e| EngineError::Thread(e.to_string()))?;
+        decoder_handles.push(handle);
+    }
+    drop(chunk_rx);
+    drop(shard_txs);
+
+    let mut shard_handles = Vec::new();
+    for (i, rx) in shard_rxs.into_iter().enumerate() {
+        let catalog = catalog.clone();
+        let credit_tx = credit_tx.clone();
+        let letter_tx = letter_tx.clone();
+        let writer = OutcomeWriter::new(
+            catalog.clone(),
+            &opts.out_dir,
+            &format!("{}-s{i}", opts.run_name),
+            opts.flush_rows,
+        );
+        let max_open = opts.max_open_journeys.div_ceil(shards);
+        let flush_interval = opts.flush_interval;
+        let handle = thread::Builder::new()
+            .name(format!("tacet-shard-{i}"))
+            .spawn(move || {
+                run_shard(
+                    Shard::new(catalog, max_open, writer),
+                    rx,
+                    partitions,
+                    credit_tx,
+                    letter_tx,
+                    flush_interval,
+                )
+            })
+            .map_err(|e| EngineError::Thread(e.to_string()))?;
+        shard_handles.push(handle);
+    }
+    drop(credit_tx);
+
+    // The reader runs on this thread.
+    let mut reader_stats = DecodeStats::default();
+    let mut read_result = Ok(());
+    loop {
+        if credit_rx.recv().is_err() {
+            break; // every shard stopped
+        }
+        let mut dead = Vec::new();
+        match reader.next_chunk(&mut dead, &mut reader_stats) {
+            Ok(Some(chunk)) => {
+                if !dead.is_empty() {
+                    let _ = letter_tx.send(Letter::Decode(dead));
+                }
+                if chunk_tx.send(chunk).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_result = Err(e);
+                break;
+            }
+        }
+    }
+    drop(chunk_tx);
+    drop(letter_tx);
+
+    let mut decode = reader_stats;
+    for h in decoder_handles {
+        decode.merge(&h.join().map_err(|_| EngineError::Thread("decoder panicked".into()))?);
+    }
+    let mut stats = ShardStats::default();
+    let mut writer = WriterStats::default();
+    let mut in_flight = Vec::new();
+    let mut max_time = EventTime::MIN;
+    let mut store_error = None;
+    for h in shard_handles {
+        let result = h.join().map_err(|_| EngineError::Thread("shard panicked".into()))?;
+        match result {
+            Ok(r) => {
+                stats.merge(&r.stats);
+                writer.rows += r.writer.rows;
+                writer.files += r.writer.files;
+                writer.bytes += r.writer.bytes;
+                writer.errors += r.writer.errors;
+                in_flight.extend(r.in_flight);
+                max_time = max_time.max(r.max_time);
+            }
+            Err(e) => store_error = Some(e),
+        }
+    }
+    let dead_letters = letters
+        .join()
+        .map_err(|_| EngineError::Thread("dead-letter writer panicked".into()))??;
+    read_result?;
+    if let Some(e) = store_error {
+        return Err(e.into());
+    }
+    in_flight.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+    Ok(RunReport {
+        decode,
+        correlate: stats,
+        writer,
+        in_flight,
+        dead_letters,
+        max_event_time: (max_time > EventTime::MIN).then_some(max_time),
+        elapsed: started.elapsed(),
+        shards,
+        decoders,
+    })
+}
+
+/// One shard's loop: apply chunks in input order with per-event watermarks.
+fn run_shard(
+    mut shard: Shard<OutcomeWriter>,
+    rx: Receiver<Delivery>,
+    partitions: usize,
+    credits: Sender<()>,
+    letters: Sender<Letter>,
+    flush_interval: Duration,
+) -> Result<ShardResult, tacet_store::StoreError> {
+    let lateness = shard_lateness(&shard);
+    let mut progress = Progress::new(partitions);
+    let mut waiting: BTreeMap<u64, Delivery> = BTreeMap::new();
+    let mut next_seq = 0u64;
+    let mut last_flush_check = Instant::now();
+    for delivery in rx {
+        waiting.insert(delivery.batch.seq, delivery);
+        while let Some(delivery) = waiting.remove(&next_seq) {
+            next_seq += 1;
+            let batch = &delivery.batch;
+            let p = batch.partition as usize;
+            let others = progress.min_excluding(p);
+            let own = progress.max[p];
+            batch.for_each(|event, running_max| {
+                let here = own.max(running_max);
+                let watermark = others.min(here).saturating_sub(lateness);
+                shard.advance(watermark);
+                shard.apply(event);
+            });
+            progress.max[p] = progress.max[p].max(batch.chunk_max);
+            progress.max_all = progress.max_all.max(batch.chunk_max);
+            if batch.last_of_partition {
+                progress.finished[p] = true;
+            }
+            if let Some(w) = progress.watermark(lateness) {
+                shard.advance(w);
+            }
+            let evicted = shard.take_evicted();
+            if !evicted.is_empty() {
+                let _ = letters.send(Letter::Evicted(evicted));
+            }
+            if delivery.pending_shards.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let _ = credits.send(());
+            }
+        }
+        if last_flush_check.elapsed() >= Duration::from_secs(1) {
+            last_flush_check = Instant::now();
+            if let Err(e) = shard.sink_mut().flush_older(Some(flush_interval)) {
+                tracing::error!(error = %e, "Could not write an outcome file; the rows are kept and retried.");
+            }
+        }
+    }
+    let max_time = progress.max_all;
+    let in_flight = if max_time > EventTime::MIN {
+        shard.finish(max_time)
+    } else {
+        Vec::new()
+    };
+    let stats = shard.stats();
+    let mut writer = shard.into_sink();
+    writer.flush()?;
+    Ok(ShardResult {
+        stats,
+        writer: writer.stats().clone(),
+        in_flight,
+        max_time,
+    })
+}
+
+fn shard_lateness(shard: &Shard<OutcomeWriter>) -> i64 {
+    shard.catalog().allowed_lateness_ms
+}
+
+/// Event-time progress per input partition, as every shard sees it.
+struct Progress {
+    max: Vec<EventTime>,
+    finished: Vec<bool>,
+    max_all: EventTime,
+}
+
+impl Progress {
+    fn new(partitions: usize) -> Self {
+        Self {
+            max: vec![EventTime::MIN; partitions],
+            finished: vec![false; partitions],
+            max_all: EventTime::MIN,
+        }
+    }
+
+    /// The smallest progress over unfinished partitions other than `p`.
+    fn min_excluding(&self, p: usize) -> EventTime {
+        (0..self.max.len())
+            .filter(|&q| q != p && !self.finished[q])
+            .map(|q| self.max[q])
+            .min()
+            .unwrap_or(EventTime::MAX)
+    }
+
+    /// The watermark between chunks; `None` before every partition has data.
+    fn watermark(&self, lateness: i64) -> Option<EventTime> {
+        let w = (0..self.max.len())
+            .filter(|&q| !self.finished[q])
+            .map(|q| self.max[q])
+            .min()?;
+        (w > EventTime::MIN).then(|| w.saturating_sub(lateness))
+    }
+}
+
+fn write_letters(rx: Receiver<Letter>, path: PathBuf) -> Result<u64, EngineError> {
+    let mut out: Option<BufWriter<File>> = None;
+    let mut count = 0u64;
+    let io = |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    for letter in rx {
+        if out.is_none() {
+            out = Some(BufWriter::new(File::create(&path).map_err(io)?));
+        }
+        let w = out.as_mut().expect("opened");
+        match letter {
+            Letter::Decode(records) => {
+                for r in records {
+                    serde_json::to_writer(&mut *w, &r).map_err(|e| io(e.into()))?;
+                    w.write_all(b"\n").map_err(io)?;
+                    count += 1;
+                }
+            }
+            Letter::Evicted(journeys) => {
+                for j in journeys {
+                    let record = serde_json::json!({
+                        "source": "engine",
+                        "position": format!("trace:{}", j.trace_id),
+                        "reason": "state_limit_evicted",
+                        "journey": j.journey,
+                        "first_seen": j.first_seen,
+                        "n_events": j.n_events,
+                        "decides_at": j.timer_at,
+                    });
+                    serde_json::to_writer(&mut *w, &record).map_err(|e| io(e.into()))?;
+                    w.write_all(b"\n").map_err(io)?;
+                    count += 1;
+                }
+            }
+        }
+    }
+    if let Some(mut w) = out {
+        w.flush().map_err(io)?;
+    }
+    Ok(count)
+}
