@@ -256,6 +256,7 @@ pub fn replay(
         return Err(e.into());
     }
     in_flight.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
+    write_in_flight(&opts.out_dir, &in_flight)?;
     Ok(RunReport {
         decode,
         correlate: stats,
@@ -374,6 +375,37 @@ impl Progress {
             .min()?;
         (w > EventTime::MIN).then(|| w.saturating_sub(lateness))
     }
+}
+
+/// The journeys still open at the end, kept as the state snapshot
+/// (`<out>/state/in-flight.ndjson`): not failures, just not decided yet.
+fn write_in_flight(out: &std::path::Path, in_flight: &[InFlight]) -> Result<(), EngineError> {
+    let dir = out.join("state");
+    let path = dir.join("in-flight.ndjson");
+    let io = |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let tmp = dir.join(".in-flight.ndjson.tmp");
+    let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
+    for f in in_flight {
+        let record = serde_json::json!({
+            "trace_id": f.trace_id,
+            "journey": f.journey,
+            "first_seen": f.first_seen,
+            "started_at": f.started_at,
+            "acked_at": f.acked_at,
+            "decides_at": f.decides_at,
+            "n_events": f.n_events,
+        });
+        serde_json::to_writer(&mut w, &record).map_err(|e| io(e.into()))?;
+        w.write_all(b"\n").map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    drop(w);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(())
 }
 
 fn write_letters(rx: Receiver<Letter>, path: PathBuf) -> Result<u64, EngineError> {

@@ -1,1 +1,374 @@
-fn main() {}
+//! `tacet`: finds silent failures in payment journeys.
+//!
+//! A thin binary: argument parsing, logging, progress and the report table.
+//! The work happens in the library crates (see docs/ARCHITECTURE.md).
+
+mod report;
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use tacet_core::{Catalog, Config};
+use tacet_engine::{ReplayOptions, RunReport};
+use tacet_gen::{GenOptions, Shape, TruthRow};
+use tacet_ingest::{ChunkReader, Decoder};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Finds silent failures: customer journeys told "success" whose work never happened.
+///
+/// tacet correlates transaction events by trace id across services, decides every
+/// journey in event time (completed, silent_failure, failed, stalled,
+/// late_completion, orphan) and writes the outcomes as Parquet for SQL.
+///
+/// Start with `tacet demo`, then try `tacet gen` and `tacet replay` on your own config.
+#[derive(Parser)]
+#[command(name = "tacet", version, propagate_version = true)]
+struct Cli {
+    /// More log output (-v info, -vv debug). TACET_LOG overrides, e.g. TACET_LOG=tacet=debug.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a day of bank traffic with injected silent failures, run the
+    /// engine on it and print the report. Needs no Kafka and no config.
+    ///
+    /// Example: tacet demo --journeys 100000 --out tacet-out
+    Demo {
+        /// Folder for the events, outcomes (Parquet) and summary.
+        #[arg(long, default_value = "tacet-out")]
+        out: PathBuf,
+        /// Number of journeys to generate.
+        #[arg(long, default_value_t = 200_000)]
+        journeys: u64,
+        /// Random seed: the same seed gives the same traffic.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Config with the journeys (default: the embedded config/tacet.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Replay NDJSON event files (or `-` for stdin) through the engine.
+    ///
+    /// Several files are separate partitions read side by side. Outcomes go to
+    /// OUT/outcomes/journey=*/date=*/*.parquet, bad lines to
+    /// OUT/dead-letter.ndjson, journeys still open to OUT/state/in-flight.ndjson
+    /// and the run summary to OUT/summary.json.
+    ///
+    /// Example: tacet replay --config config/tacet.toml --out out events.ndjson
+    Replay {
+        /// The config file (journeys, engine settings, field mapping).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which [[source]] mapping to decode with, when the config has several.
+        #[arg(long)]
+        source: Option<String>,
+        /// Event files, NDJSON; `-` reads stdin.
+        #[arg(required = true)]
+        events: Vec<String>,
+        /// Print the summary as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Write synthetic traffic (OUT/events.ndjson) and its truth (OUT/truth.ndjson).
+    ///
+    /// Example: tacet gen --config config/tacet.toml --out data --journeys 1000000 --seed 42
+    Gen {
+        /// The config whose journeys to generate.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of journeys.
+        #[arg(long, default_value_t = 100_000)]
+        journeys: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Field layout: `reference`, or `alt` (nested, traceparent, epoch ms,
+        /// HTTP codes; replay it with config/alt-shape.toml).
+        #[arg(long, value_enum, default_value_t = ShapeArg::Reference)]
+        shape: ShapeArg,
+        /// Journeys started per second of event time.
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+    },
+    /// Validate a config and list the journeys it defines.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Score the outcomes in OUT against a truth file: precision and recall per outcome.
+    /// Exits 1 unless both are 1.0 for every outcome.
+    Verify {
+        /// Truth written by `tacet gen`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// Output folder of a replay.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Engine sizing, shared by demo and replay.
+#[derive(clap::Args)]
+struct Tuning {
+    /// Correlator shards (default: config, else one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Decoder threads (default: config, else one per core).
+    #[arg(long)]
+    decoders: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShapeArg {
+    Reference,
+    Alt,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TACET_LOG").unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo {
+            out,
+            journeys,
+            seed,
+            config,
+            tuning,
+        } => demo(&out, journeys, seed, config.as_deref(), &tuning),
+        Command::Replay {
+            config,
+            out,
+            source,
+            events,
+            json,
+            tuning,
+        } => {
+            let config = Config::from_file(&config)?;
+            let report = replay(&config, source.as_deref(), &events, &out, &tuning)?;
+            let catalog = Catalog::new(&config)?;
+            let summary = report.summary(&catalog);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", report::render(&summary));
+                println!("\nOutcomes: {}/outcomes   Summary: {}/summary.json", out.display(), out.display());
+            }
+            Ok(())
+        }
+        Command::Gen {
+            config,
+            out,
+            journeys,
+            seed,
+            shape,
+            rate,
+        } => {
+            let config = load_or_default(config.as_deref())?;
+            let shape = match shape {
+                ShapeArg::Reference => Shape::Reference,
+                ShapeArg::Alt => Shape::Alt,
+            };
+            let report = gen_files(&config, &out, journeys, seed, shape, rate)?;
+            println!(
+                "Wrote {} journeys as {} lines ({:.1} MB) to {}",
+                report.journeys,
+                report.lines,
+                report.bytes as f64 / 1e6,
+                out.join("events.ndjson").display()
+            );
+            println!("Truth: {} ({:?})", out.join("truth.ndjson").display(), report.truth);
+            Ok(())
+        }
+        Command::Check { config } => check(&config),
+        Command::Verify { truth, out } => verify(&truth, &out),
+    }
+}
+
+fn load_or_default(path: Option<&Path>) -> Result<Config> {
+    Ok(match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::embedded_default(),
+    })
+}
+
+fn gen_files(config: &Config, out: &Path, journeys: u64, seed: u64, shape: Shape, rate: f64) -> Result<tacet_gen::GenReport> {
+    let catalog = Catalog::new(config)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let events_path = out.join("events.ndjson");
+    let truth_path = out.join("truth.ndjson");
+    let mut events = BufWriter::new(File::create(&events_path).with_context(|| format!("creating {}", events_path.display()))?);
+    let mut truth = BufWriter::new(File::create(&truth_path).with_context(|| format!("creating {}", truth_path.display()))?);
+    let opts = GenOptions {
+        journeys,
+        seed,
+        shape,
+        per_second: rate,
+        ..GenOptions::default()
+    };
+    let report = tacet_gen::generate(&catalog, &opts, &mut events, &mut truth)?;
+    events.flush()?;
+    truth.flush()?;
+    let summary_path = out.join("truth-summary.json");
+    std::fs::write(&summary_path, serde_json::to_vec_pretty(&report)?)?;
+    Ok(report)
+}
+
+fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, tuning: &Tuning) -> Result<RunReport> {
+    let catalog = Arc::new(Catalog::new(config)?);
+    let (_, mapping) = config.replay_mapping(source)?;
+    let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(config.engine.max_line_bytes);
+    let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
+    if let Some(n) = tuning.shards {
+        opts.shards = n.max(1);
+    }
+    if let Some(n) = tuning.decoders {
+        opts.decoders = n.max(1);
+    }
+    let reader = ChunkReader::open(events, opts.chunk_bytes, config.engine.max_line_bytes)?;
+    let progress = reader.progress();
+    let bar = match reader.total_bytes() {
+        Some(total) => ProgressBar::new(total).with_style(
+            ProgressStyle::with_template("{spinner} replay [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner()
+            .with_style(ProgressStyle::with_template("{spinner} replay {bytes} {bytes_per_sec}").expect("valid template")),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (bar, done) = (bar.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let result = tacet_engine::replay(catalog.clone(), decoder, reader, &opts);
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    bar.finish_and_clear();
+    let report = result?;
+    let summary = report.summary(&catalog);
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(
+        events = summary.events,
+        rows = summary.outcome_rows,
+        seconds = summary.elapsed_s,
+        "Replay finished."
+    );
+    Ok(report)
+}
+
+fn demo(out: &Path, journeys: u64, seed: u64, config: Option<&Path>, tuning: &Tuning) -> Result<()> {
+    let config = load_or_default(config)?;
+    if out.join("outcomes").exists() {
+        // A demo starts clean so its report matches its data.
+        std::fs::remove_dir_all(out.join("outcomes")).with_context(|| format!("clearing {}/outcomes", out.display()))?;
+    }
+    eprintln!("Generating {journeys} journeys of bank traffic (seed {seed}) ...");
+    let generated = gen_files(&config, out, journeys, seed, Shape::Reference, 200.0)?;
+    eprintln!(
+        "Replaying {} lines ({:.0} MB) through the engine ...",
+        generated.lines,
+        generated.bytes as f64 / 1e6
+    );
+    let events = vec![out.join("events.ndjson").display().to_string()];
+    let report = replay(&config, None, &events, out, tuning)?;
+    let catalog = Catalog::new(&config)?;
+    let summary = report.summary(&catalog);
+    print!("{}", report::render(&summary));
+    let data = out.display();
+    println!();
+    println!("Data is in {data}/:");
+    println!("  outcomes/journey=*/date=*/*.parquet   one row per decided journey");
+    println!("  summary.json                          the figures above");
+    println!("  dead-letter.ndjson                    malformed lines, with file:line and reason");
+    println!("  state/in-flight.ndjson                journeys whose deadline was still ahead");
+    println!("  events.ndjson, truth.ndjson           the generated traffic and what really happened");
+    println!();
+    println!("Next:");
+    println!("  tacet verify --truth {data}/truth.ndjson --out {data}     # score the outcomes against the truth");
+    println!("  tacet check --config config/tacet.toml                     # the journeys and their deadlines");
+    Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let config = Config::from_file(path)?;
+    let catalog = Catalog::new(&config)?;
+    println!("{} is valid: {} journeys", path.display(), catalog.journeys().len());
+    print!("{}", report::render_journeys(&config, &catalog));
+    Ok(())
+}
+
+fn verify(truth_path: &Path, out: &Path) -> Result<()> {
+    let file = File::open(truth_path).with_context(|| format!("opening {}", truth_path.display()))?;
+    let mut truth = Vec::new();
+    for (i, line) in std::io::BufRead::lines(BufReader::new(file)).enumerate() {
+        let line = line?;
+        let row: TruthRow = serde_json::from_str(&line).with_context(|| format!("{}:{}", truth_path.display(), i + 1))?;
+        truth.push(row);
+    }
+    let rows = tacet_store::read_outcomes(out)?;
+    let in_flight_path = out.join("state").join("in-flight.ndjson");
+    let mut in_flight = Vec::new();
+    if in_flight_path.exists() {
+        let file = File::open(&in_flight_path)?;
+        for line in std::io::BufRead::lines(BufReader::new(file)) {
+            let v: serde_json::Value = serde_json::from_str(&line?)?;
+            in_flight.push((
+                v["trace_id"].as_str().unwrap_or_default().to_owned(),
+                v["journey"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    let report = tacet_gen::compare(&truth, &rows, &in_flight);
+    print!("{}", report::render_verify(&report));
+    if !report.is_exact() {
+        bail!("outcomes differ from the truth");
+    }
+    Ok(())
+}
