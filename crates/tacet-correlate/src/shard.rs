@@ -92,8 +92,11 @@ pub struct Evicted {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InFlight {
     pub trace_id: String,
-    /// `None` while only steps have been seen (a possible orphan).
-    pub journey: Option<String>,
+    /// The journey; for a trace with steps only, the one it would be an
+    /// orphan of (see `awaiting_start`).
+    pub journey: String,
+    /// Only steps seen so far: neither start nor ack.
+    pub awaiting_start: bool,
     pub first_seen: EventTime,
     pub started_at: Option<EventTime>,
     pub acked_at: Option<EventTime>,
@@ -337,7 +340,11 @@ impl<S: OutcomeSink> Shard<S> {
             }
             out.push(InFlight {
                 trace_id,
-                journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
+                journey: match t.journey {
+                    PENDING => self.catalog.journey(orphan_journey(&self.catalog, &t.events)).name.clone(),
+                    j => self.catalog.journey(j).name.clone(),
+                },
+                awaiting_start: t.journey == PENDING,
                 first_seen: first_seen(&t.events),
                 started_at: view.and_then(|v| v.start),
                 acked_at: view.and_then(|v| v.ack_ok),

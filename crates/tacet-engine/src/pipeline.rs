@@ -393,6 +393,7 @@ fn write_in_flight(out: &std::path::Path, in_flight: &[InFlight]) -> Result<(), 
         let record = serde_json::json!({
             "trace_id": f.trace_id,
             "journey": f.journey,
+            "awaiting_start": f.awaiting_start,
             "first_seen": f.first_seen,
             "started_at": f.started_at,
             "acked_at": f.acked_at,
