@@ -1,6 +1,7 @@
 //! Journey attributes and a non-canonical trace id, packed into one small
-//! byte blob per journey: `[slot u8 | flags][tag][payload]…`. A transfer's
-//! five attributes take ~45 bytes here instead of ~250 as boxed values.
+//! byte blob per journey: `[slot u8 | flags][tag][payload]…`, strings as a
+//! varint length and their bytes. A transfer's five attributes take 45 bytes
+//! here (one 48-byte allocation) instead of ~250 as boxed values.
 
 use tacet_core::{AttrSlot, AttrValue};
 
@@ -12,7 +13,8 @@ const TAG_FALSE: u8 = 3;
 const TAG_TRACE_TEXT: u8 = 4;
 /// Set on values that came from the journey's start event, which wins.
 const FROM_START: u8 = 0x80;
-const MAX_STR: usize = u16::MAX as usize;
+/// Longest string kept (a two-byte varint length): 32 KiB.
+const MAX_STR: usize = (1 << 15) - 1;
 
 #[derive(Default)]
 pub(crate) struct Blob(Option<Box<[u8]>>);
@@ -46,7 +48,8 @@ impl Blob {
     pub(crate) fn set_trace_text(&mut self, text: &str) {
         let mut out = self.0.take().map(Vec::from).unwrap_or_default();
         push(&mut out, 0, TAG_TRACE_TEXT, text.as_bytes());
-        self.0 = Some(out.into_boxed_slice());
+        // A fresh exact-size allocation: shrinking in place would keep the larger block.
+        self.0 = Some(Box::from(&out[..]));
     }
 
     /// Merges an event's attributes: a slot keeps its first value unless the
@@ -89,7 +92,8 @@ impl Blob {
                 AttrValue::Bool(false) => push(&mut out, head, TAG_FALSE, &[]),
             }
         }
-        self.0 = Some(out.into_boxed_slice());
+        // A fresh exact-size allocation: shrinking in place would keep the larger block.
+        self.0 = Some(Box::from(&out[..]));
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -102,7 +106,14 @@ fn push(out: &mut Vec<u8>, head: u8, tag: u8, payload: &[u8]) {
     out.push(tag);
     match tag {
         TAG_STR | TAG_TRACE_TEXT => {
-            out.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+            // Varint length: one byte below 128, two up to MAX_STR.
+            let len = payload.len();
+            if len < 0x80 {
+                out.push(len as u8);
+            } else {
+                out.push(0x80 | (len & 0x7f) as u8);
+                out.push((len >> 7) as u8);
+            }
             out.extend_from_slice(payload);
         }
         _ => out.extend_from_slice(payload),
@@ -129,8 +140,12 @@ impl<'a> Iterator for Entries<'a> {
         };
         let (payload, rest) = match *tag {
             TAG_STR | TAG_TRACE_TEXT => {
-                let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
-                (&rest[2..2 + len], &rest[2 + len..])
+                let (len, head) = if rest[0] < 0x80 {
+                    (rest[0] as usize, 1)
+                } else {
+                    ((rest[0] & 0x7f) as usize | (rest[1] as usize) << 7, 2)
+                };
+                (&rest[head..head + len], &rest[head + len..])
             }
             TAG_NUM => (&rest[..8], &rest[8..]),
             _ => (&rest[..0], rest),
@@ -163,5 +178,16 @@ mod tests {
         assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)), "the first start value stays");
         assert_eq!(b.trace_text(), Some("order-17"));
         assert_eq!(b.attr(3), None);
+    }
+
+    #[test]
+    fn long_strings_round_trip_and_are_capped() {
+        let mut b = Blob::default();
+        let long = "x".repeat(300);
+        let huge = "y".repeat(40_000);
+        b.merge(&[(0, AttrValue::Str(&long)), (1, AttrValue::Str(&huge)), (2, AttrValue::Str("é"))], false);
+        assert_eq!(b.attr(0), Some(AttrValue::Str(long.as_str())));
+        assert_eq!(b.attr(1), Some(AttrValue::Str(&huge[..MAX_STR])));
+        assert_eq!(b.attr(2), Some(AttrValue::Str("é")));
     }
 }

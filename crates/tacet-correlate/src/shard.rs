@@ -277,6 +277,11 @@ impl<S: OutcomeSink> Shard<S> {
             if t.is_vacant() || t.generation != generation {
                 continue;
             }
+            if t.timer_at > at {
+                // The timer moved later since this entry was pushed: re-arm.
+                self.timers.push(Reverse((t.timer_at, slot, generation)));
+                continue;
+            }
             self.on_timer(slot);
         }
         self.sweep_tombstones();
@@ -512,6 +517,14 @@ impl<S: OutcomeSink> Shard<S> {
         }
         let t = self.slab.get_mut(slot);
         if t.timer_at == at {
+            return;
+        }
+        if t.timer_at != EventTime::MIN && at > t.timer_at {
+            // One heap entry per trace: the entry already queued fires no
+            // later than `at` and re-arms itself (see `advance`). A trace's
+            // timer mostly moves later (stall timer, then deadline), so this
+            // halves the timer memory of open journeys.
+            t.timer_at = at;
             return;
         }
         t.generation = t.generation.wrapping_add(1);

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 use tacet_core::{AttrSlot, AttrValue, Event, EventTime, NameId, TraceKey};
 
+use crate::reader::ChunkBytes;
+
 /// Where a string lives: in the input chunk, or in the batch arena.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
@@ -51,14 +53,14 @@ pub struct ShardBatch {
     pub last_of_partition: bool,
     /// Largest event time in the whole chunk, over all shards.
     pub chunk_max: EventTime,
-    pub(crate) chunk: Arc<[u8]>,
+    pub(crate) chunk: Arc<ChunkBytes>,
     pub(crate) arena: Vec<u8>,
     pub(crate) events: Vec<RawEvent>,
     pub(crate) attrs: Vec<(AttrSlot, SpanValue)>,
 }
 
 impl ShardBatch {
-    pub(crate) fn new(seq: u64, partition: u32, chunk: Arc<[u8]>) -> Self {
+    pub(crate) fn new(seq: u64, partition: u32, chunk: Arc<ChunkBytes>) -> Self {
         Self {
             seq,
             partition,
@@ -73,7 +75,7 @@ impl ShardBatch {
 
     /// A batch with no events, carrying only progress (sequence, partition end).
     pub fn progress(seq: u64, partition: u32, chunk_max: EventTime, last_of_partition: bool) -> Self {
-        let mut b = Self::new(seq, partition, Arc::from(&[][..]));
+        let mut b = Self::new(seq, partition, Arc::default());
         b.chunk_max = chunk_max;
         b.last_of_partition = last_of_partition;
         b

@@ -5,8 +5,9 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::Arc;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::deadletter::{DeadLetter, DecodeError};
 use crate::decode::DecodeStats;
@@ -23,9 +24,49 @@ pub struct Chunk {
     /// Line number (1-based) of the chunk's first line.
     pub first_line: u64,
     /// Whole lines; the last may lack its newline at end of input.
-    pub bytes: Arc<[u8]>,
+    pub bytes: Arc<ChunkBytes>,
     /// The input ends with this chunk.
     pub last: bool,
+}
+
+/// Free chunk buffers, reused so that reading does not fault in fresh pages
+/// for every megabyte.
+type Pool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Buffers kept for reuse; more than the chunks ever in flight.
+const POOLED: usize = 64;
+
+/// The bytes of a chunk, shared (not copied) by every batch cut from it. The
+/// buffer goes back to its reader's pool when the last batch is done.
+#[derive(Debug, Default)]
+pub struct ChunkBytes {
+    buf: Vec<u8>,
+    pool: Option<Pool>,
+}
+
+impl From<Vec<u8>> for ChunkBytes {
+    fn from(buf: Vec<u8>) -> Self {
+        Self { buf, pool: None }
+    }
+}
+
+impl Deref for ChunkBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for ChunkBytes {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool
+            && let Ok(mut free) = pool.lock()
+            && free.len() < POOLED
+        {
+            free.push(std::mem::take(&mut self.buf));
+        }
+    }
 }
 
 struct Input {
@@ -47,6 +88,7 @@ pub struct ChunkReader {
     max_line: usize,
     bytes_read: Arc<AtomicU64>,
     total_bytes: Option<u64>,
+    pool: Pool,
 }
 
 /// An input that cannot be opened or read, with its name.
@@ -112,6 +154,7 @@ impl ChunkReader {
             max_line,
             bytes_read: Arc::new(AtomicU64::new(0)),
             total_bytes,
+            pool: Pool::default(),
         }
     }
 
@@ -149,36 +192,32 @@ impl ChunkReader {
     fn read_chunk(&mut self, p: usize, dead: &mut Vec<DeadLetter>, stats: &mut DecodeStats) -> Result<Chunk, ReadError> {
         let chunk_bytes = self.chunk_bytes;
         let max_line = self.max_line;
+        let mut buf = self.pool.lock().ok().and_then(|mut free| free.pop()).unwrap_or_default();
+        buf.clear();
         let input = &mut self.inputs[p];
-        let mut buf = std::mem::take(&mut input.carry);
+        buf.extend_from_slice(&input.carry);
+        input.carry.clear();
         let mut eof = false;
         let mut first = true;
         loop {
             // Fill up to chunk_bytes; grow by as much again while no line ends.
-            let mut filled = buf.len();
+            let filled = buf.len();
             let want = if first { chunk_bytes.max(filled + 1) } else { filled + chunk_bytes };
             first = false;
-            buf.resize(want, 0);
-            while filled < want {
-                match input.reader.read(&mut buf[filled..]) {
-                    Ok(0) => {
-                        eof = true;
-                        break;
-                    }
-                    Ok(k) => {
-                        self.bytes_read.fetch_add(k as u64, Ordering::Relaxed);
-                        filled += k;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(ReadError {
-                            path: input.name.to_string(),
-                            source,
-                        });
-                    }
-                }
+            buf.reserve(want - filled);
+            // read_to_end reads into spare capacity (no zero-filling for files)
+            // and retries on EINTR.
+            let got = (&mut input.reader)
+                .take((want - filled) as u64)
+                .read_to_end(&mut buf)
+                .map_err(|source| ReadError {
+                    path: input.name.to_string(),
+                    source,
+                })?;
+            self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
+            if filled + got < want {
+                eof = true;
             }
-            buf.truncate(filled);
             if input.skipping {
                 match memchr::memchr(b'\n', &buf) {
                     Some(i) => {
@@ -214,7 +253,8 @@ impl ChunkReader {
         } else {
             memchr::memrchr(b'\n', &buf).map_or(buf.len(), |i| i + 1)
         };
-        input.carry = buf.split_off(cut);
+        input.carry.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
         let first_line = input.next_line;
         input.next_line += memchr::memchr_iter(b'\n', &buf).count() as u64;
         input.done = eof && input.carry.is_empty();
@@ -225,7 +265,10 @@ impl ChunkReader {
             partition: p as u32,
             source: input.name.clone(),
             first_line,
-            bytes: Arc::from(buf),
+            bytes: Arc::new(ChunkBytes {
+                buf,
+                pool: Some(self.pool.clone()),
+            }),
             last: input.done,
         })
     }

@@ -169,7 +169,7 @@ fn chunks_route_by_trace_and_dead_letter_with_positions() {
         partition: 0,
         source: "events.ndjson".into(),
         first_line: 10,
-        bytes: Arc::from(bytes),
+        bytes: Arc::new(bytes.into()),
         last: true,
     };
     let (mut stats, mut dead) = (DecodeStats::default(), Vec::new());

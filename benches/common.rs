@@ -1,0 +1,25 @@
+//! Helpers shared by the benchmarks: sizes from the environment, medians,
+//! resident memory.
+
+use std::time::Duration;
+
+/// `name` from the environment, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Median of durations (the middle one; the lower middle for even counts).
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() - 1) / 2]
+}
+
+/// Resident set size of this process, in bytes (Linux /proc).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
