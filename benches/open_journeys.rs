@@ -35,8 +35,13 @@ fn main() {
     let ack = catalog.lookup("transfer.accepted").unwrap();
     let slots: Vec<_> = catalog.attribute_pointers().iter().map(|p| p.to_string()).collect();
     let slot = |p: &str| slots.iter().position(|s| s == p).unwrap() as u16;
-    let (amount, currency, customer, channel, region) =
-        (slot("/amount"), slot("/currency"), slot("/customer_id"), slot("/channel"), slot("/region"));
+    let (amount, currency, customer, channel, region) = (
+        slot("/amount"),
+        slot("/currency"),
+        slot("/customer_id"),
+        slot("/channel"),
+        slot("/region"),
+    );
 
     let before = rss_bytes();
     let mut shard = Shard::new(catalog.clone(), usize::MAX, Discard(0));
@@ -85,8 +90,17 @@ fn main() {
     assert_eq!(stats.open, open, "every journey is still open");
     assert_eq!(shard.sink_mut().0, 0, "none decided");
     let per = (after - before) as f64 / open as f64;
-    println!("open-journey memory ({} open journeys, start + ack with 5 attributes each, one shard)", stats.open);
-    println!("  resident memory growth: {:.1} MiB", (after - before) as f64 / (1 << 20) as f64);
+    println!(
+        "open-journey memory ({} open journeys, start + ack with 5 attributes each, one shard)",
+        stats.open
+    );
+    println!(
+        "  resident memory growth: {:.1} MiB",
+        (after - before) as f64 / (1 << 20) as f64
+    );
     println!("  per open journey:       {per:.1} bytes");
-    println!("  engine's own estimate:  {:.1} bytes", shard.approx_state_bytes() as f64 / open as f64);
+    println!(
+        "  engine's own estimate:  {:.1} bytes",
+        shard.approx_state_bytes() as f64 / open as f64
+    );
 }

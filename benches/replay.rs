@@ -29,7 +29,12 @@ fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usiz
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
     opts.shards = shards;
     opts.decoders = decoders;
-    let reader = ChunkReader::open(&[events.display().to_string()], opts.chunk_bytes, config.engine.max_line_bytes).unwrap();
+    let reader = ChunkReader::open(
+        &[events.display().to_string()],
+        opts.chunk_bytes,
+        config.engine.max_line_bytes,
+    )
+    .unwrap();
     replay(catalog, decoder, reader, &opts).unwrap()
 }
 
@@ -48,7 +53,17 @@ fn main() {
     let mut truth_buf = Vec::new();
     let gen_report = {
         let mut w = BufWriter::new(File::create(&events).unwrap());
-        let r = tacet_gen::generate(&catalog, &GenOptions { journeys, seed: 2026, ..Default::default() }, &mut w, &mut truth_buf).unwrap();
+        let r = tacet_gen::generate(
+            &catalog,
+            &GenOptions {
+                journeys,
+                seed: 2026,
+                ..Default::default()
+            },
+            &mut w,
+            &mut truth_buf,
+        )
+        .unwrap();
         w.flush().unwrap();
         r
     };
@@ -63,7 +78,10 @@ fn main() {
     let report = run(&config, &events, &check_out, shards, decoders);
     let rows = tacet_store::read_outcomes(&check_out).unwrap();
     let verify = compare(&truth, &rows, &[]);
-    assert!(verify.is_exact() && report.in_flight.is_empty(), "replay does not reproduce the truth: {verify:#?}");
+    assert!(
+        verify.is_exact() && report.in_flight.is_empty(),
+        "replay does not reproduce the truth: {verify:#?}"
+    );
     std::fs::remove_dir_all(&check_out).unwrap();
 
     let mut times = Vec::new();
@@ -80,8 +98,14 @@ fn main() {
     let records = report.decode.records as f64;
     let mb = gen_report.bytes as f64 / 1e6;
     let rate = |d: Duration| (records / d.as_secs_f64(), mb / d.as_secs_f64());
-    let (med, min, max) = (median(times.clone()), *times.iter().min().unwrap(), *times.iter().max().unwrap());
-    println!("replay benchmark (reference shape, Parquet output on, {shards} shards, {decoders} decoders, {cores} cores)");
+    let (med, min, max) = (
+        median(times.clone()),
+        *times.iter().min().unwrap(),
+        *times.iter().max().unwrap(),
+    );
+    println!(
+        "replay benchmark (reference shape, Parquet output on, {shards} shards, {decoders} decoders, {cores} cores)"
+    );
     println!(
         "  input: {journeys} journeys, {} lines, {:.1} MB ({:.0} bytes/line); output: {} rows",
         report.decode.records,
@@ -91,7 +115,12 @@ fn main() {
     );
     for (label, d) in [("median", med), ("min", min), ("max", max)] {
         let (eps, mbps) = rate(d);
-        println!("  {label:>6}: {:.3}s  {:>10.0} events/s  {:>7.1} MB/s", d.as_secs_f64(), eps, mbps);
+        println!(
+            "  {label:>6}: {:.3}s  {:>10.0} events/s  {:>7.1} MB/s",
+            d.as_secs_f64(),
+            eps,
+            mbps
+        );
     }
     println!("  runs: {runs}; correctness checked against the generator's truth first");
 }

@@ -235,7 +235,11 @@ impl Catalog {
                     catalog.pointers.push(pointer);
                     next
                 });
-                let column = catalog.columns.iter().position(|c| c.name == *attr).expect("column exists");
+                let column = catalog
+                    .columns
+                    .iter()
+                    .position(|c| c.name == *attr)
+                    .expect("column exists");
                 if attr == "amount" && kind == AttributeType::Float {
                     money_column = Some(column);
                 }

@@ -23,10 +23,7 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
     Parse {
         path: PathBuf,
@@ -450,10 +447,18 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for j in &self.journeys {
             let key = |field: &str| format!("journey.{}.{field}", j.name);
-            if j.name.is_empty() || !j.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            if j.name.is_empty()
+                || !j
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
                 return Err(self.invalid(
                     "journey.name",
-                    format!("{:?}: use letters, digits, '_' or '-' (it names a partition folder)", j.name),
+                    format!(
+                        "{:?}: use letters, digits, '_' or '-' (it names a partition folder)",
+                        j.name
+                    ),
                 ));
             }
             if !names.insert(j.name.as_str()) {
@@ -579,13 +584,17 @@ slo = 0.99
         let err = parse(&format!("{MINIMAL}\ndeadlin = \"3m\"")).unwrap_err().to_string();
         assert!(err.contains("test.toml"), "{err}");
         assert!(err.contains("deadlin"), "{err}");
-        let err = parse(&format!("[engine]\nshard = 3\n{MINIMAL}")).unwrap_err().to_string();
+        let err = parse(&format!("[engine]\nshard = 3\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("shard"), "{err}");
     }
 
     #[test]
     fn bad_duration_is_an_error() {
-        let err = parse(&MINIMAL.replace("\"2m\"", "\"2 parsecs\"")).unwrap_err().to_string();
+        let err = parse(&MINIMAL.replace("\"2m\"", "\"2 parsecs\""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 parsecs"), "{err}");
     }
 
@@ -609,9 +618,8 @@ slo = 0.99
 
     #[test]
     fn replay_mapping_picks_sources() {
-        let text = format!(
-            "{MINIMAL}\n[[source]]\nname = \"a\"\n[[source]]\nname = \"b\"\n[source.fields]\ntime = \"/t\"\n"
-        );
+        let text =
+            format!("{MINIMAL}\n[[source]]\nname = \"a\"\n[[source]]\nname = \"b\"\n[source.fields]\ntime = \"/t\"\n");
         let c = parse(&text).unwrap();
         assert!(c.replay_mapping(None).is_err(), "ambiguous");
         assert_eq!(c.replay_mapping(Some("b")).unwrap().1.time.tokens(), ["t"]);

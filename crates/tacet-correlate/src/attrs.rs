@@ -37,12 +37,14 @@ impl Blob {
     }
 
     pub(crate) fn attr(&self, slot: AttrSlot) -> Option<AttrValue<'_>> {
-        self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == slot).map(|e| match e.tag {
-            TAG_STR => AttrValue::Str(std::str::from_utf8(e.payload).expect("stored from &str")),
-            TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().expect("8 bytes"))),
-            TAG_TRUE => AttrValue::Bool(true),
-            _ => AttrValue::Bool(false),
-        })
+        self.entries()
+            .find(|e| e.tag != TAG_TRACE_TEXT && e.slot == slot)
+            .map(|e| match e.tag {
+                TAG_STR => AttrValue::Str(std::str::from_utf8(e.payload).expect("stored from &str")),
+                TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().expect("8 bytes"))),
+                TAG_TRUE => AttrValue::Bool(true),
+                _ => AttrValue::Bool(false),
+            })
     }
 
     pub(crate) fn set_trace_text(&mut self, text: &str) {
@@ -185,7 +187,14 @@ mod tests {
         let mut b = Blob::default();
         let long = "x".repeat(300);
         let huge = "y".repeat(40_000);
-        b.merge(&[(0, AttrValue::Str(&long)), (1, AttrValue::Str(&huge)), (2, AttrValue::Str("é"))], false);
+        b.merge(
+            &[
+                (0, AttrValue::Str(&long)),
+                (1, AttrValue::Str(&huge)),
+                (2, AttrValue::Str("é")),
+            ],
+            false,
+        );
         assert_eq!(b.attr(0), Some(AttrValue::Str(long.as_str())));
         assert_eq!(b.attr(1), Some(AttrValue::Str(&huge[..MAX_STR])));
         assert_eq!(b.attr(2), Some(AttrValue::Str("é")));

@@ -346,7 +346,11 @@ impl<S: OutcomeSink> Shard<S> {
             out.push(InFlight {
                 trace_id,
                 journey: match t.journey {
-                    PENDING => self.catalog.journey(orphan_journey(&self.catalog, &t.events)).name.clone(),
+                    PENDING => self
+                        .catalog
+                        .journey(orphan_journey(&self.catalog, &t.events))
+                        .name
+                        .clone(),
                     j => self.catalog.journey(j).name.clone(),
                 },
                 awaiting_start: t.journey == PENDING,

@@ -97,9 +97,7 @@ impl Watermarks {
             None => {
                 // Every open partition is idle: move at wall-clock speed from
                 // where the watermark stands.
-                let Some(stand) = self.current else {
-                    return None;
-                };
+                let stand = self.current?;
                 let timeout = self.idle_timeout.unwrap_or_default();
                 let (since, from) = *self.idle_anchor.get_or_insert((self.last_any + timeout, stand));
                 Some(from.saturating_add(now.saturating_duration_since(since).as_millis() as i64))

@@ -10,14 +10,33 @@ use support::model::run_model;
 use support::*;
 
 const NAMES: [&str; 11] = [
-    "t.req", "t.ok", "t.no", "ledger", "sms", "push", "b.req", "b.ok", "biller", "heartbeat", "ledger",
+    "t.req",
+    "t.ok",
+    "t.no",
+    "ledger",
+    "sms",
+    "push",
+    "b.req",
+    "b.ok",
+    "biller",
+    "heartbeat",
+    "ledger",
 ];
 
 /// One trace's events: a random subset of a journey's steps, random status,
 /// times spread over a few minutes (so deadlines, stalls and orphans all happen).
 fn trace_events() -> impl Strategy<Value = Vec<(usize, u32, bool, u8, bool)>> {
     // (name index, offset in 100ms, ok, service, has id)
-    prop::collection::vec((0..NAMES.len(), 0u32..4000, prop::bool::weighted(0.85), 0u8..3, any::<bool>()), 1..7)
+    prop::collection::vec(
+        (
+            0..NAMES.len(),
+            0u32..4000,
+            prop::bool::weighted(0.85),
+            0u8..3,
+            any::<bool>(),
+        ),
+        1..7,
+    )
 }
 
 fn stream() -> impl Strategy<Value = (Vec<TestEvent>, usize)> {
@@ -30,7 +49,11 @@ fn stream() -> impl Strategy<Value = (Vec<TestEvent>, usize)> {
         .prop_map(|(traces, dups, shards)| {
             let mut events = Vec::new();
             for (i, (steps, base, variant)) in traces.into_iter().enumerate() {
-                let trace = if variant == 0 { format!("order-{i}") } else { format!("{:032x}", i as u128 * 7919 + 1) };
+                let trace = if variant == 0 {
+                    format!("order-{i}")
+                } else {
+                    format!("{:032x}", i as u128 * 7919 + 1)
+                };
                 for (n, off, ok, service, has_id) in steps {
                     let time = (base as i64 + off as i64) * 100;
                     let mut e = ev(&trace, NAMES[n], 0.0);

@@ -37,19 +37,36 @@ fn completed_when_every_step_is_in_by_the_deadline() {
     );
     let r = only(&run, "a");
     assert_eq!(r.outcome, Outcome::Completed);
-    assert_eq!((r.started_at, r.acked_at, r.completed_at), (Some(0), Some(1000), Some(7000)));
-    assert_eq!((r.deadline_at, r.decided_at, r.latency_ms), (Some(121_000), 7000, Some(7000)));
+    assert_eq!(
+        (r.started_at, r.acked_at, r.completed_at),
+        (Some(0), Some(1000), Some(7000))
+    );
+    assert_eq!(
+        (r.deadline_at, r.decided_at, r.latency_ms),
+        (Some(121_000), 7000, Some(7000))
+    );
     assert_eq!(r.services, ["core", "gw", "notify", "svc"]);
-    assert_eq!((r.last_step.as_deref(), r.last_service.as_deref()), (Some("sms"), Some("notify")));
+    assert_eq!(
+        (r.last_step.as_deref(), r.last_service.as_deref()),
+        (Some("sms"), Some("notify"))
+    );
     assert_eq!(r.n_events, 4);
     assert_eq!(r.attributes, [("amount".to_string(), "250".to_string())]);
-    assert!(run.in_flight.is_empty(), "completed is decided without waiting for the deadline");
+    assert!(
+        run.in_flight.is_empty(),
+        "completed is decided without waiting for the deadline"
+    );
 }
 
 #[test]
 fn deadline_boundary_is_inclusive_to_the_millisecond() {
     let c = catalog();
-    let on_time = [ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "sms", 2.0), ev("a", "ledger", 121.0)];
+    let on_time = [
+        ev("a", "t.req", 0.0),
+        ev("a", "t.ok", 1.0),
+        ev("a", "sms", 2.0),
+        ev("a", "ledger", 121.0),
+    ];
     let run = run_engine(&c, &on_time, 1);
     assert_eq!(pairs(&run), [("a", Outcome::Completed)]);
 
@@ -88,7 +105,11 @@ fn silent_failure_waits_for_the_watermark_to_pass_the_deadline() {
     // still ahead is in flight, not a failure.
     let run = run_engine(&c, &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), tick(121.0)], 1);
     assert!(run.rows.iter().all(|r| r.trace_id != "a"));
-    assert!(run.in_flight.iter().any(|f| f.trace_id == "a" && f.decides_at == 121_000));
+    assert!(
+        run.in_flight
+            .iter()
+            .any(|f| f.trace_id == "a" && f.decides_at == 121_000)
+    );
     let run = run_engine(&c, &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), tick(121.001)], 1);
     assert_eq!(only(&run, "a").outcome, Outcome::SilentFailure);
 }
@@ -98,7 +119,13 @@ fn a_step_with_status_error_counts_as_missing_and_is_listed() {
     let c = catalog();
     let run = run_engine(
         &c,
-        &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "ledger", 2.0).error(), ev("a", "sms", 3.0), tick(500.0)],
+        &[
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 1.0),
+            ev("a", "ledger", 2.0).error(),
+            ev("a", "sms", 3.0),
+            tick(500.0),
+        ],
         1,
     );
     let r = only(&run, "a");
@@ -112,7 +139,13 @@ fn a_retry_that_succeeds_satisfies_the_step() {
     let c = catalog();
     let run = run_engine(
         &c,
-        &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "ledger", 2.0).error(), ev("a", "ledger", 4.0), ev("a", "push", 5.0)],
+        &[
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 1.0),
+            ev("a", "ledger", 2.0).error(),
+            ev("a", "ledger", 4.0),
+            ev("a", "push", 5.0),
+        ],
         1,
     );
     let r = only(&run, "a");
@@ -125,7 +158,16 @@ fn a_retry_that_succeeds_satisfies_the_step() {
 fn either_alternative_satisfies_an_any_of_step() {
     let c = catalog();
     for alt in ["sms", "push"] {
-        let run = run_engine(&c, &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "ledger", 2.0), ev("a", alt, 3.0)], 1);
+        let run = run_engine(
+            &c,
+            &[
+                ev("a", "t.req", 0.0),
+                ev("a", "t.ok", 1.0),
+                ev("a", "ledger", 2.0),
+                ev("a", alt, 3.0),
+            ],
+            1,
+        );
         assert_eq!(pairs(&run), [("a", Outcome::Completed)], "{alt}");
     }
 }
@@ -158,10 +200,29 @@ fn stalled_when_no_ack_by_start_plus_ack_timeout_inclusive() {
     assert_eq!((r.decided_at, r.deadline_at, r.acked_at), (30_000, Some(30_000), None));
 
     // An ack at exactly start + ack_timeout counts.
-    let run = run_engine(&c, &[ev("a", "t.req", 0.0), ev("a", "t.ok", 30.0), ev("a", "ledger", 31.0), ev("a", "sms", 31.0)], 1);
+    let run = run_engine(
+        &c,
+        &[
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 30.0),
+            ev("a", "ledger", 31.0),
+            ev("a", "sms", 31.0),
+        ],
+        1,
+    );
     assert_eq!(pairs(&run), [("a", Outcome::Completed)]);
     // One millisecond later it does not.
-    let run = run_engine(&c, &[ev("a", "t.req", 0.0), ev("a", "t.ok", 30.001), ev("a", "ledger", 31.0), ev("a", "sms", 31.0), tick(45.0)], 1);
+    let run = run_engine(
+        &c,
+        &[
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 30.001),
+            ev("a", "ledger", 31.0),
+            ev("a", "sms", 31.0),
+            tick(45.0),
+        ],
+        1,
+    );
     assert_eq!(only(&run, "a").outcome, Outcome::Stalled);
 }
 
@@ -185,11 +246,20 @@ fn late_completion_is_a_separate_correction_within_late_horizon() {
     let late = a[1];
     assert_eq!(late.outcome, Outcome::LateCompletion);
     assert_eq!(late.missing_steps, ["ledger"], "the steps that came late");
-    assert_eq!((late.completed_at, late.decided_at, late.deadline_at), (Some(600_000), 600_000, Some(121_000)));
+    assert_eq!(
+        (late.completed_at, late.decided_at, late.deadline_at),
+        (Some(600_000), 600_000, Some(121_000))
+    );
     assert_eq!(late.attributes, [("amount".to_string(), "99".to_string())]);
 
     // Beyond the horizon (deadline 121s + 1h): no correction, counted late.
-    let beyond = [ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "sms", 2.0), tick(200.0), ev("a", "ledger", 121.0 + 3600.0 + 0.001)];
+    let beyond = [
+        ev("a", "t.req", 0.0),
+        ev("a", "t.ok", 1.0),
+        ev("a", "sms", 2.0),
+        tick(200.0),
+        ev("a", "ledger", 121.0 + 3600.0 + 0.001),
+    ];
     let run = run_engine(&c, &beyond, 1);
     assert_eq!(pairs(&run).iter().filter(|p| p.0 == "a").count(), 1);
     assert_eq!(run.late, 1);
@@ -216,7 +286,16 @@ fn orphan_when_steps_come_without_start_or_ack() {
 #[test]
 fn steps_before_the_start_are_held_under_the_trace() {
     let c = catalog();
-    let run = run_engine(&c, &[ev("a", "sms", 0.5), ev("a", "ledger", 0.7), ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0)], 1);
+    let run = run_engine(
+        &c,
+        &[
+            ev("a", "sms", 0.5),
+            ev("a", "ledger", 0.7),
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 1.0),
+        ],
+        1,
+    );
     let r = only(&run, "a");
     assert_eq!(r.outcome, Outcome::Completed);
     assert_eq!((r.completed_at, r.decided_at), (Some(700), 1000));
@@ -235,12 +314,22 @@ fn an_ack_without_start_is_decided_normally() {
 #[test]
 fn unmatched_events_never_create_or_change_a_journey() {
     let c = catalog();
-    let run = run_engine(&c, &[ev("u", "heartbeat", 0.0), ev("u", "cache.miss", 1.0), tick(1000.0)], 1);
+    let run = run_engine(
+        &c,
+        &[ev("u", "heartbeat", 0.0), ev("u", "cache.miss", 1.0), tick(1000.0)],
+        1,
+    );
     assert!(run.rows.iter().all(|r| r.trace_id != "u"));
     assert!(run.in_flight.iter().all(|f| f.trace_id != "u"));
     let run = run_engine(
         &c,
-        &[ev("a", "t.req", 0.0), ev("a", "t.ok", 1.0), ev("a", "heartbeat", 1.5), ev("a", "ledger", 2.0), ev("a", "push", 3.0)],
+        &[
+            ev("a", "t.req", 0.0),
+            ev("a", "t.ok", 1.0),
+            ev("a", "heartbeat", 1.5),
+            ev("a", "ledger", 2.0),
+            ev("a", "push", 3.0),
+        ],
         1,
     );
     let r = only(&run, "a");
@@ -277,7 +366,7 @@ fn duplicates_are_counted_once() {
             ev("a", "t.ok", 1.0).id("e2"),
             ev("a", "t.ok", 1.2).id("e2"), // same id, other time: still a duplicate
             ev("a", "ledger", 2.0),
-            ev("a", "ledger", 2.0), // no id: same event, service and time
+            ev("a", "ledger", 2.0),                  // no id: same event, service and time
             ev("a", "ledger", 2.0).service("other"), // not a duplicate
             ev("a", "sms", 3.0),
         ],
@@ -310,7 +399,16 @@ fn disorder_within_lateness_does_not_change_the_outcome() {
 #[test]
 fn the_start_event_attributes_win() {
     let c = catalog();
-    let run = run_engine(&c, &[ev("a", "t.ok", 1.0).amount(1.0), ev("a", "t.req", 0.0).amount(2.0), ev("a", "ledger", 2.0), ev("a", "sms", 3.0)], 1);
+    let run = run_engine(
+        &c,
+        &[
+            ev("a", "t.ok", 1.0).amount(1.0),
+            ev("a", "t.req", 0.0).amount(2.0),
+            ev("a", "ledger", 2.0),
+            ev("a", "sms", 3.0),
+        ],
+        1,
+    );
     assert_eq!(only(&run, "a").attributes, [("amount".to_string(), "2".to_string())]);
 }
 

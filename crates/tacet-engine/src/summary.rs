@@ -145,9 +145,7 @@ impl RunReport {
             in_flight: self.in_flight.len() as u64,
             pending_in_flight: self.correlate.pending_in_flight,
             peak_open_journeys: self.correlate.peak_open,
-            final_watermark: self
-                .max_event_time
-                .and_then(rfc3339),
+            final_watermark: self.max_event_time.and_then(rfc3339),
             shards: self.shards,
             decoders: self.decoders,
             elapsed_s: self.elapsed.as_secs_f64(),

@@ -40,8 +40,16 @@ fn produce(dir: &Path, shards: usize) -> Vec<String> {
     opts.shards = shards;
     opts.decoders = 2;
     opts.chunk_bytes = 1024; // many chunks even for small files
-    let events = format!("testdata/scenarios/{}/events.ndjson", dir.file_name().unwrap().to_string_lossy());
-    let reader = ChunkReader::open(&[dir.join("events.ndjson").display().to_string()], opts.chunk_bytes, 1 << 20).unwrap();
+    let events = format!(
+        "testdata/scenarios/{}/events.ndjson",
+        dir.file_name().unwrap().to_string_lossy()
+    );
+    let reader = ChunkReader::open(
+        &[dir.join("events.ndjson").display().to_string()],
+        opts.chunk_bytes,
+        1 << 20,
+    )
+    .unwrap();
     replay(catalog, decoder, reader, &opts).unwrap();
 
     let mut lines = Vec::new();
@@ -52,7 +60,12 @@ fn produce(dir: &Path, shards: usize) -> Vec<String> {
         for key in ["started_at", "acked_at", "completed_at", "deadline_at", "decided_at"] {
             v[key] = time(&v[key]);
         }
-        v["attributes"] = Value::Object(row.attributes.iter().map(|(k, x)| (k.clone(), Value::String(x.clone()))).collect());
+        v["attributes"] = Value::Object(
+            row.attributes
+                .iter()
+                .map(|(k, x)| (k.clone(), Value::String(x.clone())))
+                .collect(),
+        );
         let mut line = json!({"kind": "outcome"});
         line.as_object_mut().unwrap().extend(v.as_object().unwrap().clone());
         lines.push(line.to_string());
@@ -97,7 +110,12 @@ fn golden_scenarios() {
     let mut failures = Vec::new();
     for dir in &dirs {
         let produced = produce(dir, 2);
-        assert_eq!(produced, produce(dir, 5), "{}: shard count changed the result", dir.display());
+        assert_eq!(
+            produced,
+            produce(dir, 5),
+            "{}: shard count changed the result",
+            dir.display()
+        );
         let expected_path = dir.join("expected.ndjson");
         if bless {
             std::fs::write(&expected_path, produced.join("\n") + "\n").unwrap();
@@ -119,5 +137,9 @@ fn golden_scenarios() {
             failures.push(diff);
         }
     }
-    assert!(failures.is_empty(), "golden scenarios differ (TACET_BLESS=1 to accept):{}", failures.concat());
+    assert!(
+        failures.is_empty(),
+        "golden scenarios differ (TACET_BLESS=1 to accept):{}",
+        failures.concat()
+    );
 }

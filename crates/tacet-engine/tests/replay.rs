@@ -54,10 +54,17 @@ fn run(config: &Config, files: &[String], out: &Path, shards: usize, decoders: u
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
-            (v["trace_id"].as_str().unwrap().to_owned(), v["journey"].as_str().unwrap_or("").to_owned())
+            (
+                v["trace_id"].as_str().unwrap().to_owned(),
+                v["journey"].as_str().unwrap_or("").to_owned(),
+            )
         })
         .collect();
-    Replayed { report, rows, in_flight }
+    Replayed {
+        report,
+        rows,
+        in_flight,
+    }
 }
 
 fn path(dir: &Path, name: &str) -> String {
@@ -66,10 +73,21 @@ fn path(dir: &Path, name: &str) -> String {
 
 #[test]
 fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
-    let journeys = std::env::var("TACET_TRUTH_JOURNEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let journeys = std::env::var("TACET_TRUTH_JOURNEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let config = Config::embedded_default();
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(&config, dir.path(), GenOptions { journeys, seed: 42, ..Default::default() });
+    let g = generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys,
+            seed: 42,
+            ..Default::default()
+        },
+    );
     let mut first_rows = None;
     for shards in [1, 4] {
         let out = dir.path().join(format!("out-{shards}"));
@@ -77,7 +95,10 @@ fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
         let v = compare(&g.truth, &r.rows, &r.in_flight);
         assert!(v.is_exact(), "{shards} shards: {v:#?}");
         for (outcome, score) in &v.outcomes {
-            eprintln!("{journeys} journeys, {shards} shards: {outcome}: precision {} recall {} ({} rows)", score.precision, score.recall, score.expected);
+            eprintln!(
+                "{journeys} journeys, {shards} shards: {outcome}: precision {} recall {} ({} rows)",
+                score.precision, score.recall, score.expected
+            );
         }
         match &first_rows {
             None => first_rows = Some(r.rows),
@@ -90,7 +111,15 @@ fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
 fn results_do_not_depend_on_chunking_or_thread_counts() {
     let config = Config::embedded_default();
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(&config, dir.path(), GenOptions { journeys: 20_000, seed: 3, ..Default::default() });
+    let g = generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys: 20_000,
+            seed: 3,
+            ..Default::default()
+        },
+    );
     let files = [path(dir.path(), "events.ndjson")];
     let a = run(&config, &files, &dir.path().join("a"), 1, 1, 1 << 22);
     let b = run(&config, &files, &dir.path().join("b"), 3, 4, 8 << 10);
@@ -108,14 +137,39 @@ fn an_entirely_different_field_shape_gives_the_same_outcomes() {
     let (ref_dir, alt_dir) = (dir.path().join("ref"), dir.path().join("alt"));
     std::fs::create_dir_all(&ref_dir).unwrap();
     std::fs::create_dir_all(&alt_dir).unwrap();
-    let opts = GenOptions { journeys: 20_000, seed: 11, ..Default::default() };
+    let opts = GenOptions {
+        journeys: 20_000,
+        seed: 11,
+        ..Default::default()
+    };
     let g = generate(&reference, &ref_dir, opts.clone());
-    generate(&alt, &alt_dir, GenOptions { shape: Shape::Alt, ..opts });
+    generate(
+        &alt,
+        &alt_dir,
+        GenOptions {
+            shape: Shape::Alt,
+            ..opts
+        },
+    );
     let bytes = std::fs::read(alt_dir.join("events.ndjson")).unwrap();
     let first = String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap()).into_owned();
     assert!(first.contains("traceparent") && first.contains("epoch_ms"), "{first}");
-    let a = run(&reference, &[path(&ref_dir, "events.ndjson")], &ref_dir.join("out"), 2, 2, 1 << 20);
-    let b = run(&alt, &[path(&alt_dir, "events.ndjson")], &alt_dir.join("out"), 2, 2, 1 << 20);
+    let a = run(
+        &reference,
+        &[path(&ref_dir, "events.ndjson")],
+        &ref_dir.join("out"),
+        2,
+        2,
+        1 << 20,
+    );
+    let b = run(
+        &alt,
+        &[path(&alt_dir, "events.ndjson")],
+        &alt_dir.join("out"),
+        2,
+        2,
+        1 << 20,
+    );
     assert!(compare(&g.truth, &b.rows, &b.in_flight).is_exact());
     assert_eq!(a.rows.len(), b.rows.len());
     for (x, y) in a.rows.iter().zip(&b.rows) {
@@ -130,7 +184,12 @@ fn malformed_lines_never_stop_the_run_and_are_dead_lettered_with_positions() {
     let g = generate(
         &config,
         dir.path(),
-        GenOptions { journeys: 20_000, seed: 5, malformed_rate: 0.02, ..Default::default() },
+        GenOptions {
+            journeys: 20_000,
+            seed: 5,
+            malformed_rate: 0.02,
+            ..Default::default()
+        },
     );
     let out = dir.path().join("out");
     let r = run(&config, &[path(dir.path(), "events.ndjson")], &out, 2, 2, 64 << 10);
@@ -163,7 +222,16 @@ fn malformed_lines_never_stop_the_run_and_are_dead_lettered_with_positions() {
 fn per_service_files_are_partitions_read_side_by_side() {
     let config = Config::embedded_default();
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(&config, dir.path(), GenOptions { journeys: 20_000, seed: 9, malformed_rate: 0.0, ..Default::default() });
+    let g = generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys: 20_000,
+            seed: 9,
+            malformed_rate: 0.0,
+            ..Default::default()
+        },
+    );
     // Split the stream the way per-service logs arrive: one file per service group.
     let mut files: Vec<BufWriter<File>> = (0..3)
         .map(|i| BufWriter::new(File::create(dir.path().join(format!("part-{i}.ndjson"))).unwrap()))
@@ -185,13 +253,31 @@ fn per_service_files_are_partitions_read_side_by_side() {
 #[test]
 fn journeys_whose_deadline_is_ahead_at_the_end_stay_in_flight() {
     // Orphans are decided 20h after their first step: past the end of the stream.
-    let text = tacet_core::config::EMBEDDED_DEFAULT.replace("late_horizon = \"24h\"", "late_horizon = \"24h\"\norphan_timeout = \"20h\"");
+    let text = tacet_core::config::EMBEDDED_DEFAULT.replace(
+        "late_horizon = \"24h\"",
+        "late_horizon = \"24h\"\norphan_timeout = \"20h\"",
+    );
     let config = Config::from_toml(&text, Path::new("long-orphans.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(&config, dir.path(), GenOptions { journeys: 20_000, seed: 13, ..Default::default() });
+    let g = generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys: 20_000,
+            seed: 13,
+            ..Default::default()
+        },
+    );
     let expected_in_flight = g.truth.iter().filter(|t| t.outcome == "in_flight").count();
     assert!(expected_in_flight > 30, "{expected_in_flight}");
-    let r = run(&config, &[path(dir.path(), "events.ndjson")], &dir.path().join("out"), 2, 2, 1 << 20);
+    let r = run(
+        &config,
+        &[path(dir.path(), "events.ndjson")],
+        &dir.path().join("out"),
+        2,
+        2,
+        1 << 20,
+    );
     let v = compare(&g.truth, &r.rows, &r.in_flight);
     assert!(v.is_exact(), "{v:#?}");
     assert_eq!(r.in_flight.len(), expected_in_flight);

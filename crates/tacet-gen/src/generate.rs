@@ -171,7 +171,10 @@ impl Generator<'_> {
     fn pick_journey(&mut self) -> usize {
         let total = *self.cumulative.last().expect("journeys exist");
         let x = self.rng.random::<f64>() * total;
-        self.cumulative.iter().position(|&c| x < c).unwrap_or(self.cumulative.len() - 1)
+        self.cumulative
+            .iter()
+            .position(|&c| x < c)
+            .unwrap_or(self.cumulative.len() - 1)
     }
 
     fn normal(&mut self) -> f64 {
@@ -193,7 +196,15 @@ impl Generator<'_> {
     }
 
     /// An event at true time `at`: skewed timestamp, delayed arrival.
-    fn event(&mut self, trace: u128, name: &str, at: EventTime, ok: bool, channel: &str, attrs: Option<&Attrs>) -> Pending {
+    fn event(
+        &mut self,
+        trace: u128,
+        name: &str,
+        at: EventTime,
+        ok: bool,
+        channel: &str,
+        attrs: Option<&Attrs>,
+    ) -> Pending {
         let service = service_for(name, channel);
         let ts = at + self.skew(&service);
         let delay = if self.opts.max_delay_ms > 0 {
@@ -202,7 +213,7 @@ impl Generator<'_> {
             0
         };
         // Roughly a third of services emit no event id (dedup by fields then).
-        let with_id = service.len() % 3 != 0;
+        let with_id = !service.len().is_multiple_of(3);
         self.seq += 1;
         self.next_event_id += 1;
         Pending {
@@ -291,7 +302,8 @@ impl Generator<'_> {
             return (events, expect);
         }
 
-        let start_event = (!starts.is_empty()).then(|| self.event(trace, &starts[0], start, true, channel, Some(&attrs)));
+        let start_event =
+            (!starts.is_empty()).then(|| self.event(trace, &starts[0], start, true, channel, Some(&attrs)));
         let start_ts = start_event.as_ref().map(|e| e.ts);
         events.extend(start_event);
         if fate == Fate::Stalled {
@@ -358,7 +370,12 @@ impl Generator<'_> {
 
 /// Writes `opts.journeys` journeys to `events` in arrival order and their
 /// truth to `truth` (NDJSON, one [`TruthRow`] per line).
-pub fn generate(catalog: &Catalog, opts: &GenOptions, events: &mut dyn Write, truth: &mut dyn Write) -> io::Result<GenReport> {
+pub fn generate(
+    catalog: &Catalog,
+    opts: &GenOptions,
+    events: &mut dyn Write,
+    truth: &mut dyn Write,
+) -> io::Result<GenReport> {
     let scenarios: Vec<Scenario> = catalog.journeys().iter().map(Scenario::for_journey).collect();
     let mut acc = 0.0;
     let cumulative = scenarios
@@ -455,7 +472,12 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    fn deliver(&mut self, p: Pending, heap: &mut BinaryHeap<Reverse<Pending>>, g: &mut Generator<'_>) -> io::Result<()> {
+    fn deliver(
+        &mut self,
+        p: Pending,
+        heap: &mut BinaryHeap<Reverse<Pending>>,
+        g: &mut Generator<'_>,
+    ) -> io::Result<()> {
         if p.seq != u64::MAX && self.rng.random::<f64>() < self.opts.duplicate_rate {
             // Delivered again a little later: same content, same id.
             let mut dup = p.clone();
@@ -492,7 +514,8 @@ impl Emitter<'_> {
         match self.rng.random_range(0..5) {
             0 => {
                 self.line.clear();
-                self.line.extend_from_slice(b"<html><body>502 Bad Gateway</body></html>");
+                self.line
+                    .extend_from_slice(b"<html><body>502 Bad Gateway</body></html>");
                 "not_json"
             }
             1 => {
@@ -502,7 +525,9 @@ impl Emitter<'_> {
             }
             2 => {
                 self.line.clear();
-                self.line.extend_from_slice(br#"{"ts":"2026-11-22T09:00:00Z","event":"transfer.accepted","service":"payments-api"}"#);
+                self.line.extend_from_slice(
+                    br#"{"ts":"2026-11-22T09:00:00Z","event":"transfer.accepted","service":"payments-api"}"#,
+                );
                 "missing_trace_id"
             }
             3 => {
@@ -514,7 +539,8 @@ impl Emitter<'_> {
             }
             _ => {
                 self.line.clear();
-                self.line.extend_from_slice(b"{\"trace_id\":\"\xff\xfe\",\"ts\":1,\"event\":\"x\"}");
+                self.line
+                    .extend_from_slice(b"{\"trace_id\":\"\xff\xfe\",\"ts\":1,\"event\":\"x\"}");
                 "invalid_utf8"
             }
         }

@@ -42,7 +42,11 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// Precision and recall are 1.0 for every outcome and nothing is duplicated.
     pub fn is_exact(&self) -> bool {
-        self.duplicated_rows == 0 && self.outcomes.values().all(|s| s.expected == s.true_positives && s.actual == s.true_positives)
+        self.duplicated_rows == 0
+            && self
+                .outcomes
+                .values()
+                .all(|s| s.expected == s.true_positives && s.actual == s.true_positives)
     }
 }
 

@@ -92,7 +92,11 @@ impl ShardBatch {
     }
 
     fn text(&self, span: Span) -> &str {
-        let bytes = if span.in_arena { &self.arena[..] } else { &self.chunk[..] };
+        let bytes = if span.in_arena {
+            &self.arena[..]
+        } else {
+            &self.chunk[..]
+        };
         let range = span.start as usize..(span.start + span.len) as usize;
         // Spans are cut from `&str`s; the fallback never triggers but keeps this panic-free.
         bytes.get(range).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")

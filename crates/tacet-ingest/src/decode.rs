@@ -587,7 +587,9 @@ impl Decoder {
 
 /// RFC 3339 to epoch milliseconds.
 fn parse_rfc3339(s: &str) -> Option<EventTime> {
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// `ok`/`success` and `error`/`failure` in any case, or an HTTP-like code.

@@ -4,8 +4,8 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -175,7 +175,11 @@ impl ChunkReader {
 
     /// The next chunk, round-robin over inputs; `None` when all have ended.
     /// Lines longer than `max_line` that do not fit a chunk are dead-lettered here.
-    pub fn next_chunk(&mut self, dead: &mut Vec<DeadLetter>, stats: &mut DecodeStats) -> Result<Option<Chunk>, ReadError> {
+    pub fn next_chunk(
+        &mut self,
+        dead: &mut Vec<DeadLetter>,
+        stats: &mut DecodeStats,
+    ) -> Result<Option<Chunk>, ReadError> {
         let n = self.inputs.len();
         for _ in 0..n {
             let p = self.turn % n;
@@ -189,10 +193,20 @@ impl ChunkReader {
         Ok(None)
     }
 
-    fn read_chunk(&mut self, p: usize, dead: &mut Vec<DeadLetter>, stats: &mut DecodeStats) -> Result<Chunk, ReadError> {
+    fn read_chunk(
+        &mut self,
+        p: usize,
+        dead: &mut Vec<DeadLetter>,
+        stats: &mut DecodeStats,
+    ) -> Result<Chunk, ReadError> {
         let chunk_bytes = self.chunk_bytes;
         let max_line = self.max_line;
-        let mut buf = self.pool.lock().ok().and_then(|mut free| free.pop()).unwrap_or_default();
+        let mut buf = self
+            .pool
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
         buf.clear();
         let input = &mut self.inputs[p];
         buf.extend_from_slice(&input.carry);
@@ -202,7 +216,11 @@ impl ChunkReader {
         loop {
             // Fill up to chunk_bytes; grow by as much again while no line ends.
             let filled = buf.len();
-            let want = if first { chunk_bytes.max(filled + 1) } else { filled + chunk_bytes };
+            let want = if first {
+                chunk_bytes.max(filled + 1)
+            } else {
+                filled + chunk_bytes
+            };
             first = false;
             buf.reserve(want - filled);
             // read_to_end reads into spare capacity (no zero-filling for files)
@@ -281,7 +299,12 @@ mod tests {
     fn chunks(inputs: Vec<(&str, &str)>, chunk: usize, max_line: usize) -> (Vec<Chunk>, Vec<DeadLetter>) {
         let readers = inputs
             .into_iter()
-            .map(|(n, t)| (n.to_string(), Box::new(io::Cursor::new(t.as_bytes().to_vec())) as Box<dyn Read + Send>))
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    Box::new(io::Cursor::new(t.as_bytes().to_vec())) as Box<dyn Read + Send>,
+                )
+            })
             .collect();
         let mut r = ChunkReader::from_readers(readers, chunk, max_line);
         let (mut out, mut dead, mut stats) = (Vec::new(), Vec::new(), DecodeStats::default());

@@ -54,7 +54,10 @@ fn reference_shape() {
     assert_eq!(e.event, "transfer.accepted");
     assert!(e.name.is_some() && e.ok);
     assert_eq!(e.service, "api-gateway");
-    assert!(matches!(e.trace_id, std::borrow::Cow::Borrowed(_)), "no copy for unescaped strings");
+    assert!(
+        matches!(e.trace_id, std::borrow::Cow::Borrowed(_)),
+        "no copy for unescaped strings"
+    );
     let attrs: Vec<_> = e.attrs.iter().map(|(_, v)| v.clone()).collect();
     assert!(attrs.contains(&AttrCow::Num(250.0)));
     assert!(attrs.contains(&AttrCow::Str("c-10293".into())));
@@ -70,17 +73,26 @@ fn nested_mapping_with_traceparent_epoch_ms_and_http_codes() {
     assert_eq!(e.service, "core-ledger");
     assert!(!e.ok, "503 is an error");
     let same_id = br#"{"meta":{"type":"ledger.posted","epoch_ms":1,"ids":["ev-1"]},"ctx":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}"#;
-    assert_eq!(d.decode(same_id, &|_| None).unwrap().fingerprint, e.fingerprint, "event_id is the dedup key");
+    assert_eq!(
+        d.decode(same_id, &|_| None).unwrap().fingerprint,
+        e.fingerprint,
+        "event_id is the dedup key"
+    );
     let ok = br#"{"meta":{"type":"ledger.posted","epoch_ms":1},"ctx":{"traceparent":"t-1"},"http":{"code":201}}"#;
     assert!(d.decode(ok, &|_| None).unwrap().ok);
 }
 
 #[test]
 fn header_trace_ids() {
-    let d = decoder("[[source]]\nname = \"k\"\n[source.fields]\ntrace_id = \"header:traceparent\"\n", JOURNEY);
+    let d = decoder(
+        "[[source]]\nname = \"k\"\n[source.fields]\ntrace_id = \"header:traceparent\"\n",
+        JOURNEY,
+    );
     let line = br#"{"ts":1000,"event":"ledger.posted"}"#;
     let tp = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let e = d.decode(line, &|name| (name == "traceparent").then_some(&tp[..])).unwrap();
+    let e = d
+        .decode(line, &|name| (name == "traceparent").then_some(&tp[..]))
+        .unwrap();
     assert_eq!(e.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(d.decode(line, &|_| None).unwrap_err(), DecodeError::MissingTraceId);
 }
@@ -92,10 +104,27 @@ fn status_forms() {
         let line = format!(r#"{{"trace_id":"a","ts":1,"event":"ledger.posted","status":{s}}}"#);
         d.decode(line.as_bytes(), &|_| None).map(|e| e.ok)
     };
-    for ok in [r#""ok""#, r#""OK""#, r#""Success""#, "200", "399", r#""204""#, "null", "true"] {
+    for ok in [
+        r#""ok""#,
+        r#""OK""#,
+        r#""Success""#,
+        "200",
+        "399",
+        r#""204""#,
+        "null",
+        "true",
+    ] {
         assert_eq!(status(ok), Ok(true), "{ok}");
     }
-    for err in [r#""error""#, r#""ERROR""#, r#""failure""#, "400", "500", r#""503""#, "false"] {
+    for err in [
+        r#""error""#,
+        r#""ERROR""#,
+        r#""failure""#,
+        "400",
+        "500",
+        r#""503""#,
+        "false",
+    ] {
         assert_eq!(status(err), Ok(false), "{err}");
     }
     assert_eq!(status(r#""maybe""#), Err(DecodeError::BadStatus));
@@ -145,7 +174,12 @@ fn refusal_reasons() {
         (br#"{"trace_id":"a","ts":1}"#, DecodeError::MissingEvent),
     ];
     for (line, reason) in cases {
-        assert_eq!(d.decode(line, &|_| None).unwrap_err(), reason, "{}", String::from_utf8_lossy(line));
+        assert_eq!(
+            d.decode(line, &|_| None).unwrap_err(),
+            reason,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
     }
 }
 

@@ -59,7 +59,10 @@ pub fn read_outcomes(root: &Path) -> Result<Vec<OutcomeRow>> {
             path: shown.clone(),
             source,
         };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(pq)?.build().map_err(pq)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(pq)?
+            .build()
+            .map_err(pq)?;
         for batch in reader {
             let batch = batch?;
             append_rows(&batch, &journey, &shown, &mut rows)?;
@@ -77,11 +80,15 @@ fn append_rows(batch: &RecordBatch, journey: &str, path: &str, rows: &mut Vec<Ou
     let strings = |name: &str| -> Result<Vec<Option<String>>> {
         let c = col(name)?;
         let a = c.as_string_opt::<i32>().ok_or_else(|| bad(name))?;
-        Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_owned())).collect())
+        Ok((0..a.len())
+            .map(|i| a.is_valid(i).then(|| a.value(i).to_owned()))
+            .collect())
     };
     let times = |name: &str| -> Result<Vec<Option<i64>>> {
         let c = col(name)?;
-        let a = c.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| bad(name))?;
+        let a = c
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| bad(name))?;
         Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect())
     };
     let lists = |name: &str| -> Result<Vec<Vec<String>>> {
@@ -112,7 +119,9 @@ fn append_rows(batch: &RecordBatch, journey: &str, path: &str, rows: &mut Vec<Ou
     let latency = {
         let c = col("latency_ms")?;
         let a = c.as_primitive_opt::<Int64Type>().ok_or_else(|| bad("latency_ms"))?;
-        (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect::<Vec<_>>()
+        (0..a.len())
+            .map(|i| a.is_valid(i).then(|| a.value(i)))
+            .collect::<Vec<_>>()
     };
     let (missing, failed, services) = (lists("missing_steps")?, lists("failed_steps")?, lists("services")?);
     let (last_step, last_service) = (strings("last_step")?, strings("last_service")?);
@@ -212,7 +221,14 @@ mod tests {
         let files = outcome_files(dir.path()).unwrap();
         let shown: Vec<_> = files
             .iter()
-            .map(|p| p.strip_prefix(dir.path()).unwrap().parent().unwrap().display().to_string())
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .parent()
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             shown,
@@ -230,7 +246,10 @@ mod tests {
         assert_eq!(rows[0].services, ["gw", "core"]);
         assert_eq!(
             rows[0].attributes,
-            [("amount".to_string(), "250.5".to_string()), ("customer".to_string(), "c-1".to_string())]
+            [
+                ("amount".to_string(), "250.5".to_string()),
+                ("customer".to_string(), "c-1".to_string())
+            ]
         );
         assert_eq!((rows[1].n_duplicates, rows[1].acked_at), (1, None));
         assert!(!Path::new(&dir.path().join("outcomes")).join(".tmp").exists());

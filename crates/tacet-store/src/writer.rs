@@ -213,7 +213,8 @@ impl OutcomeWriter {
 
     /// Rows buffered and not yet in a file.
     pub fn buffered_rows(&self) -> usize {
-        self.open.values().map(|b| b.rows).sum::<usize>() + self.pending.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
+        self.open.values().map(|b| b.rows).sum::<usize>()
+            + self.pending.iter().map(|(_, b)| b.num_rows()).sum::<usize>()
     }
 
     /// Writes every partition buffered for at least `older_than` (all with `None`).
@@ -283,9 +284,7 @@ impl OutcomeWriter {
             source,
         };
         let file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build();
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
         let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(pq)?;
         writer.write(batch).map_err(pq)?;
         let file = writer.into_inner().map_err(pq)?;
@@ -301,10 +300,7 @@ impl OutcomeWriter {
 impl OutcomeSink for OutcomeWriter {
     fn emit(&mut self, record: &OutcomeRecord<'_>) {
         let key = (record.journey, record.decided_at.div_euclid(DAY_MS));
-        let builders = self
-            .open
-            .entry(key)
-            .or_insert_with(|| Builders::new(&self.catalog));
+        let builders = self.open.entry(key).or_insert_with(|| Builders::new(&self.catalog));
         builders.append(record);
         self.stats.rows += 1;
         if builders.rows >= self.flush_rows

@@ -164,7 +164,10 @@ fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TACET_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -192,7 +195,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else {
                 print!("{}", report::render(&summary));
-                println!("\nOutcomes: {}/outcomes   Summary: {}/summary.json", out.display(), out.display());
+                println!(
+                    "\nOutcomes: {}/outcomes   Summary: {}/summary.json",
+                    out.display(),
+                    out.display()
+                );
             }
             Ok(())
         }
@@ -232,13 +239,22 @@ fn load_or_default(path: Option<&Path>) -> Result<Config> {
     })
 }
 
-fn gen_files(config: &Config, out: &Path, journeys: u64, seed: u64, shape: Shape, rate: f64) -> Result<tacet_gen::GenReport> {
+fn gen_files(
+    config: &Config,
+    out: &Path,
+    journeys: u64,
+    seed: u64,
+    shape: Shape,
+    rate: f64,
+) -> Result<tacet_gen::GenReport> {
     let catalog = Catalog::new(config)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let events_path = out.join("events.ndjson");
     let truth_path = out.join("truth.ndjson");
-    let mut events = BufWriter::new(File::create(&events_path).with_context(|| format!("creating {}", events_path.display()))?);
-    let mut truth = BufWriter::new(File::create(&truth_path).with_context(|| format!("creating {}", truth_path.display()))?);
+    let mut events =
+        BufWriter::new(File::create(&events_path).with_context(|| format!("creating {}", events_path.display()))?);
+    let mut truth =
+        BufWriter::new(File::create(&truth_path).with_context(|| format!("creating {}", truth_path.display()))?);
     let opts = GenOptions {
         journeys,
         seed,
@@ -273,8 +289,9 @@ fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, 
                 .expect("valid template")
                 .progress_chars("=> "),
         ),
-        None => ProgressBar::new_spinner()
-            .with_style(ProgressStyle::with_template("{spinner} replay {bytes} {bytes_per_sec}").expect("valid template")),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} replay {bytes} {bytes_per_sec}").expect("valid template"),
+        ),
     };
     let done = Arc::new(AtomicBool::new(false));
     let ticker = {
@@ -293,7 +310,8 @@ fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, 
     let report = result?;
     let summary = report.summary(&catalog);
     let path = out.join("summary.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(
         events = summary.events,
         rows = summary.outcome_rows,
@@ -307,7 +325,8 @@ fn demo(out: &Path, journeys: u64, seed: u64, config: Option<&Path>, tuning: &Tu
     let config = load_or_default(config)?;
     if out.join("outcomes").exists() {
         // A demo starts clean so its report matches its data.
-        std::fs::remove_dir_all(out.join("outcomes")).with_context(|| format!("clearing {}/outcomes", out.display()))?;
+        std::fs::remove_dir_all(out.join("outcomes"))
+            .with_context(|| format!("clearing {}/outcomes", out.display()))?;
     }
     eprintln!("Generating {journeys} journeys of bank traffic (seed {seed}) ...");
     let generated = gen_files(&config, out, journeys, seed, Shape::Reference, 200.0)?;
@@ -349,7 +368,8 @@ fn verify(truth_path: &Path, out: &Path) -> Result<()> {
     let mut truth = Vec::new();
     for (i, line) in std::io::BufRead::lines(BufReader::new(file)).enumerate() {
         let line = line?;
-        let row: TruthRow = serde_json::from_str(&line).with_context(|| format!("{}:{}", truth_path.display(), i + 1))?;
+        let row: TruthRow =
+            serde_json::from_str(&line).with_context(|| format!("{}:{}", truth_path.display(), i + 1))?;
         truth.push(row);
     }
     let rows = tacet_store::read_outcomes(out)?;

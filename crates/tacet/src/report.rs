@@ -9,7 +9,7 @@ use tacet_gen::VerifyReport;
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().map(|h| Cell::new(h)).collect::<Vec<_>>());
+    t.set_header(header.iter().map(Cell::new).collect::<Vec<_>>());
     t
 }
 
@@ -22,7 +22,7 @@ fn money(v: f64) -> String {
     let digits = whole.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -80,7 +80,11 @@ pub fn render(s: &RunSummary) -> String {
         s.duplicates,
         s.late_events,
         errors,
-        if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
         s.dead_letters,
         s.evicted
     );
@@ -96,7 +100,16 @@ pub fn render(s: &RunSummary) -> String {
 
 /// The journeys a config defines.
 pub fn render_journeys(config: &Config, catalog: &Catalog) -> String {
-    let mut t = table(&["journey", "start", "ack ok / error", "required steps", "deadline", "ack timeout", "slo", "attributes"]);
+    let mut t = table(&[
+        "journey",
+        "start",
+        "ack ok / error",
+        "required steps",
+        "deadline",
+        "ack timeout",
+        "slo",
+        "attributes",
+    ]);
     for (j, spec) in config.journeys.iter().zip(catalog.journeys()) {
         t.add_row(vec![
             Cell::new(&j.name),
@@ -141,6 +154,10 @@ pub fn render_verify(r: &VerifyReport) -> String {
     for u in &r.unexpected_examples {
         out += &format!("unexpected: {} {} {}\n", u.trace_id, u.journey, u.outcome);
     }
-    out += if r.is_exact() { "exact: precision and recall 1.0 for every outcome\n" } else { "NOT exact\n" };
+    out += if r.is_exact() {
+        "exact: precision and recall 1.0 for every outcome\n"
+    } else {
+        "NOT exact\n"
+    };
     out
 }

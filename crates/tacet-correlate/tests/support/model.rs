@@ -21,10 +21,12 @@ struct Trace {
     decided: Option<Decided>,
 }
 
+/// A silent failure not yet corrected: journey, start, ack, deadline, missing labels.
+type Silent = (usize, Option<EventTime>, EventTime, EventTime, Vec<String>);
+
 struct Decided {
     expires: EventTime,
-    /// For a silent failure not yet corrected: journey, ack, deadline, missing labels.
-    silent: Option<(usize, Option<EventTime>, EventTime, EventTime, Vec<String>)>,
+    silent: Option<Silent>,
 }
 
 pub struct ModelRun {
@@ -62,7 +64,19 @@ pub fn run_model(catalog: &Catalog, input: &[TestEvent]) -> ModelRun {
                 let horizon = deadline + catalog.late_horizon_ms;
                 if let Some(done) = all_satisfied_by(catalog, j, &trace.events, horizon) {
                     decided.silent = None;
-                    rows.push(row(catalog, &e.trace, trace, j, Outcome::LateCompletion, start, Some(ack), Some(done), Some(deadline), done, missing));
+                    rows.push(row(
+                        catalog,
+                        &e.trace,
+                        trace,
+                        j,
+                        Outcome::LateCompletion,
+                        start,
+                        Some(ack),
+                        Some(done),
+                        Some(deadline),
+                        done,
+                        missing,
+                    ));
                 }
             }
             continue;
@@ -140,9 +154,23 @@ fn judge(catalog: &Catalog, id: &str, t: &mut Trace, rows: &mut Vec<OutcomeRow>,
                 Some(b) if b.e.time <= k.e.time => Some(b),
                 _ => Some(k),
             });
-            let j = catalog.orphan_journey(catalog.lookup(&earliest.unwrap().e.name).unwrap()).unwrap() as usize;
+            let j = catalog
+                .orphan_journey(catalog.lookup(&earliest.unwrap().e.name).unwrap())
+                .unwrap() as usize;
             let missing = missing_by(catalog, j, &t.events, EventTime::MAX);
-            let r = row(catalog, id, t, j, Outcome::Orphan, None, None, None, Some(orphan_at), orphan_at, missing);
+            let r = row(
+                catalog,
+                id,
+                t,
+                j,
+                Outcome::Orphan,
+                None,
+                None,
+                None,
+                Some(orphan_at),
+                orphan_at,
+                missing,
+            );
             decide(catalog, t, rows, r, None);
         }
         return;
@@ -175,23 +203,71 @@ fn judge(catalog: &Catalog, id: &str, t: &mut Trace, rows: &mut Vec<OutcomeRow>,
         .filter(|&time| in_time(time))
         .min();
     if let Some(f) = failing {
-        let r = row(catalog, id, t, j, Outcome::Failed, start, Some(f), None, None, f, vec![]);
+        let r = row(
+            catalog,
+            id,
+            t,
+            j,
+            Outcome::Failed,
+            start,
+            Some(f),
+            None,
+            None,
+            f,
+            vec![],
+        );
         decide(catalog, t, rows, r, None);
     } else if let Some(ack) = ack {
         let deadline = ack + spec.deadline_ms;
         if let Some(done) = all_satisfied_by(catalog, j, &t.events, deadline) {
-            let r = row(catalog, id, t, j, Outcome::Completed, start, Some(ack), Some(done), Some(deadline), done.max(ack), vec![]);
+            let r = row(
+                catalog,
+                id,
+                t,
+                j,
+                Outcome::Completed,
+                start,
+                Some(ack),
+                Some(done),
+                Some(deadline),
+                done.max(ack),
+                vec![],
+            );
             decide(catalog, t, rows, r, None);
         } else if w > deadline {
             let missing = missing_by(catalog, j, &t.events, deadline);
-            let r = row(catalog, id, t, j, Outcome::SilentFailure, start, Some(ack), None, Some(deadline), deadline, missing.clone());
+            let r = row(
+                catalog,
+                id,
+                t,
+                j,
+                Outcome::SilentFailure,
+                start,
+                Some(ack),
+                None,
+                Some(deadline),
+                deadline,
+                missing.clone(),
+            );
             decide(catalog, t, rows, r, Some((j, start, ack, deadline, missing)));
         }
     } else if let Some(s) = start {
         let at = s + spec.ack_timeout_ms;
         if w > at {
             let missing = missing_by(catalog, j, &t.events, at);
-            let r = row(catalog, id, t, j, Outcome::Stalled, start, None, None, Some(at), at, missing);
+            let r = row(
+                catalog,
+                id,
+                t,
+                j,
+                Outcome::Stalled,
+                start,
+                None,
+                None,
+                Some(at),
+                at,
+                missing,
+            );
             decide(catalog, t, rows, r, None);
         }
     }
@@ -202,7 +278,7 @@ fn decide(
     t: &mut Trace,
     rows: &mut Vec<OutcomeRow>,
     r: OutcomeRow,
-    silent: Option<(usize, Option<EventTime>, EventTime, EventTime, Vec<String>)>,
+    silent: Option<Silent>,
 ) {
     let last = t.events.iter().map(|k| k.e.time).max().unwrap();
     let expires = r.decided_at.max(last) + catalog.late_horizon_ms;
@@ -213,7 +289,19 @@ fn decide(
         let horizon = deadline + catalog.late_horizon_ms;
         if let Some(done) = all_satisfied_by(catalog, j, &t.events, horizon) {
             decided.silent = None;
-            rows.push(row(catalog, &id, t, j, Outcome::LateCompletion, start, Some(ack), Some(done), Some(deadline), done, missing));
+            rows.push(row(
+                catalog,
+                &id,
+                t,
+                j,
+                Outcome::LateCompletion,
+                start,
+                Some(ack),
+                Some(done),
+                Some(deadline),
+                done,
+                missing,
+            ));
         }
     }
     t.decided = Some(decided);
@@ -255,7 +343,12 @@ fn row(
         .iter()
         .max_by(|a, b| (a.e.time, &a.e.name, &a.e.service).cmp(&(b.e.time, &b.e.name, &b.e.service)))
         .unwrap();
-    let is_start = |k: &&Kept| matches!(catalog.opener(catalog.lookup(&k.e.name).unwrap()), Some((_, Role::Start)));
+    let is_start = |k: &&Kept| {
+        matches!(
+            catalog.opener(catalog.lookup(&k.e.name).unwrap()),
+            Some((_, Role::Start))
+        )
+    };
     let amount = t
         .events
         .iter()
@@ -268,7 +361,10 @@ fn row(
         Outcome::Failed => started_at.map(|s| decided_at - s),
         _ => None,
     };
-    let has_amount = spec.attributes.iter().any(|(c, _)| catalog.columns()[*c].name == "amount");
+    let has_amount = spec
+        .attributes
+        .iter()
+        .any(|(c, _)| catalog.columns()[*c].name == "amount");
     OutcomeRow {
         trace_id: id.to_owned(),
         journey: spec.name.clone(),
