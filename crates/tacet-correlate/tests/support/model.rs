@@ -273,13 +273,7 @@ fn judge(catalog: &Catalog, id: &str, t: &mut Trace, rows: &mut Vec<OutcomeRow>,
     }
 }
 
-fn decide(
-    catalog: &Catalog,
-    t: &mut Trace,
-    rows: &mut Vec<OutcomeRow>,
-    r: OutcomeRow,
-    silent: Option<Silent>,
-) {
+fn decide(catalog: &Catalog, t: &mut Trace, rows: &mut Vec<OutcomeRow>, r: OutcomeRow, silent: Option<Silent>) {
     let last = t.events.iter().map(|k| k.e.time).max().unwrap();
     let expires = r.decided_at.max(last) + catalog.late_horizon_ms;
     let id = r.trace_id.clone();
