@@ -36,6 +36,7 @@ impl Blob {
             .map(|e| std::str::from_utf8(e.payload).expect("stored from &str"))
     }
 
+    #[cfg(test)]
     pub(crate) fn attr(&self, slot: AttrSlot) -> Option<AttrValue<'_>> {
         self.entries()
             .find(|e| e.tag != TAG_TRACE_TEXT && e.slot == slot)
@@ -57,29 +58,37 @@ impl Blob {
     /// Merges an event's attributes: a slot keeps its first value unless the
     /// new one comes from the start event and the old one did not.
     pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrValue<'_>)], from_start: bool) {
-        let wanted = |existing: Option<Entry<'_>>| match existing {
-            None => true,
-            Some(e) => from_start && e.flags & FROM_START == 0,
-        };
-        if attrs
-            .iter()
-            .all(|(slot, _)| !wanted(self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == *slot)))
-        {
+        // One pass over the blob: which slots are present, which from the start.
+        let (mut present, mut from_start_mask) = (0u128, 0u128);
+        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+            present |= 1 << e.slot;
+            if e.flags & FROM_START != 0 {
+                from_start_mask |= 1 << e.slot;
+            }
+        }
+        let mut replaced = 0u128;
+        for (slot, _) in attrs {
+            let bit = 1u128 << (*slot & 0x7f);
+            if present & bit == 0 || (from_start && from_start_mask & bit == 0) {
+                replaced |= bit;
+            }
+        }
+        if replaced == 0 {
             return;
         }
-        let mut out = Vec::with_capacity(self.0.as_ref().map_or(0, |b| b.len()) + 32);
-        let replaced: Vec<AttrSlot> = attrs
-            .iter()
-            .filter(|(slot, _)| wanted(self.entries().find(|e| e.tag != TAG_TRACE_TEXT && e.slot == *slot)))
-            .map(|(slot, _)| *slot)
-            .collect();
+        let mut out = Vec::with_capacity(self.0.as_ref().map_or(0, |b| b.len()) + 64);
         for e in self.entries() {
-            if e.tag == TAG_TRACE_TEXT || !replaced.contains(&e.slot) {
+            if e.tag == TAG_TRACE_TEXT || replaced & (1 << e.slot) == 0 {
                 push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
             }
         }
         let flags = if from_start { FROM_START } else { 0 };
-        for (slot, value) in attrs.iter().filter(|(s, _)| replaced.contains(s)) {
+        for (slot, value) in attrs {
+            let bit = 1u128 << (*slot & 0x7f);
+            if replaced & bit == 0 {
+                continue;
+            }
+            replaced &= !bit; // a slot listed twice keeps its first value
             let head = *slot as u8 | flags;
             match value {
                 AttrValue::Str(s) => {
@@ -96,6 +105,23 @@ impl Blob {
         }
         // A fresh exact-size allocation: shrinking in place would keep the larger block.
         self.0 = Some(Box::from(&out[..]));
+    }
+
+    /// Every attribute value by slot, in one pass: `f(slot, value)`.
+    pub(crate) fn for_each_attr<'s>(&'s self, mut f: impl FnMut(AttrSlot, AttrValue<'s>)) {
+        for e in self.entries() {
+            let value = match e.tag {
+                TAG_TRACE_TEXT => continue,
+                TAG_STR => match std::str::from_utf8(e.payload) {
+                    Ok(s) => AttrValue::Str(s),
+                    Err(_) => continue,
+                },
+                TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().unwrap_or_default())),
+                TAG_TRUE => AttrValue::Bool(true),
+                _ => AttrValue::Bool(false),
+            };
+            f(e.slot, value);
+        }
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -291,17 +291,20 @@ impl<S: OutcomeSink> Shard<S> {
     pub fn apply(&mut self, e: &Event<'_>) {
         self.stats.events += 1;
         let hash = e.trace.table_hash();
-        if let Ok(entry) = self.tombs.find_entry(hash, |t| t.key == e.trace) {
-            if entry.get().expires >= self.watermark {
-                self.on_late(e);
-                return;
-            }
-            entry.remove();
-            self.silent.remove(&e.trace);
-        }
+        // An open trace has no tombstone, so most events need one probe.
         let slot = match self.table.find(hash, |&s| self.slab.get(s).key == e.trace) {
             Some(&slot) => slot,
-            None => self.open(e, hash),
+            None => {
+                if let Ok(entry) = self.tombs.find_entry(hash, |t| t.key == e.trace) {
+                    if entry.get().expires >= self.watermark {
+                        self.on_late(e);
+                        return;
+                    }
+                    entry.remove();
+                    self.silent.remove(&e.trace);
+                }
+                self.open(e, hash)
+            }
         };
         let service = self.services.intern(e.service, &mut self.stats.services_overflow);
         let opener = self.catalog.opener(e.name);
@@ -833,9 +836,13 @@ fn emit<S: OutcomeSink>(
         ))
     });
     let mut attributes: SmallVec<[Option<AttrValue<'_>>; 8]> = SmallVec::from_elem(None, catalog.columns().len());
-    for &(column, slot) in &spec.attributes {
-        attributes[column] = t.blob.attr(slot);
-    }
+    t.blob.for_each_attr(|slot, value| {
+        for &(column, s) in &spec.attributes {
+            if s == slot {
+                attributes[column] = Some(value);
+            }
+        }
+    });
     let origin = d.started_at.or(d.acked_at);
     let latency_ms = match d.outcome {
         Outcome::Completed | Outcome::LateCompletion => d.completed_at.zip(origin).map(|(c, o)| c - o),

@@ -54,7 +54,7 @@ pub struct ShardBatch {
     /// Largest event time in the whole chunk, over all shards.
     pub chunk_max: EventTime,
     pub(crate) chunk: Arc<ChunkBytes>,
-    pub(crate) arena: Vec<u8>,
+    pub(crate) arena: String,
     pub(crate) events: Vec<RawEvent>,
     pub(crate) attrs: Vec<(AttrSlot, SpanValue)>,
 }
@@ -67,7 +67,7 @@ impl ShardBatch {
             last_of_partition: false,
             chunk_max: EventTime::MIN,
             chunk,
-            arena: Vec::new(),
+            arena: String::new(),
             events: Vec::new(),
             attrs: Vec::new(),
         }
@@ -91,19 +91,33 @@ impl ShardBatch {
         self.events.is_empty()
     }
 
-    fn text(&self, span: Span) -> &str {
-        let bytes = if span.in_arena {
-            &self.arena[..]
-        } else {
-            &self.chunk[..]
-        };
+    /// The text of a span. `chunk` is the chunk as `&str` when it is valid
+    /// UTF-8 as a whole (then slicing needs no further validation).
+    fn text<'s>(&'s self, chunk: Option<&'s str>, span: Span) -> &'s str {
         let range = span.start as usize..(span.start + span.len) as usize;
-        // Spans are cut from `&str`s; the fallback never triggers but keeps this panic-free.
-        bytes.get(range).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+        // Spans are cut from `&str`s at char boundaries; the fallbacks never
+        // trigger but keep this panic-free.
+        if span.in_arena {
+            return self.arena.get(range).unwrap_or("");
+        }
+        match chunk {
+            Some(text) => text.get(range).unwrap_or(""),
+            None => self
+                .chunk
+                .get(range)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or(""),
+        }
     }
 
     /// Calls `f` with each event, in input order, and its running maximum.
     pub fn for_each(&self, mut f: impl FnMut(&Event<'_>, EventTime)) {
+        // One SIMD pass per batch instead of a validation per string.
+        let chunk = if self.events.is_empty() {
+            None
+        } else {
+            simdutf8::basic::from_utf8(&self.chunk).ok()
+        };
         let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
         for raw in &self.events {
             attrs.clear();
@@ -112,7 +126,7 @@ impl ShardBatch {
                 attrs.push((
                     *slot,
                     match *value {
-                        SpanValue::Str(s) => AttrValue::Str(self.text(s)),
+                        SpanValue::Str(s) => AttrValue::Str(self.text(chunk, s)),
                         SpanValue::Num(n) => AttrValue::Num(n),
                         SpanValue::Bool(b) => AttrValue::Bool(b),
                     },
@@ -120,12 +134,12 @@ impl ShardBatch {
             }
             let event = Event {
                 trace: raw.trace,
-                trace_text: raw.trace_text.map(|s| self.text(s)),
+                trace_text: raw.trace_text.map(|s| self.text(chunk, s)),
                 time: raw.time,
                 name: raw.name,
                 ok: raw.ok,
                 fingerprint: raw.fingerprint,
-                service: self.text(raw.service),
+                service: self.text(chunk, raw.service),
                 attrs: &attrs,
             };
             f(&event, raw.running_max);

@@ -94,6 +94,22 @@ struct Fields<'de> {
 }
 
 impl<'de> Fields<'de> {
+    /// Ready for the next line, keeping the attribute buffer.
+    fn reset(&mut self) {
+        self.is_object = false;
+        for raw in [
+            &mut self.trace,
+            &mut self.time,
+            &mut self.event,
+            &mut self.service,
+            &mut self.status,
+            &mut self.event_id,
+        ] {
+            *raw = Raw::Missing;
+        }
+        self.attrs.clear();
+    }
+
     fn capture(&mut self, targets: &[Target], value: Raw<'de>) {
         for target in targets {
             let slot = match target {
@@ -264,6 +280,27 @@ pub struct Decoded<'a> {
     pub attrs: SmallVec<[(AttrSlot, AttrCow<'a>); 8]>,
 }
 
+/// The fields of an event other than its attributes.
+struct Head<'a> {
+    trace_id: Cow<'a, str>,
+    time: EventTime,
+    name: Option<NameId>,
+    event: Cow<'a, str>,
+    ok: bool,
+    service: Cow<'a, str>,
+    fingerprint: u64,
+}
+
+fn attr_value(raw: Raw<'_>) -> Option<AttrCow<'_>> {
+    match raw {
+        Raw::Str(s) => Some(AttrCow::Str(s)),
+        Raw::Int(n) => Some(AttrCow::Num(n as f64)),
+        Raw::Float(f) => Some(AttrCow::Num(f)),
+        Raw::Bool(b) => Some(AttrCow::Bool(b)),
+        Raw::Missing | Raw::Null | Raw::Compound => None,
+    }
+}
+
 /// Counters of decoding, per source.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecodeStats {
@@ -362,10 +399,31 @@ impl Decoder {
         header: &dyn Fn(&str) -> Option<&'a [u8]>,
     ) -> Result<Decoded<'a>, DecodeError> {
         let mut fields = Fields::default();
+        self.parse(line, &mut fields)?;
+        let head = self.interpret(&mut fields, header)?;
+        let attrs = fields
+            .attrs
+            .drain(..)
+            .filter_map(|(slot, raw)| attr_value(raw).map(|v| (slot, v)))
+            .collect();
+        Ok(Decoded {
+            trace_id: head.trace_id,
+            time: head.time,
+            name: head.name,
+            event: head.event,
+            ok: head.ok,
+            service: head.service,
+            fingerprint: head.fingerprint,
+            attrs,
+        })
+    }
+
+    /// One serde_json pass over `line`, capturing the mapped fields.
+    fn parse<'a>(&self, line: &'a str, fields: &mut Fields<'a>) -> Result<(), DecodeError> {
         let mut de = serde_json::Deserializer::from_str(line);
         NodeSeed {
             node: &self.root,
-            out: &mut fields,
+            out: fields,
             root: true,
         }
         .deserialize(&mut de)
@@ -374,13 +432,21 @@ impl Decoder {
         if !fields.is_object {
             return Err(DecodeError::NotJson);
         }
+        Ok(())
+    }
 
+    /// Turns captured fields into an event head (attributes stay in `fields`).
+    fn interpret<'a>(
+        &self,
+        fields: &mut Fields<'a>,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+    ) -> Result<Head<'a>, DecodeError> {
         let trace_id: Cow<'a, str> = match &self.trace_header {
             Some(name) => match header(name).map(std::str::from_utf8) {
                 Some(Ok(v)) => Cow::Borrowed(v),
                 _ => return Err(DecodeError::MissingTraceId),
             },
-            None => match fields.trace {
+            None => match std::mem::take(&mut fields.trace) {
                 Raw::Str(s) => s,
                 Raw::Int(n) => Cow::Owned(n.to_string()),
                 _ => return Err(DecodeError::MissingTraceId),
@@ -404,7 +470,7 @@ impl Decoder {
             Raw::Float(ms) if ms.is_finite() && ms.abs() < 9.0e15 => ms.floor() as i64,
             _ => return Err(DecodeError::BadTime),
         };
-        let event = match fields.event {
+        let event = match std::mem::take(&mut fields.event) {
             Raw::Str(s) if !s.is_empty() => s,
             _ => return Err(DecodeError::MissingEvent),
         };
@@ -416,7 +482,7 @@ impl Decoder {
             Raw::Bool(b) => *b,
             Raw::Compound => return Err(DecodeError::BadStatus),
         };
-        let service = match fields.service {
+        let service = match std::mem::take(&mut fields.service) {
             Raw::Str(s) => s,
             _ => Cow::Borrowed(""),
         };
@@ -426,21 +492,7 @@ impl Decoder {
             Raw::Int(id) => fingerprint_by_id(id.to_string().as_bytes()),
             _ => fingerprint_by_fields(name.unwrap_or(NameId::MAX), service.as_bytes(), time),
         };
-        let attrs = fields
-            .attrs
-            .into_iter()
-            .filter_map(|(slot, raw)| {
-                let v = match raw {
-                    Raw::Str(s) => AttrCow::Str(s),
-                    Raw::Int(n) => AttrCow::Num(n as f64),
-                    Raw::Float(f) => AttrCow::Num(f),
-                    Raw::Bool(b) => AttrCow::Bool(b),
-                    Raw::Missing | Raw::Null | Raw::Compound => return None,
-                };
-                Some((slot, v))
-            })
-            .collect();
-        Ok(Decoded {
+        Ok(Head {
             trace_id,
             time,
             name,
@@ -448,7 +500,6 @@ impl Decoder {
             ok,
             service,
             fingerprint,
-            attrs,
         })
     }
 
@@ -474,6 +525,7 @@ impl Decoder {
         let text = simdutf8::basic::from_utf8(bytes).ok();
         let base = bytes.as_ptr() as usize;
         let mut running = EventTime::MIN;
+        let mut fields = Fields::default();
         let mut line_no = chunk.first_line;
         let mut start = 0usize;
         stats.bytes += bytes.len() as u64;
@@ -516,20 +568,24 @@ impl Decoder {
                     }
                 },
             };
-            let decoded = match self.decode_str(line_text, &|_| None) {
-                Ok(d) => d,
+            fields.reset();
+            let head = match self
+                .parse(line_text, &mut fields)
+                .and_then(|()| self.interpret(&mut fields, &|_| None))
+            {
+                Ok(h) => h,
                 Err(reason) => {
                     refuse(reason, stats, dead);
                     continue;
                 }
             };
-            let Some(name) = decoded.name else {
+            let Some(name) = head.name else {
                 stats.unmatched += 1;
                 continue;
             };
             stats.events += 1;
-            running = running.max(decoded.time);
-            let (trace, canonical) = TraceKey::from_text(&decoded.trace_id);
+            running = running.max(head.time);
+            let (trace, canonical) = TraceKey::from_text(&head.trace_id);
             let batch = &mut batches[trace.shard(shards)];
             let span = |s: &Cow<'_, str>, batch: &mut ShardBatch| -> Span {
                 let inside = |b: &str| {
@@ -544,7 +600,7 @@ impl Decoder {
                     },
                     o => {
                         let start = batch.arena.len() as u32;
-                        batch.arena.extend_from_slice(o.as_bytes());
+                        batch.arena.push_str(o);
                         Span {
                             start,
                             len: o.len() as u32,
@@ -553,27 +609,31 @@ impl Decoder {
                     }
                 }
             };
-            let trace_text = (!canonical).then(|| span(&decoded.trace_id, batch));
-            let service = span(&decoded.service, batch);
+            let trace_text = (!canonical).then(|| span(&head.trace_id, batch));
+            let service = span(&head.service, batch);
             let attrs_start = batch.attrs.len() as u32;
-            for (slot, value) in &decoded.attrs {
+            let mut n_attrs = 0u16;
+            for (slot, value) in &fields.attrs {
                 let v = match value {
-                    AttrCow::Str(s) => SpanValue::Str(span(s, batch)),
-                    AttrCow::Num(n) => SpanValue::Num(*n),
-                    AttrCow::Bool(b) => SpanValue::Bool(*b),
+                    Raw::Str(s) => SpanValue::Str(span(s, batch)),
+                    Raw::Int(n) => SpanValue::Num(*n as f64),
+                    Raw::Float(f) => SpanValue::Num(*f),
+                    Raw::Bool(b) => SpanValue::Bool(*b),
+                    Raw::Missing | Raw::Null | Raw::Compound => continue,
                 };
                 batch.attrs.push((*slot, v));
+                n_attrs += 1;
             }
             batch.events.push(RawEvent {
                 trace,
                 trace_text,
-                time: decoded.time,
+                time: head.time,
                 name,
-                ok: decoded.ok,
-                fingerprint: decoded.fingerprint,
+                ok: head.ok,
+                fingerprint: head.fingerprint,
                 service,
                 attrs_start,
-                attrs_len: decoded.attrs.len() as u16,
+                attrs_len: n_attrs,
                 running_max: running,
             });
         }
