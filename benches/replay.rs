@@ -10,32 +10,25 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tacet_bench::{env_or, median};
 use tacet_core::{Catalog, Config};
-use tacet_engine::{ReplayOptions, RunReport, replay};
+use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, TruthRow, compare};
-use tacet_ingest::{ChunkReader, Decoder};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usize) -> RunReport {
-    let catalog = Arc::new(Catalog::new(config).unwrap());
-    let (_, mapping) = config.replay_mapping(None).unwrap();
-    let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(config.engine.max_line_bytes);
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
     opts.shards = shards;
     opts.decoders = decoders;
-    let reader = ChunkReader::open(
-        &[events.display().to_string()],
-        opts.chunk_bytes,
-        config.engine.max_line_bytes,
-    )
-    .unwrap();
-    replay(catalog, decoder, reader, &opts).unwrap()
+    let files = [events.display().to_string()];
+    PreparedReplay::open(config, None, &files, &opts)
+        .unwrap()
+        .run(&opts)
+        .unwrap()
 }
 
 fn main() {

@@ -444,75 +444,46 @@ impl<S: OutcomeSink> Shard<S> {
         }
     }
 
+    /// The trace's timer has passed: the watermark decides it.
     fn on_timer(&mut self, slot: u32) {
         let t = self.slab.get(slot);
-        if t.journey == PENDING {
-            let first = first_seen(&t.events);
-            let journey = orphan_journey(&self.catalog, &t.events);
-            let (mask, _) = satisfied(&self.catalog, journey, &t.events, EventTime::MAX);
-            let at = first.saturating_add(self.catalog.orphan_timeout_ms);
-            let d = Decision {
-                journey,
-                outcome: Outcome::Orphan,
-                started_at: None,
-                acked_at: None,
-                completed_at: None,
-                deadline_at: Some(at),
-                decided_at: at,
-                missing: self.catalog.journey(journey).all_groups & !mask,
-            };
-            self.decide(slot, d);
-            return;
-        }
-        let spec = self.catalog.journey(t.journey);
-        let v = view(&self.catalog, t.journey, &t.events);
-        match (v.ack_ok, v.start) {
-            (Some(ack), _) => {
+        let first = first_seen(&t.events);
+        let orphan_at = first.saturating_add(self.catalog.orphan_timeout_ms);
+        let (journey, view) = match t.journey {
+            PENDING => (orphan_journey(&self.catalog, &t.events), None),
+            j => (j, Some(view(&self.catalog, j, &t.events))),
+        };
+        let spec = self.catalog.journey(journey);
+        // (outcome, started_at, acked_at, decided at, steps counted up to)
+        let (outcome, started_at, acked_at, at, until) = match view {
+            Some(View {
+                ack_ok: Some(ack),
+                start,
+                ..
+            }) => {
                 let deadline = ack.saturating_add(spec.deadline_ms);
-                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, deadline);
-                let d = Decision {
-                    journey: t.journey,
-                    outcome: Outcome::SilentFailure,
-                    started_at: v.start,
-                    acked_at: Some(ack),
-                    completed_at: None,
-                    deadline_at: Some(deadline),
-                    decided_at: deadline,
-                    missing: spec.all_groups & !mask,
-                };
-                self.decide(slot, d);
+                (Outcome::SilentFailure, start, Some(ack), deadline, deadline)
             }
-            (None, Some(start)) => {
+            Some(View { start: Some(start), .. }) => {
                 let at = start.saturating_add(spec.ack_timeout_ms);
-                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, at);
-                let d = Decision {
-                    journey: t.journey,
-                    outcome: Outcome::Stalled,
-                    started_at: Some(start),
-                    acked_at: None,
-                    completed_at: None,
-                    deadline_at: Some(at),
-                    decided_at: at,
-                    missing: spec.all_groups & !mask,
-                };
-                self.decide(slot, d);
+                (Outcome::Stalled, Some(start), None, at, at)
             }
-            (None, None) => {
-                let at = first_seen(&t.events).saturating_add(self.catalog.orphan_timeout_ms);
-                let (mask, _) = satisfied(&self.catalog, t.journey, &t.events, EventTime::MAX);
-                let d = Decision {
-                    journey: t.journey,
-                    outcome: Outcome::Orphan,
-                    started_at: None,
-                    acked_at: None,
-                    completed_at: None,
-                    deadline_at: Some(at),
-                    decided_at: at,
-                    missing: spec.all_groups & !mask,
-                };
-                self.decide(slot, d);
-            }
-        }
+            // Steps only (or a known journey with neither start nor a timely
+            // ack, which `evaluate` never leaves open): an orphan.
+            _ => (Outcome::Orphan, None, None, orphan_at, EventTime::MAX),
+        };
+        let (mask, _) = satisfied(&self.catalog, journey, &t.events, until);
+        let d = Decision {
+            journey,
+            outcome,
+            started_at,
+            acked_at,
+            completed_at: None,
+            deadline_at: Some(at),
+            decided_at: at,
+            missing: spec.all_groups & !mask,
+        };
+        self.decide(slot, d);
     }
 
     /// Sets the trace's timer, or decides at once when the watermark has

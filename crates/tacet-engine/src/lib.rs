@@ -10,8 +10,9 @@
 //!                                 └──▶ dead-letter writer (bad records, evicted journeys)
 //! ```
 //!
-//! - [`pipeline::replay`]: runs a finite input to the end and returns a
-//!   [`summary::RunReport`].
+//! - [`pipeline::PreparedReplay`]: config + source mapping + input files,
+//!   ready to [`run`](pipeline::PreparedReplay::run); [`pipeline::replay`] runs
+//!   a finite input to the end and returns a [`summary::RunReport`].
 //! - [`summary`]: per-journey figures, the wall table and its JSON form.
 //!
 //! Work moves in chunks of about a megabyte. Credits bound the chunks in flight,
@@ -23,5 +24,5 @@
 pub mod pipeline;
 pub mod summary;
 
-pub use pipeline::{EngineError, ReplayOptions, replay};
+pub use pipeline::{EngineError, PreparedReplay, ReplayOptions, replay};
 pub use summary::{JourneySummary, RunReport, RunSummary};

@@ -21,6 +21,8 @@ use crate::summary::RunReport;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
+    Config(#[from] tacet_core::ConfigError),
+    #[error(transparent)]
     Read(#[from] tacet_ingest::reader::ReadError),
     #[error(transparent)]
     Store(#[from] tacet_store::StoreError),
@@ -41,6 +43,8 @@ pub struct ReplayOptions {
     pub out_dir: PathBuf,
     /// Bytes per input chunk.
     pub chunk_bytes: usize,
+    /// Longer input lines are dead-lettered.
+    pub max_line_bytes: usize,
     /// Cap on open journeys over all shards.
     pub max_open_journeys: usize,
     /// Rows per Parquet file (per journey and date).
@@ -61,6 +65,7 @@ impl ReplayOptions {
             decoders: or_cores(config.engine.decoders),
             out_dir,
             chunk_bytes: 1 << 20,
+            max_line_bytes: config.engine.max_line_bytes,
             max_open_journeys: config.engine.max_open_journeys,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
@@ -71,6 +76,40 @@ impl ReplayOptions {
                     .map_or(0, |d| d.as_millis())
             ),
         }
+    }
+}
+
+/// A replay ready to run: the compiled catalog, the decoder of the chosen
+/// `[[source]]` mapping and the opened inputs.
+pub struct PreparedReplay {
+    pub catalog: Arc<Catalog>,
+    pub decoder: Decoder,
+    pub reader: ChunkReader,
+}
+
+impl PreparedReplay {
+    /// Compiles `config`, picks the mapping (`source`, see
+    /// [`tacet_core::Config::replay_mapping`]) and opens `files` (`-` is stdin).
+    pub fn open(
+        config: &tacet_core::Config,
+        source: Option<&str>,
+        files: &[String],
+        opts: &ReplayOptions,
+    ) -> Result<Self, EngineError> {
+        let catalog = Arc::new(Catalog::new(config)?);
+        let (_, mapping) = config.replay_mapping(source)?;
+        let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(opts.max_line_bytes);
+        let reader = ChunkReader::open(files, opts.chunk_bytes, opts.max_line_bytes)?;
+        Ok(Self {
+            catalog,
+            decoder,
+            reader,
+        })
+    }
+
+    /// Runs it to the end of input.
+    pub fn run(self, opts: &ReplayOptions) -> Result<RunReport, EngineError> {
+        replay(self.catalog, self.decoder, self.reader, opts)
     }
 }
 
@@ -284,8 +323,17 @@ fn run_shard(
     let mut waiting: BTreeMap<u64, Delivery> = BTreeMap::new();
     let mut next_seq = 0u64;
     let mut last_flush_check = Instant::now();
-    for delivery in rx {
-        waiting.insert(delivery.batch.seq, delivery);
+    loop {
+        // Wake at least once a second so rows are flushed by time even while
+        // the input pauses (stdin).
+        let delivery = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(d) => Some(d),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(delivery) = delivery {
+            waiting.insert(delivery.batch.seq, delivery);
+        }
         while let Some(delivery) = waiting.remove(&next_seq) {
             next_seq += 1;
             let batch = &delivery.batch;

@@ -6,12 +6,10 @@
 //! read the diff: it is the behaviour change.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tacet_core::{Catalog, Config};
-use tacet_engine::{ReplayOptions, replay};
-use tacet_ingest::{ChunkReader, Decoder};
+use tacet_core::Config;
+use tacet_engine::{PreparedReplay, ReplayOptions};
 
 fn scenarios_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios")
@@ -32,9 +30,6 @@ fn produce(dir: &Path, shards: usize) -> Vec<String> {
         dir.parent().unwrap().join("config.toml")
     };
     let config = Config::from_file(&config_path).unwrap();
-    let catalog = Arc::new(Catalog::new(&config).unwrap());
-    let (_, mapping) = config.replay_mapping(None).unwrap();
-    let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(config.engine.max_line_bytes);
     let out = tempfile::tempdir().unwrap();
     let mut opts = ReplayOptions::from_config(&config, out.path().to_path_buf());
     opts.shards = shards;
@@ -44,13 +39,11 @@ fn produce(dir: &Path, shards: usize) -> Vec<String> {
         "testdata/scenarios/{}/events.ndjson",
         dir.file_name().unwrap().to_string_lossy()
     );
-    let reader = ChunkReader::open(
-        &[dir.join("events.ndjson").display().to_string()],
-        opts.chunk_bytes,
-        1 << 20,
-    )
-    .unwrap();
-    replay(catalog, decoder, reader, &opts).unwrap();
+    let files = [dir.join("events.ndjson").display().to_string()];
+    PreparedReplay::open(&config, None, &files, &opts)
+        .unwrap()
+        .run(&opts)
+        .unwrap();
 
     let mut lines = Vec::new();
     let mut rows = tacet_store::read_outcomes(out.path()).unwrap();

@@ -6,12 +6,10 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use tacet_core::{Catalog, Config, OutcomeRow};
-use tacet_engine::{ReplayOptions, RunReport, replay};
+use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, GenReport, Shape, TruthRow, compare};
-use tacet_ingest::{ChunkReader, Decoder};
 
 struct Generated {
     report: GenReport,
@@ -39,15 +37,14 @@ struct Replayed {
 }
 
 fn run(config: &Config, files: &[String], out: &Path, shards: usize, decoders: usize, chunk_bytes: usize) -> Replayed {
-    let catalog = Arc::new(Catalog::new(config).unwrap());
-    let (_, mapping) = config.replay_mapping(None).unwrap();
-    let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(config.engine.max_line_bytes);
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
     opts.shards = shards;
     opts.decoders = decoders;
     opts.chunk_bytes = chunk_bytes;
-    let reader = ChunkReader::open(files, chunk_bytes, config.engine.max_line_bytes).unwrap();
-    let report = replay(catalog, decoder, reader, &opts).unwrap();
+    let report = PreparedReplay::open(config, None, files, &opts)
+        .unwrap()
+        .run(&opts)
+        .unwrap();
     let mut rows = tacet_store::read_outcomes(out).unwrap();
     rows.sort_by(|a, b| (&a.trace_id, a.outcome).cmp(&(&b.trace_id, b.outcome)));
     let in_flight = BufReader::new(File::open(out.join("state/in-flight.ndjson")).unwrap())

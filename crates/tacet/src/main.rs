@@ -16,9 +16,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use tacet_core::{Catalog, Config};
-use tacet_engine::{ReplayOptions, RunReport};
+use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, Shape, TruthRow};
-use tacet_ingest::{ChunkReader, Decoder};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -271,9 +270,6 @@ fn gen_files(
 }
 
 fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, tuning: &Tuning) -> Result<RunReport> {
-    let catalog = Arc::new(Catalog::new(config)?);
-    let (_, mapping) = config.replay_mapping(source)?;
-    let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(config.engine.max_line_bytes);
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
     if let Some(n) = tuning.shards {
         opts.shards = n.max(1);
@@ -281,7 +277,9 @@ fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, 
     if let Some(n) = tuning.decoders {
         opts.decoders = n.max(1);
     }
-    let reader = ChunkReader::open(events, opts.chunk_bytes, config.engine.max_line_bytes)?;
+    let prepared = PreparedReplay::open(config, source, events, &opts)?;
+    let catalog = prepared.catalog.clone();
+    let reader = &prepared.reader;
     let progress = reader.progress();
     let bar = match reader.total_bytes() {
         Some(total) => ProgressBar::new(total).with_style(
@@ -303,7 +301,7 @@ fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, 
             }
         })
     };
-    let result = tacet_engine::replay(catalog.clone(), decoder, reader, &opts);
+    let result = prepared.run(&opts);
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
     bar.finish_and_clear();
