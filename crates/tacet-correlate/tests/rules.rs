@@ -415,11 +415,21 @@ fn the_start_event_attributes_win() {
 #[test]
 fn open_journey_cap_evicts_instead_of_dropping_silently() {
     let c = catalog();
-    let events: Vec<_> = (0..10).map(|i| ev(&format!("t{i}"), "t.req", i as f64)).collect();
+    let mut events: Vec<_> = (0..10).map(|i| ev(&format!("t{i}"), "t.req", i as f64)).collect();
+    // A later event of an evicted trace is late, not a new journey or orphan.
+    events.push(ev("t0", "ledger", 12.0));
     let run = run_engine_with_limit(&c, &events, 1, 4);
-    // Six were evicted (counted, for the dead-letter sink); four are in flight.
+    // Six were evicted (counted, handed over for the dead-letter sink); four are in flight.
     assert_eq!(run.in_flight.len(), 4);
-    assert!(run.rows.is_empty());
+    assert_eq!(run.evicted_count, 6);
+    let evicted: Vec<_> = run.evicted.iter().map(|e| e.trace_id.as_str()).collect();
+    assert_eq!(
+        evicted,
+        ["t0", "t1", "t2", "t3", "t4", "t5"],
+        "closest to their timers first"
+    );
+    assert_eq!(run.late, 1);
+    assert!(run.rows.is_empty(), "eviction never invents an outcome");
 }
 
 #[test]

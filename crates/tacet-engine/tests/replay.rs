@@ -280,3 +280,32 @@ fn journeys_whose_deadline_is_ahead_at_the_end_stay_in_flight() {
     assert_eq!(r.in_flight.len(), expected_in_flight);
     assert_eq!(r.report.correlate.pending_in_flight as usize, expected_in_flight);
 }
+
+#[test]
+fn the_open_journey_cap_evicts_to_the_dead_letter_file_and_counts() {
+    let text = tacet_core::config::EMBEDDED_DEFAULT.replace("max_open_journeys = 20000000", "max_open_journeys = 300");
+    let config = Config::from_toml(&text, Path::new("small-cap.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys: 5_000,
+            seed: 21,
+            malformed_rate: 0.0,
+            ..Default::default()
+        },
+    );
+    let out = dir.path().join("out");
+    let r = run(&config, &[path(dir.path(), "events.ndjson")], &out, 2, 2, 64 << 10);
+    let evicted = r.report.correlate.evicted;
+    assert!(evicted > 0);
+    assert!(r.report.correlate.peak_open <= 300, "{}", r.report.correlate.peak_open);
+    let letters = std::fs::read_to_string(out.join("dead-letter.ndjson")).unwrap();
+    let in_file = letters
+        .lines()
+        .filter(|l| l.contains("\"state_limit_evicted\""))
+        .count() as u64;
+    assert_eq!(in_file, evicted, "every evicted journey is in the dead-letter file");
+    assert_eq!(r.report.dead_letters, evicted);
+}

@@ -376,6 +376,18 @@ pub fn generate(
     events: &mut dyn Write,
     truth: &mut dyn Write,
 ) -> io::Result<GenReport> {
+    generate_with_progress(catalog, opts, events, truth, &|_| {})
+}
+
+/// [`generate`], calling `progress` with the number of journeys planned so far
+/// every 10,000 journeys.
+pub fn generate_with_progress(
+    catalog: &Catalog,
+    opts: &GenOptions,
+    events: &mut dyn Write,
+    truth: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> io::Result<GenReport> {
     let scenarios: Vec<Scenario> = catalog.journeys().iter().map(Scenario::for_journey).collect();
     let mut acc = 0.0;
     let cumulative = scenarios
@@ -413,6 +425,9 @@ pub fn generate(
         line: &mut line,
     };
     for i in 0..opts.journeys {
+        if i % 10_000 == 0 {
+            progress(i);
+        }
         let start = opts.start_ms + (i as f64 * interval) as i64;
         while heap.peek().is_some_and(|Reverse(p)| p.arrival < start) {
             let Reverse(p) = heap.pop().expect("peeked");

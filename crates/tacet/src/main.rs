@@ -261,7 +261,13 @@ fn gen_files(
         per_second: rate,
         ..GenOptions::default()
     };
-    let report = tacet_gen::generate(&catalog, &opts, &mut events, &mut truth)?;
+    let bar = ProgressBar::new(journeys).with_style(
+        ProgressStyle::with_template("{spinner} generate [{bar:30}] {pos}/{len} journeys eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = tacet_gen::generate_with_progress(&catalog, &opts, &mut events, &mut truth, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
     events.flush()?;
     truth.flush()?;
     let summary_path = out.join("truth-summary.json");

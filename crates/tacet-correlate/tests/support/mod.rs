@@ -135,6 +135,8 @@ pub struct Run {
     pub in_flight: Vec<InFlight>,
     pub duplicates: u64,
     pub late: u64,
+    pub evicted: Vec<tacet_correlate::Evicted>,
+    pub evicted_count: u64,
 }
 
 /// Runs `events` in arrival order through `shards` shards, computing the
@@ -153,6 +155,7 @@ pub fn run_engine_with_limit(catalog: &Arc<Catalog>, events: &[TestEvent], shard
         .map(|_| Shard::new(catalog.clone(), max_open, sink.clone()))
         .collect();
     let mut max_time = EventTime::MIN;
+    let mut evicted = Vec::new();
     for e in events {
         with_event(catalog, e, |event| {
             // Unmatched events are ignored entirely: they do not move event time.
@@ -161,16 +164,18 @@ pub fn run_engine_with_limit(catalog: &Arc<Catalog>, events: &[TestEvent], shard
             let shard = &mut shard_list[event.trace.shard(shards)];
             shard.advance(watermark);
             shard.apply(event);
+            evicted.extend(shard.take_evicted());
         });
     }
     let mut in_flight = Vec::new();
-    let (mut duplicates, mut late) = (0, 0);
+    let (mut duplicates, mut late, mut evicted_count) = (0, 0, 0);
     for shard in &mut shard_list {
         if max_time > EventTime::MIN {
             in_flight.extend(shard.finish(max_time));
         }
         duplicates += shard.stats().duplicates;
         late += shard.stats().late_events;
+        evicted_count += shard.stats().evicted;
     }
     let mut rows = std::mem::take(&mut *sink.rows.lock().unwrap());
     sort_rows(&mut rows);
@@ -180,6 +185,8 @@ pub fn run_engine_with_limit(catalog: &Arc<Catalog>, events: &[TestEvent], shard
         in_flight,
         duplicates,
         late,
+        evicted,
+        evicted_count,
     }
 }
 
