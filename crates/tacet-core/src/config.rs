@@ -59,6 +59,12 @@ pub struct Config {
     /// The customer journeys to watch.
     #[serde(default, rename = "journey")]
     pub journeys: Vec<JourneyConfig>,
+    /// SLO alerting defaults (per-journey overrides in `[[journey]] alerts`).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    /// Where incidents are sent.
+    #[serde(default, rename = "alert_sink")]
+    pub alert_sinks: Vec<AlertSinkConfig>,
     /// Where this config came from, for error messages.
     #[serde(skip)]
     pub origin: PathBuf,
@@ -315,6 +321,165 @@ pub struct JourneyConfig {
     /// number) or `name = { pointer = "/p", type = "float" }`.
     #[serde(default)]
     pub attributes: BTreeMap<String, AttributeSpec>,
+    /// Overrides of the `[alerts.rules]` thresholds for this journey.
+    #[serde(default)]
+    pub alerts: RuleOverrides,
+}
+
+/// `[alerts]`: how SLIs are kept and when incidents open.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Period over which the error budget is counted.
+    #[serde(default = "default_budget_period", with = "duration")]
+    pub budget_period: Duration,
+    /// Least event time between two updates of one open incident.
+    #[serde(default = "default_update_interval", with = "duration")]
+    pub update_interval: Duration,
+    /// Attribute that marks synthetic (probe) journeys: counted apart, never
+    /// burning the budget. Its value is synthetic when true, "true" or "1".
+    #[serde(default = "default_synthetic_attribute")]
+    pub synthetic_attribute: String,
+    /// Rule thresholds for every journey.
+    #[serde(default)]
+    pub rules: RuleOverrides,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            budget_period: default_budget_period(),
+            update_interval: default_update_interval(),
+            synthetic_attribute: default_synthetic_attribute(),
+            rules: RuleOverrides::default(),
+        }
+    }
+}
+
+fn default_budget_period() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_update_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_synthetic_attribute() -> String {
+    "synthetic".into()
+}
+
+/// The alert rules, each optional so that a journey overrides only what it names.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleOverrides {
+    /// Page: burn ≥ 14.4 over 1h and 5m.
+    pub page_fast: Option<BurnRuleConfig>,
+    /// Page: burn ≥ 6 over 6h and 30m.
+    pub page_slow: Option<BurnRuleConfig>,
+    /// Ticket: burn ≥ 3 over 1d and 2h.
+    pub ticket_fast: Option<BurnRuleConfig>,
+    /// Ticket: burn ≥ 1 over 3d and 6h.
+    pub ticket_slow: Option<BurnRuleConfig>,
+    /// Page: silent-failure rate above a threshold over a short window.
+    pub silent_rate: Option<SilentRateRuleConfig>,
+}
+
+/// A multiwindow burn-rate rule; unset fields keep their defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnRuleConfig {
+    /// Burn rate both windows must reach.
+    pub burn: Option<f64>,
+    /// The long window.
+    #[serde(default, with = "opt_duration")]
+    pub long: Option<Duration>,
+    /// The short window.
+    #[serde(default, with = "opt_duration")]
+    pub short: Option<Duration>,
+    /// Fewest decided journeys a window needs before it can fire.
+    pub min_decided: Option<u64>,
+    /// `false` turns the rule off.
+    pub enabled: Option<bool>,
+}
+
+/// The fast silent-failure-rate rule; unset fields keep their defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilentRateRuleConfig {
+    /// Share of decided journeys that are silent failures.
+    pub threshold: Option<f64>,
+    /// The window.
+    #[serde(default, with = "opt_duration")]
+    pub window: Option<Duration>,
+    /// Fewest decided journeys in the window before it can fire.
+    pub min_decided: Option<u64>,
+    /// `false` turns the rule off.
+    pub enabled: Option<bool>,
+}
+
+/// `[[alert_sink]]`: where incidents go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSinkConfig {
+    /// Name used in counters and logs.
+    pub name: String,
+    /// `stdout`, `file`, `webhook` or `kafka`.
+    pub kind: AlertSinkKind,
+    /// `file`: the NDJSON file incidents are appended to.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `webhook`: the URL incidents are POSTed to.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `webhook`: HMAC-SHA256 key for the `X-Tacet-Signature` header. Prefer
+    /// `secret_env`; the secret is never logged.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// `webhook`: environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// `webhook`: per-request timeout.
+    #[serde(default = "default_webhook_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// `webhook`: attempts per notification before it is counted as failed.
+    #[serde(default = "default_webhook_attempts")]
+    pub max_attempts: u32,
+    /// Notifications queued per sink while it is slow or down; beyond this
+    /// the oldest are dropped and counted (ERROR log).
+    #[serde(default = "default_sink_queue")]
+    pub queue: usize,
+    /// `kafka`: the topic.
+    #[serde(default)]
+    pub topic: Option<String>,
+}
+
+/// A secret from the config: shown as `***` by `Debug`, so it never reaches a log.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Kinds of alert sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertSinkKind {
+    Stdout,
+    File,
+    Webhook,
+    Kafka,
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_webhook_attempts() -> u32 {
+    8
+}
+fn default_sink_queue() -> usize {
+    10_000
 }
 
 /// How one attribute is found and typed.
@@ -443,6 +608,38 @@ impl Config {
                 return Err(self.invalid("source.name", format!("{:?} is defined twice", source.name)));
             }
             source.fields.parsed(&self.origin, &source.name)?;
+        }
+        let mut sink_names = std::collections::HashSet::new();
+        for sink in &self.alert_sinks {
+            let key = |field: &str| format!("alert_sink.{}.{field}", sink.name);
+            if !sink_names.insert(sink.name.as_str()) {
+                return Err(self.invalid("alert_sink.name", format!("{:?} is defined twice", sink.name)));
+            }
+            match sink.kind {
+                AlertSinkKind::File if sink.path.is_none() => {
+                    return Err(self.invalid(key("path"), "a file sink needs `path`"));
+                }
+                AlertSinkKind::Webhook => {
+                    let url = sink.url.as_deref().unwrap_or("");
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(self.invalid(key("url"), "a webhook sink needs an http:// or https:// `url`"));
+                    }
+                    if sink.max_attempts == 0 {
+                        return Err(self.invalid(key("max_attempts"), "must be at least 1"));
+                    }
+                }
+                AlertSinkKind::Kafka => {
+                    return Err(self.invalid(
+                        key("kind"),
+                        "the kafka alert sink needs the Kafka integration, which this build does not have yet; \
+                         use stdout, file or webhook",
+                    ));
+                }
+                _ => {}
+            }
+            if sink.queue == 0 {
+                return Err(self.invalid(key("queue"), "must be at least 1"));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for j in &self.journeys {

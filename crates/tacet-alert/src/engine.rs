@@ -1,0 +1,313 @@
+//! Evaluates the rules at every minute boundary the watermark passes, and
+//! keeps one incident per journey and rule.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tacet_core::config::AlertsConfig;
+use tacet_core::{Catalog, Config, EventTime, JourneyId};
+
+use crate::rules::{JourneyRules, RuleKind, Severity, budget_left, burn_rate};
+use crate::window::{Note, WindowSum, Windows};
+
+const MINUTE: i64 = 60_000;
+
+/// Counts of a window, as an incident reports them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Counts {
+    pub decided: u64,
+    pub completed: u64,
+    pub silent_failure: u64,
+    pub stalled: u64,
+}
+
+/// Burn rates of a rule's windows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Burn {
+    pub long: f64,
+    pub short: f64,
+}
+
+/// One incident notification: opened, updated or resolved. One JSON object
+/// per line in the file sink; the body of a webhook POST.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    /// Stable over restarts and replays: journey, rule and first-seen time.
+    pub incident_id: String,
+    /// `opened`, `updated` or `resolved`.
+    pub event: &'static str,
+    /// 0 for `opened`, then one more per notification of the incident.
+    pub seq: u32,
+    /// `<incident_id>-<seq>`: receivers drop what they have seen.
+    pub idempotency_key: String,
+    pub journey: String,
+    pub severity: Severity,
+    pub rule: RuleKind,
+    /// The rule's windows, e.g. `1h/5m`.
+    pub window: String,
+    /// Event time of this notification (RFC 3339) and in epoch ms.
+    pub at: String,
+    pub at_ms: EventTime,
+    pub first_seen: String,
+    /// Counts over the rule's long window.
+    pub counts: Counts,
+    pub silent_rate: f64,
+    pub burn_rate: Burn,
+    /// Share of the error budget left over the budget period (negative: overspent).
+    pub error_budget_left: f64,
+    pub money_at_risk: f64,
+    pub top_missing_step: Option<String>,
+    pub top_last_service: Option<String>,
+    pub sample_trace_ids: Vec<String>,
+}
+
+/// Counters of the alert engine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AlertStats {
+    pub opened: u64,
+    pub updated: u64,
+    pub resolved: u64,
+    /// Incidents still open at the end.
+    pub open: u64,
+    /// Decisions older than every SLI bucket kept (not counted in any window).
+    pub too_old: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    id: String,
+    first_seen: EventTime,
+    seq: u32,
+    last_sent: EventTime,
+}
+
+/// Live gauges of one journey, for /metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JourneyGauges {
+    pub error_budget_left: f64,
+    /// (window in ms, burn rate), longest first.
+    pub burn: Vec<(i64, f64)>,
+}
+
+/// The alert engine of a run.
+pub struct AlertEngine {
+    catalog: Arc<Catalog>,
+    rules: Vec<JourneyRules>,
+    windows: Vec<Windows>,
+    open: BTreeMap<(JourneyId, RuleKind), Open>,
+    /// Every minute boundary up to here has been evaluated.
+    evaluated: Option<EventTime>,
+    update_interval_ms: i64,
+    gauges: Vec<JourneyGauges>,
+    stats: AlertStats,
+}
+
+fn rfc3339(ms: EventTime) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn human(ms: i64) -> String {
+    match ms {
+        m if m % (24 * 60 * MINUTE) == 0 => format!("{}d", m / (24 * 60 * MINUTE)),
+        m if m % (60 * MINUTE) == 0 => format!("{}h", m / (60 * MINUTE)),
+        m if m % MINUTE == 0 => format!("{}m", m / MINUTE),
+        m => format!("{}s", m / 1000),
+    }
+}
+
+impl AlertEngine {
+    /// The rules of every journey in `config`.
+    pub fn new(catalog: Arc<Catalog>, config: &Config) -> Self {
+        let alerts: &AlertsConfig = &config.alerts;
+        let rules: Vec<JourneyRules> = config
+            .journeys
+            .iter()
+            .map(|j| JourneyRules::resolve(j.slo, &alerts.rules, &j.alerts))
+            .collect();
+        let period = alerts.budget_period.as_millis().min(i64::MAX as u128) as i64;
+        let windows = rules
+            .iter()
+            .zip(catalog.journeys())
+            .map(|(r, spec)| Windows::new(spec.groups.len(), r.windows().first().copied().unwrap_or(MINUTE), period))
+            .collect();
+        let gauges = vec![JourneyGauges::default(); rules.len()];
+        Self {
+            catalog,
+            rules,
+            windows,
+            open: BTreeMap::new(),
+            evaluated: None,
+            update_interval_ms: alerts.update_interval.as_millis().min(i64::MAX as u128) as i64,
+            gauges,
+            stats: AlertStats::default(),
+        }
+    }
+
+    /// Counts one decided journey.
+    pub fn add(&mut self, note: &Note) {
+        if let Some(w) = self.windows.get_mut(note.journey as usize)
+            && !w.add(note)
+        {
+            self.stats.too_old += 1;
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AlertStats {
+        AlertStats {
+            open: self.open.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Gauges per journey (catalog order), as of the last evaluation.
+    pub fn gauges(&self) -> &[JourneyGauges] {
+        &self.gauges
+    }
+
+    /// Bytes of SLI state, for the bounded-state check.
+    pub fn state_bytes(&self) -> usize {
+        self.windows.iter().map(Windows::state_bytes).sum()
+    }
+
+    /// Evaluates every minute boundary at or before `watermark` not yet
+    /// evaluated. Decisions for a minute are complete once every shard's
+    /// watermark has passed it (a decision is never dated before the
+    /// watermark that made it), so the caller passes the slowest shard's.
+    pub fn advance(&mut self, watermark: EventTime) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let last = watermark.div_euclid(MINUTE) * MINUTE;
+        let mut t = match self.evaluated {
+            Some(e) => e + MINUTE,
+            None => last,
+        };
+        while t <= last {
+            self.evaluate(t, &mut out);
+            self.evaluated = Some(t);
+            t += MINUTE;
+        }
+        out
+    }
+
+    fn evaluate(&mut self, t: EventTime, out: &mut Vec<Notification>) {
+        for j in 0..self.rules.len() {
+            let rules = &self.rules[j];
+            let w = &self.windows[j];
+            let slo = rules.slo;
+            let (bg, bb) = w.budget(t);
+            let budget = budget_left(bb, bg + bb, slo);
+            self.gauges[j] = JourneyGauges {
+                error_budget_left: budget,
+                burn: rules
+                    .windows()
+                    .into_iter()
+                    .map(|win| {
+                        let s = w.sum(t, win);
+                        (win, burn_rate(s.bad, s.decided(), slo))
+                    })
+                    .collect(),
+            };
+            let mut verdicts: Vec<(RuleKind, bool, WindowSum, Burn, String)> = Vec::new();
+            for r in &rules.burn {
+                let long = w.sum(t, r.long_ms);
+                let short = w.sum(t, r.short_ms);
+                let burn = Burn {
+                    long: burn_rate(long.bad, long.decided(), slo),
+                    short: burn_rate(short.bad, short.decided(), slo),
+                };
+                let firing = long.decided() >= r.min_decided
+                    && short.decided() >= r.min_decided
+                    && burn.long >= r.burn
+                    && burn.short >= r.burn;
+                verdicts.push((r.kind, firing, long, burn, format!("{}/{}", human(r.long_ms), human(r.short_ms))));
+            }
+            if let Some(r) = &rules.silent {
+                let s = w.sum(t, r.window_ms);
+                let rate = if s.decided() == 0 { 0.0 } else { s.silent as f64 / s.decided() as f64 };
+                let firing = s.decided() >= r.min_decided && rate >= r.threshold;
+                let b = burn_rate(s.bad, s.decided(), slo);
+                verdicts.push((RuleKind::SilentRate, firing, s, Burn { long: b, short: b }, human(r.window_ms)));
+            }
+            for (kind, firing, sum, burn, window) in verdicts {
+                let key = (j as JourneyId, kind);
+                let event = match (self.open.get_mut(&key), firing) {
+                    (None, true) => {
+                        let id = format!(
+                            "{:016x}",
+                            xxhash_rust::xxh3::xxh3_64(format!("{}|{}|{t}", self.catalog.journey(j as JourneyId).name, kind.as_str()).as_bytes())
+                        );
+                        self.open.insert(
+                            key,
+                            Open {
+                                id,
+                                first_seen: t,
+                                seq: 0,
+                                last_sent: t,
+                            },
+                        );
+                        self.stats.opened += 1;
+                        "opened"
+                    }
+                    (Some(o), true) if t - o.last_sent >= self.update_interval_ms => {
+                        o.seq += 1;
+                        o.last_sent = t;
+                        self.stats.updated += 1;
+                        "updated"
+                    }
+                    (Some(o), false) => {
+                        o.seq += 1;
+                        self.stats.resolved += 1;
+                        "resolved"
+                    }
+                    _ => continue,
+                };
+                let o = if event == "resolved" {
+                    self.open.remove(&key).expect("open")
+                } else {
+                    self.open[&key].clone()
+                };
+                let spec = self.catalog.journey(j as JourneyId);
+                let top_missing = sum
+                    .missing
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| spec.groups[i].clone());
+                out.push(Notification {
+                    idempotency_key: format!("{}-{}", o.id, o.seq),
+                    incident_id: o.id,
+                    event,
+                    seq: o.seq,
+                    journey: spec.name.clone(),
+                    severity: kind.severity(),
+                    rule: kind,
+                    window,
+                    at: rfc3339(t),
+                    at_ms: t,
+                    first_seen: rfc3339(o.first_seen),
+                    counts: Counts {
+                        decided: sum.decided(),
+                        completed: sum.good,
+                        silent_failure: sum.silent,
+                        stalled: sum.stalled,
+                    },
+                    silent_rate: if sum.decided() == 0 {
+                        0.0
+                    } else {
+                        sum.silent as f64 / sum.decided() as f64
+                    },
+                    burn_rate: burn,
+                    error_budget_left: budget,
+                    money_at_risk: sum.money_at_risk,
+                    top_missing_step: top_missing,
+                    top_last_service: sum.top_service,
+                    sample_trace_ids: sum.samples,
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Where notifications go. Each sink runs on its own thread behind a bounded
+//! queue: a sink that is slow or down delays only its own alerts, is counted,
+//! and loses nothing while its queue has room.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+use tacet_core::config::{AlertSinkConfig, AlertSinkKind};
+
+use crate::engine::Notification;
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// The receiver answered with this status; 4xx other than 408/429 will
+    /// not get better by retrying.
+    #[error("webhook answered HTTP {0}")]
+    Status(u16),
+    #[error("webhook unreachable: {0}")]
+    Transport(String),
+    #[error("the webhook secret variable {0} is not set")]
+    MissingSecret(String),
+}
+
+impl SinkError {
+    /// Whether trying again can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SinkError::Status(code) => *code >= 500 || *code == 408 || *code == 429,
+            SinkError::Transport(_) | SinkError::Io { .. } => true,
+            SinkError::MissingSecret(_) => false,
+        }
+    }
+}
+
+/// Counters of one sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SinkStats {
+    pub name: String,
+    pub delivered: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Notifications given up on after `max_attempts` (ERROR logged).
+    pub failed: u64,
+    /// Notifications dropped because the queue was full (ERROR logged).
+    pub dropped: u64,
+    /// Notifications already delivered before a restart, not sent again.
+    pub skipped_delivered: u64,
+}
+
+/// One destination.
+pub trait AlertSink: Send {
+    /// Delivers one notification (already serialized as `body`), or says why not.
+    fn deliver(&mut self, n: &Notification, body: &[u8]) -> Result<(), SinkError>;
+}
+
+/// Prints each notification as a JSON line.
+pub struct StdoutSink;
+
+impl AlertSink for StdoutSink {
+    fn deliver(&mut self, _: &Notification, body: &[u8]) -> Result<(), SinkError> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(body)
+            .and_then(|_| out.write_all(b"\n"))
+            .map_err(|source| SinkError::Io {
+                path: "stdout".into(),
+                source,
+            })
+    }
+}
+
+/// Appends each notification to an NDJSON file.
+pub struct FileSink {
+    path: PathBuf,
+    file: File,
+}
+
+impl FileSink {
+    /// Opens (creating) `path` for appending.
+    pub fn open(path: &Path) -> Result<Self, SinkError> {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| SinkError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+}
+
+impl AlertSink for FileSink {
+    fn deliver(&mut self, _: &Notification, body: &[u8]) -> Result<(), SinkError> {
+        let mut line = Vec::with_capacity(body.len() + 1);
+        line.extend_from_slice(body);
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|source| SinkError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// POSTs each notification as JSON, with `Idempotency-Key` and, when a secret
+/// is set, `X-Tacet-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+pub struct WebhookSink {
+    url: String,
+    secret: Option<Vec<u8>>,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink")
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The signature header value for `body` under `secret`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+impl WebhookSink {
+    /// A webhook to `url` with per-request `timeout`.
+    pub fn new(url: &str, secret: Option<Vec<u8>>, timeout: Duration) -> Self {
+        Self {
+            url: url.to_owned(),
+            secret,
+            agent: ureq::AgentBuilder::new().timeout(timeout).build(),
+        }
+    }
+}
+
+impl AlertSink for WebhookSink {
+    fn deliver(&mut self, n: &Notification, body: &[u8]) -> Result<(), SinkError> {
+        let mut req = self
+            .agent
+            .post(&self.url)
+            .set("Content-Type", "application/json")
+            .set("Idempotency-Key", &n.idempotency_key)
+            .set("X-Tacet-Incident", &n.incident_id);
+        if let Some(secret) = &self.secret {
+            req = req.set("X-Tacet-Signature", &signature(secret, body));
+        }
+        match req.send_bytes(body) {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, _)) => Err(SinkError::Status(code)),
+            Err(e) => Err(SinkError::Transport(e.kind().to_string())),
+        }
+    }
+}
+
+/// The running sinks of an engine.
+pub struct Dispatcher {
+    senders: Vec<(String, Sender<Notification>)>,
+    handles: Vec<JoinHandle<SinkStats>>,
+    dropped: Vec<u64>,
+}
+
+/// Keys already delivered by a sink in an earlier run (one per line).
+fn delivered_log(state_dir: Option<&Path>, sink: &str) -> Option<PathBuf> {
+    state_dir.map(|d| d.join("alerts").join(format!("delivered-{sink}.log")))
+}
+
+impl Dispatcher {
+    /// Starts one thread per sink. `state_dir` keeps each sink's delivered
+    /// idempotency keys, so a restarted engine does not send them again.
+    pub fn start(sinks: Vec<(String, Box<dyn AlertSink>, u32, usize)>, state_dir: Option<&Path>) -> Self {
+        let mut senders = Vec::new();
+        let mut handles = Vec::new();
+        for (name, sink, attempts, queue) in sinks {
+            let (tx, rx) = bounded(queue);
+            let log = delivered_log(state_dir, &name);
+            let thread_name = name.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("tacet-sink-{name}"))
+                    .spawn(move || run_sink(thread_name, sink, attempts, rx, log))
+                    .expect("spawn sink thread"),
+            );
+            senders.push((name, tx));
+        }
+        let dropped = vec![0; senders.len()];
+        Self {
+            senders,
+            handles,
+            dropped,
+        }
+    }
+
+    /// Builds the sinks of a config (`stdout`, `file`, `webhook`).
+    pub fn from_config(configs: &[AlertSinkConfig], state_dir: Option<&Path>) -> Result<Self, SinkError> {
+        let mut sinks: Vec<(String, Box<dyn AlertSink>, u32, usize)> = Vec::new();
+        for c in configs {
+            let sink: Box<dyn AlertSink> = match c.kind {
+                AlertSinkKind::Stdout => Box::new(StdoutSink),
+                AlertSinkKind::File => Box::new(FileSink::open(c.path.as_deref().unwrap_or(Path::new("incidents.ndjson")))?),
+                AlertSinkKind::Webhook => {
+                    let secret = match (&c.secret, &c.secret_env) {
+                        (_, Some(var)) => Some(
+                            std::env::var(var)
+                                .map_err(|_| SinkError::MissingSecret(var.clone()))?
+                                .into_bytes(),
+                        ),
+                        (Some(s), None) => Some(s.0.clone().into_bytes()),
+                        (None, None) => None,
+                    };
+                    Box::new(WebhookSink::new(c.url.as_deref().unwrap_or_default(), secret, c.timeout))
+                }
+                // Rejected when the config is loaded; the seam for the Kafka integration.
+                AlertSinkKind::Kafka => continue,
+            };
+            let attempts = if c.kind == AlertSinkKind::Webhook { c.max_attempts } else { 3 };
+            sinks.push((c.name.clone(), sink, attempts, c.queue));
+        }
+        Ok(Self::start(sinks, state_dir))
+    }
+
+    /// Queues `n` for every sink without waiting; a full queue drops it for
+    /// that sink only, counted and logged.
+    pub fn send(&mut self, n: &Notification) {
+        for (i, (name, tx)) in self.senders.iter().enumerate() {
+            match tx.try_send(n.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    self.dropped[i] += 1;
+                    tracing::error!(sink = %name, incident = %n.incident_id, "Alert queue full; notification dropped for this sink.");
+                }
+                Err(TrySendError::Disconnected(_)) => self.dropped[i] += 1,
+            }
+        }
+    }
+
+    /// Closes the queues and waits until every sink has delivered or given up.
+    pub fn finish(self) -> Vec<SinkStats> {
+        drop(self.senders);
+        self.handles
+            .into_iter()
+            .zip(self.dropped)
+            .map(|(h, dropped)| {
+                let mut s = h.join().unwrap_or_default();
+                s.dropped += dropped;
+                s
+            })
+            .collect()
+    }
+}
+
+fn run_sink(
+    name: String,
+    mut sink: Box<dyn AlertSink>,
+    attempts: u32,
+    rx: Receiver<Notification>,
+    log: Option<PathBuf>,
+) -> SinkStats {
+    let mut stats = SinkStats {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let mut done: HashSet<String> = log
+        .as_ref()
+        .and_then(|p| File::open(p).ok())
+        .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+        .unwrap_or_default();
+    let mut log_file = log.as_ref().and_then(|p| {
+        let _ = std::fs::create_dir_all(p.parent()?);
+        OpenOptions::new().create(true).append(true).open(p).ok()
+    });
+    for n in rx {
+        if done.contains(&n.idempotency_key) {
+            stats.skipped_delivered += 1;
+            continue;
+        }
+        let body = serde_json::to_vec(&n).expect("notifications serialize");
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=attempts.max(1) {
+            match sink.deliver(&n, &body) {
+                Ok(()) => {
+                    stats.delivered += 1;
+                    if let Some(f) = log_file.as_mut() {
+                        let _ = writeln!(f, "{}", n.idempotency_key);
+                    }
+                    done.insert(n.idempotency_key.clone());
+                    break;
+                }
+                Err(e) if e.retryable() && attempt < attempts => {
+                    stats.retries += 1;
+                    tracing::warn!(sink = %name, attempt, error = %e, "Alert delivery failed; retrying.");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    stats.failed += 1;
+                    tracing::error!(sink = %name, incident = %n.incident_id, error = %e, "Alert not delivered; giving up on this notification.");
+                    break;
+                }
+            }
+        }
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(SinkError::Status(503).retryable());
+        assert!(SinkError::Status(429).retryable());
+        assert!(!SinkError::Status(400).retryable());
+        assert!(SinkError::Transport("refused".into()).retryable());
+    }
+}
