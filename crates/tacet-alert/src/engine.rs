@@ -99,6 +99,7 @@ pub struct AlertEngine {
     /// Every minute boundary up to here has been evaluated.
     evaluated: Option<EventTime>,
     update_interval_ms: i64,
+    ticket_update_interval_ms: i64,
     gauges: Vec<JourneyGauges>,
     stats: AlertStats,
 }
@@ -131,7 +132,13 @@ impl AlertEngine {
         let windows = rules
             .iter()
             .zip(catalog.journeys())
-            .map(|(r, spec)| Windows::new(spec.groups.len(), r.windows().first().copied().unwrap_or(MINUTE), period))
+            .map(|(r, spec)| {
+                Windows::new(
+                    spec.groups.len(),
+                    r.windows().first().copied().unwrap_or(MINUTE),
+                    period,
+                )
+            })
             .collect();
         let gauges = vec![JourneyGauges::default(); rules.len()];
         Self {
@@ -141,6 +148,7 @@ impl AlertEngine {
             open: BTreeMap::new(),
             evaluated: None,
             update_interval_ms: alerts.update_interval.as_millis().min(i64::MAX as u128) as i64,
+            ticket_update_interval_ms: alerts.ticket_update_interval.as_millis().min(i64::MAX as u128) as i64,
             gauges,
             stats: AlertStats::default(),
         }
@@ -222,14 +230,30 @@ impl AlertEngine {
                     && short.decided() >= r.min_decided
                     && burn.long >= r.burn
                     && burn.short >= r.burn;
-                verdicts.push((r.kind, firing, long, burn, format!("{}/{}", human(r.long_ms), human(r.short_ms))));
+                verdicts.push((
+                    r.kind,
+                    firing,
+                    long,
+                    burn,
+                    format!("{}/{}", human(r.long_ms), human(r.short_ms)),
+                ));
             }
             if let Some(r) = &rules.silent {
                 let s = w.sum(t, r.window_ms);
-                let rate = if s.decided() == 0 { 0.0 } else { s.silent as f64 / s.decided() as f64 };
+                let rate = if s.decided() == 0 {
+                    0.0
+                } else {
+                    s.silent as f64 / s.decided() as f64
+                };
                 let firing = s.decided() >= r.min_decided && rate >= r.threshold;
                 let b = burn_rate(s.bad, s.decided(), slo);
-                verdicts.push((RuleKind::SilentRate, firing, s, Burn { long: b, short: b }, human(r.window_ms)));
+                verdicts.push((
+                    RuleKind::SilentRate,
+                    firing,
+                    s,
+                    Burn { long: b, short: b },
+                    human(r.window_ms),
+                ));
             }
             for (kind, firing, sum, burn, window) in verdicts {
                 let key = (j as JourneyId, kind);
@@ -237,7 +261,10 @@ impl AlertEngine {
                     (None, true) => {
                         let id = format!(
                             "{:016x}",
-                            xxhash_rust::xxh3::xxh3_64(format!("{}|{}|{t}", self.catalog.journey(j as JourneyId).name, kind.as_str()).as_bytes())
+                            xxhash_rust::xxh3::xxh3_64(
+                                format!("{}|{}|{t}", self.catalog.journey(j as JourneyId).name, kind.as_str())
+                                    .as_bytes()
+                            )
                         );
                         self.open.insert(
                             key,
@@ -251,7 +278,13 @@ impl AlertEngine {
                         self.stats.opened += 1;
                         "opened"
                     }
-                    (Some(o), true) if t - o.last_sent >= self.update_interval_ms => {
+                    (Some(o), true)
+                        if t - o.last_sent
+                            >= match kind.severity() {
+                                Severity::Page => self.update_interval_ms,
+                                Severity::Ticket => self.ticket_update_interval_ms,
+                            } =>
+                    {
                         o.seq += 1;
                         o.last_sent = t;
                         self.stats.updated += 1;
@@ -309,5 +342,98 @@ impl AlertEngine {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tacet_core::Outcome;
+
+    use super::*;
+
+    const T0: EventTime = 1_795_334_400_000;
+
+    fn engine(extra: &str) -> AlertEngine {
+        let text = format!("{extra}\n{}", tacet_core::config::EMBEDDED_DEFAULT);
+        let config = Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        AlertEngine::new(Arc::new(Catalog::new(&config).unwrap()), &config)
+    }
+
+    fn note(journey: JourneyId, outcome: Outcome, at: EventTime) -> Note {
+        Note {
+            journey,
+            outcome,
+            decided_at: at,
+            amount: 5.0,
+            missing: 1,
+            last_service: None,
+            trace_id: Some("t".into()),
+            synthetic: false,
+        }
+    }
+
+    /// Feeds `per_minute` decisions a minute, every `bad_every`-th silent.
+    fn feed(
+        e: &mut AlertEngine,
+        journey: JourneyId,
+        from: EventTime,
+        minutes: i64,
+        per_minute: i64,
+        bad_every: i64,
+    ) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for m in 0..minutes {
+            for i in 0..per_minute {
+                let outcome = if bad_every > 0 && i % bad_every == 0 {
+                    Outcome::SilentFailure
+                } else {
+                    Outcome::Completed
+                };
+                e.add(&note(journey, outcome, from + m * MINUTE + i));
+            }
+            out.extend(e.advance(from + (m + 1) * MINUTE));
+        }
+        out
+    }
+
+    #[test]
+    fn silent_rate_rule_needs_rate_and_volume() {
+        // Burn-rate rules off: only the silent-rate rule (10% over 5m, 20 decided).
+        let off = "[alerts.rules]\npage_fast = { enabled = false }\npage_slow = { enabled = false }\nticket_fast = { enabled = false }\nticket_slow = { enabled = false }";
+        let mut e = engine(off);
+        let n = feed(&mut e, 0, T0, 10, 100, 5); // 20% silent, 500 per window
+        assert_eq!(
+            n.first().map(|n| (n.rule, n.event)),
+            Some((RuleKind::SilentRate, "opened"))
+        );
+        let mut e = engine(off);
+        assert!(feed(&mut e, 0, T0, 10, 100, 20).is_empty(), "5% is below the threshold");
+        let mut e = engine(off);
+        assert!(
+            feed(&mut e, 0, T0, 10, 3, 1).is_empty(),
+            "every journey failed, but 15 in 5m is below the minimum volume"
+        );
+    }
+
+    #[test]
+    fn one_incident_per_journey_and_rule_until_it_clears() {
+        let mut e = engine(
+            "[alerts.rules]\npage_slow = { enabled = false }\nticket_fast = { enabled = false }\nticket_slow = { enabled = false }\nsilent_rate = { enabled = false }",
+        );
+        // 60 minutes healthy, 30 minutes at 10% bad (burn 100), 20 healthy.
+        let mut n = feed(&mut e, 0, T0, 60, 50, 0);
+        n.extend(feed(&mut e, 0, T0 + 60 * MINUTE, 30, 50, 10));
+        n.extend(feed(&mut e, 0, T0 + 90 * MINUTE, 20, 50, 0));
+        let events: Vec<_> = n.iter().map(|n| n.event).collect();
+        assert_eq!(events.first(), Some(&"opened"));
+        assert_eq!(events.last(), Some(&"resolved"));
+        assert_eq!(events.iter().filter(|e| **e == "opened").count(), 1);
+        let ids: std::collections::BTreeSet<_> = n.iter().map(|n| n.incident_id.clone()).collect();
+        assert_eq!(ids.len(), 1);
+        let seqs: Vec<u32> = n.iter().map(|n| n.seq).collect();
+        assert_eq!(seqs, (0..n.len() as u32).collect::<Vec<_>>());
+        assert_eq!(e.stats().open, 0);
     }
 }

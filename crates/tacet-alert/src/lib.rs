@@ -14,6 +14,8 @@
 //!   every minute the watermark passes evaluates every rule, keeping one open
 //!   incident per journey and rule: opened, updated at a bounded rate,
 //!   resolved when the condition clears ([`engine::Notification`]).
+//! - [`feed::AlertFeed`]: the outcome sink inside each shard that turns
+//!   decisions into notes for the engine.
 //! - [`sink`]: stdout, NDJSON file and HTTP webhook (timeouts, retries with
 //!   backoff, idempotency key, HMAC signature); each sink runs on its own
 //!   thread behind a bounded queue, so a sink that is down delays only itself.
@@ -26,10 +28,12 @@
 //! counted apart and never burn the budget.
 
 pub mod engine;
+pub mod feed;
 pub mod rules;
 pub mod sink;
 pub mod window;
 
-pub use engine::{AlertEngine, AlertStats, Notification};
+pub use engine::{AlertEngine, AlertStats, JourneyGauges, Notification};
+pub use feed::AlertFeed;
 pub use rules::{JourneyRules, RuleKind, Severity, budget_left, burn_rate};
 pub use window::Note;

@@ -83,7 +83,12 @@ fn ms(d: std::time::Duration) -> i64 {
     d.as_millis().min(i64::MAX as u128) as i64
 }
 
-fn burn_rule(kind: RuleKind, defaults: (f64, i64, i64), global: &Option<BurnRuleConfig>, own: &Option<BurnRuleConfig>) -> Option<BurnRule> {
+fn burn_rule(
+    kind: RuleKind,
+    defaults: (f64, i64, i64),
+    global: &Option<BurnRuleConfig>,
+    own: &Option<BurnRuleConfig>,
+) -> Option<BurnRule> {
     let pick = |f: fn(&BurnRuleConfig) -> Option<f64>| own.as_ref().and_then(f).or_else(|| global.as_ref().and_then(f));
     let pick_d = |f: fn(&BurnRuleConfig) -> Option<std::time::Duration>| {
         own.as_ref().and_then(f).or_else(|| global.as_ref().and_then(f)).map(ms)
@@ -108,7 +113,8 @@ fn burn_rule(kind: RuleKind, defaults: (f64, i64, i64), global: &Option<BurnRule
 }
 
 fn silent_rule(global: &Option<SilentRateRuleConfig>, own: &Option<SilentRateRuleConfig>) -> Option<SilentRule> {
-    let pick = |f: fn(&SilentRateRuleConfig) -> Option<f64>| own.as_ref().and_then(f).or_else(|| global.as_ref().and_then(f));
+    let pick =
+        |f: fn(&SilentRateRuleConfig) -> Option<f64>| own.as_ref().and_then(f).or_else(|| global.as_ref().and_then(f));
     let enabled = own
         .as_ref()
         .and_then(|c| c.enabled)
@@ -134,10 +140,30 @@ impl JourneyRules {
     /// the journey's own `alerts`.
     pub fn resolve(slo: f64, global: &RuleOverrides, own: &RuleOverrides) -> JourneyRules {
         let burn = [
-            burn_rule(RuleKind::PageFast, (14.4, HOUR, 5 * MINUTE), &global.page_fast, &own.page_fast),
-            burn_rule(RuleKind::PageSlow, (6.0, 6 * HOUR, 30 * MINUTE), &global.page_slow, &own.page_slow),
-            burn_rule(RuleKind::TicketFast, (3.0, 24 * HOUR, 2 * HOUR), &global.ticket_fast, &own.ticket_fast),
-            burn_rule(RuleKind::TicketSlow, (1.0, 72 * HOUR, 6 * HOUR), &global.ticket_slow, &own.ticket_slow),
+            burn_rule(
+                RuleKind::PageFast,
+                (14.4, HOUR, 5 * MINUTE),
+                &global.page_fast,
+                &own.page_fast,
+            ),
+            burn_rule(
+                RuleKind::PageSlow,
+                (6.0, 6 * HOUR, 30 * MINUTE),
+                &global.page_slow,
+                &own.page_slow,
+            ),
+            burn_rule(
+                RuleKind::TicketFast,
+                (3.0, 24 * HOUR, 2 * HOUR),
+                &global.ticket_fast,
+                &own.ticket_fast,
+            ),
+            burn_rule(
+                RuleKind::TicketSlow,
+                (1.0, 72 * HOUR, 6 * HOUR),
+                &global.ticket_slow,
+                &own.ticket_slow,
+            ),
         ]
         .into_iter()
         .flatten()
@@ -204,14 +230,21 @@ mod tests {
         assert!(close(budget_left(0, 1000, 0.999), 1.0));
         assert!(close(budget_left(1, 2000, 0.999), 0.5));
         assert!(close(budget_left(1, 1000, 0.999), 0.0), "exactly spent");
-        assert!(close(budget_left(5, 1000, 0.999), -4.0), "exhausted: overspent four times over");
+        assert!(
+            close(budget_left(5, 1000, 0.999), -4.0),
+            "exhausted: overspent four times over"
+        );
     }
 
     #[test]
     fn workbook_defaults_and_overrides() {
         let global = RuleOverrides::default();
         let r = JourneyRules::resolve(0.999, &global, &RuleOverrides::default());
-        let kinds: Vec<_> = r.burn.iter().map(|b| (b.kind, b.burn, b.long_ms / MINUTE, b.short_ms / MINUTE)).collect();
+        let kinds: Vec<_> = r
+            .burn
+            .iter()
+            .map(|b| (b.kind, b.burn, b.long_ms / MINUTE, b.short_ms / MINUTE))
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -221,7 +254,10 @@ mod tests {
                 (RuleKind::TicketSlow, 1.0, 4320, 360),
             ]
         );
-        assert_eq!(r.windows().iter().map(|w| w / MINUTE).collect::<Vec<_>>(), [4320, 1440, 360, 120, 60, 30, 5]);
+        assert_eq!(
+            r.windows().iter().map(|w| w / MINUTE).collect::<Vec<_>>(),
+            [4320, 1440, 360, 120, 60, 30, 5]
+        );
         let own = RuleOverrides {
             page_fast: Some(BurnRuleConfig {
                 burn: Some(10.0),

@@ -172,11 +172,16 @@ impl AlertSink for WebhookSink {
     }
 }
 
+/// Called by sink threads with (sink, result) for every delivery outcome:
+/// `delivered`, `retried`, `failed`, `dropped`, `skipped` (already delivered).
+pub type Observer = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The running sinks of an engine.
 pub struct Dispatcher {
     senders: Vec<(String, Sender<Notification>)>,
     handles: Vec<JoinHandle<SinkStats>>,
     dropped: Vec<u64>,
+    observer: Option<Observer>,
 }
 
 /// Keys already delivered by a sink in an earlier run (one per line).
@@ -187,17 +192,22 @@ fn delivered_log(state_dir: Option<&Path>, sink: &str) -> Option<PathBuf> {
 impl Dispatcher {
     /// Starts one thread per sink. `state_dir` keeps each sink's delivered
     /// idempotency keys, so a restarted engine does not send them again.
-    pub fn start(sinks: Vec<(String, Box<dyn AlertSink>, u32, usize)>, state_dir: Option<&Path>) -> Self {
+    pub fn start(
+        sinks: Vec<(String, Box<dyn AlertSink>, u32, usize)>,
+        state_dir: Option<&Path>,
+        observer: Option<Observer>,
+    ) -> Self {
         let mut senders = Vec::new();
         let mut handles = Vec::new();
         for (name, sink, attempts, queue) in sinks {
             let (tx, rx) = bounded(queue);
             let log = delivered_log(state_dir, &name);
             let thread_name = name.clone();
+            let observer = observer.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("tacet-sink-{name}"))
-                    .spawn(move || run_sink(thread_name, sink, attempts, rx, log))
+                    .spawn(move || run_sink(thread_name, sink, attempts, rx, log, observer))
                     .expect("spawn sink thread"),
             );
             senders.push((name, tx));
@@ -207,16 +217,23 @@ impl Dispatcher {
             senders,
             handles,
             dropped,
+            observer,
         }
     }
 
     /// Builds the sinks of a config (`stdout`, `file`, `webhook`).
-    pub fn from_config(configs: &[AlertSinkConfig], state_dir: Option<&Path>) -> Result<Self, SinkError> {
+    pub fn from_config(
+        configs: &[AlertSinkConfig],
+        state_dir: Option<&Path>,
+        observer: Option<Observer>,
+    ) -> Result<Self, SinkError> {
         let mut sinks: Vec<(String, Box<dyn AlertSink>, u32, usize)> = Vec::new();
         for c in configs {
             let sink: Box<dyn AlertSink> = match c.kind {
                 AlertSinkKind::Stdout => Box::new(StdoutSink),
-                AlertSinkKind::File => Box::new(FileSink::open(c.path.as_deref().unwrap_or(Path::new("incidents.ndjson")))?),
+                AlertSinkKind::File => Box::new(FileSink::open(
+                    c.path.as_deref().unwrap_or(Path::new("incidents.ndjson")),
+                )?),
                 AlertSinkKind::Webhook => {
                     let secret = match (&c.secret, &c.secret_env) {
                         (_, Some(var)) => Some(
@@ -227,15 +244,23 @@ impl Dispatcher {
                         (Some(s), None) => Some(s.0.clone().into_bytes()),
                         (None, None) => None,
                     };
-                    Box::new(WebhookSink::new(c.url.as_deref().unwrap_or_default(), secret, c.timeout))
+                    Box::new(WebhookSink::new(
+                        c.url.as_deref().unwrap_or_default(),
+                        secret,
+                        c.timeout,
+                    ))
                 }
                 // Rejected when the config is loaded; the seam for the Kafka integration.
                 AlertSinkKind::Kafka => continue,
             };
-            let attempts = if c.kind == AlertSinkKind::Webhook { c.max_attempts } else { 3 };
+            let attempts = if c.kind == AlertSinkKind::Webhook {
+                c.max_attempts
+            } else {
+                3
+            };
             sinks.push((c.name.clone(), sink, attempts, c.queue));
         }
-        Ok(Self::start(sinks, state_dir))
+        Ok(Self::start(sinks, state_dir, observer))
     }
 
     /// Queues `n` for every sink without waiting; a full queue drops it for
@@ -246,6 +271,9 @@ impl Dispatcher {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => {
                     self.dropped[i] += 1;
+                    if let Some(o) = &self.observer {
+                        o(name, "dropped");
+                    }
                     tracing::error!(sink = %name, incident = %n.incident_id, "Alert queue full; notification dropped for this sink.");
                 }
                 Err(TrySendError::Disconnected(_)) => self.dropped[i] += 1,
@@ -274,7 +302,13 @@ fn run_sink(
     attempts: u32,
     rx: Receiver<Notification>,
     log: Option<PathBuf>,
+    observer: Option<Observer>,
 ) -> SinkStats {
+    let observe = |result: &str| {
+        if let Some(o) = &observer {
+            o(&name, result);
+        }
+    };
     let mut stats = SinkStats {
         name: name.clone(),
         ..Default::default()
@@ -291,6 +325,7 @@ fn run_sink(
     for n in rx {
         if done.contains(&n.idempotency_key) {
             stats.skipped_delivered += 1;
+            observe("skipped");
             continue;
         }
         let body = serde_json::to_vec(&n).expect("notifications serialize");
@@ -299,6 +334,7 @@ fn run_sink(
             match sink.deliver(&n, &body) {
                 Ok(()) => {
                     stats.delivered += 1;
+                    observe("delivered");
                     if let Some(f) = log_file.as_mut() {
                         let _ = writeln!(f, "{}", n.idempotency_key);
                     }
@@ -307,12 +343,14 @@ fn run_sink(
                 }
                 Err(e) if e.retryable() && attempt < attempts => {
                     stats.retries += 1;
+                    observe("retried");
                     tracing::warn!(sink = %name, attempt, error = %e, "Alert delivery failed; retrying.");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     stats.failed += 1;
+                    observe("failed");
                     tracing::error!(sink = %name, incident = %n.incident_id, error = %e, "Alert not delivered; giving up on this notification.");
                     break;
                 }

@@ -239,7 +239,10 @@ impl Windows {
         }
         s.top_service = services
             .iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| self.services[b.0 as usize].cmp(&self.services[a.0 as usize])))
+            .max_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| self.services[b.0 as usize].cmp(&self.services[a.0 as usize]))
+            })
             .map(|(id, _)| self.services[*id as usize].to_string());
         s
     }
@@ -262,8 +265,16 @@ impl Windows {
             .iter()
             .map(|b| {
                 b.samples.iter().map(|s| s.len()).sum::<usize>()
-                    + if b.missing.spilled() { b.missing.capacity() * 4 } else { 0 }
-                    + if b.services.spilled() { b.services.capacity() * 8 } else { 0 }
+                    + if b.missing.spilled() {
+                        b.missing.capacity() * 4
+                    } else {
+                        0
+                    }
+                    + if b.services.spilled() {
+                        b.services.capacity() * 8
+                    } else {
+                        0
+                    }
             })
             .sum();
         self.minutes.len() * per_bucket
@@ -295,7 +306,14 @@ mod tests {
         let mut w = Windows::new(2, 60 * MINUTE, 24 * HOUR);
         for m in 0..30 {
             w.add(&note(Outcome::Completed, m * MINUTE + 5));
-            w.add(&note(if m >= 25 { Outcome::SilentFailure } else { Outcome::Completed }, m * MINUTE + 7));
+            w.add(&note(
+                if m >= 25 {
+                    Outcome::SilentFailure
+                } else {
+                    Outcome::Completed
+                },
+                m * MINUTE + 7,
+            ));
         }
         let last5 = w.sum(30 * MINUTE, 5 * MINUTE);
         assert_eq!((last5.good, last5.bad, last5.silent), (5, 5, 5));
@@ -334,6 +352,10 @@ mod tests {
         for i in 0..100_000 {
             w.add(&note(Outcome::SilentFailure, 6_000_000 + i * 60));
         }
-        assert!(w.state_bytes() <= normal + normal / 10, "{} vs {normal}", w.state_bytes());
+        assert!(
+            w.state_bytes() <= normal + normal / 10,
+            "{} vs {normal}",
+            w.state_bytes()
+        );
     }
 }

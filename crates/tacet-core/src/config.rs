@@ -333,9 +333,12 @@ pub struct AlertsConfig {
     /// Period over which the error budget is counted.
     #[serde(default = "default_budget_period", with = "duration")]
     pub budget_period: Duration,
-    /// Least event time between two updates of one open incident.
+    /// Least event time between two updates of one open page.
     #[serde(default = "default_update_interval", with = "duration")]
     pub update_interval: Duration,
+    /// Least event time between two updates of one open ticket.
+    #[serde(default = "default_ticket_update_interval", with = "duration")]
+    pub ticket_update_interval: Duration,
     /// Attribute that marks synthetic (probe) journeys: counted apart, never
     /// burning the budget. Its value is synthetic when true, "true" or "1".
     #[serde(default = "default_synthetic_attribute")]
@@ -350,6 +353,7 @@ impl Default for AlertsConfig {
         Self {
             budget_period: default_budget_period(),
             update_interval: default_update_interval(),
+            ticket_update_interval: default_ticket_update_interval(),
             synthetic_attribute: default_synthetic_attribute(),
             rules: RuleOverrides::default(),
         }
@@ -361,6 +365,9 @@ fn default_budget_period() -> Duration {
 }
 fn default_update_interval() -> Duration {
     Duration::from_secs(300)
+}
+fn default_ticket_update_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_synthetic_attribute() -> String {
     "synthetic".into()
@@ -811,6 +818,25 @@ slo = 0.99
         assert!(parse(&MINIMAL.replace("\"2m\"", "\"0s\"")).is_err());
         assert!(parse(&MINIMAL.replace("complete = [\"c\"]", "complete = []")).is_err());
         assert!(parse("[engine]\n").is_err(), "no journeys");
+    }
+
+    #[test]
+    fn alert_sinks_are_validated() {
+        let sink = |body: &str| parse(&format!("{MINIMAL}\n[[alert_sink]]\nname = \"s\"\n{body}\n"));
+        let err = sink("kind = \"kafka\"\ntopic = \"alerts\"").unwrap_err().to_string();
+        assert!(err.contains("alert_sink.s.kind") && err.contains("Kafka"), "{err}");
+        assert!(sink("kind = \"webhook\"").is_err(), "a webhook needs a url");
+        assert!(sink("kind = \"file\"").is_err(), "a file sink needs a path");
+        assert!(sink("kind = \"pager\"").is_err());
+        let ok = sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"hunter2\"").unwrap();
+        assert!(
+            !format!("{ok:?}").contains("hunter2"),
+            "secrets never reach Debug output"
+        );
+        let rules =
+            parse(&MINIMAL.replace("slo = 0.99", "slo = 0.99\nalerts = { page_fast = { burn = 10.0 } }")).unwrap();
+        assert_eq!(rules.journeys[0].alerts.page_fast.as_ref().unwrap().burn, Some(10.0));
+        assert!(parse(&MINIMAL.replace("slo = 0.99", "slo = 0.99\nalerts = { page_fast = { burm = 10.0 } }")).is_err());
     }
 
     #[test]

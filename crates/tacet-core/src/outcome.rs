@@ -72,6 +72,8 @@ pub struct OutcomeRecord<'a> {
     /// Required steps not satisfied (for `late_completion`: the steps that were
     /// missing at the original decision and arrived late).
     pub missing_steps: &'a [&'a str],
+    /// The same as a bitmask over the journey's required-step groups.
+    pub missing_groups: u32,
     /// Steps seen with status error (even if a retry later succeeded).
     pub failed_steps: &'a [&'a str],
     pub last_step: Option<&'a str>,
@@ -87,6 +89,16 @@ pub struct OutcomeRecord<'a> {
 pub trait OutcomeSink: Send {
     /// Takes one decided row.
     fn emit(&mut self, record: &OutcomeRecord<'_>);
+}
+
+/// Hands every record to two sinks (e.g. the Parquet writer and the alerts).
+pub struct Tee<A, B>(pub A, pub B);
+
+impl<A: OutcomeSink, B: OutcomeSink> OutcomeSink for Tee<A, B> {
+    fn emit(&mut self, record: &OutcomeRecord<'_>) {
+        self.0.emit(record);
+        self.1.emit(record);
+    }
 }
 
 /// An owned, comparable outcome row: for tests, truth files and summaries.

@@ -214,6 +214,11 @@ impl<S: OutcomeSink> Shard<S> {
         &self.catalog
     }
 
+    /// Traces open now.
+    pub fn open_traces(&self) -> usize {
+        self.slab.len()
+    }
+
     /// The watermark this shard has reached.
     pub fn watermark(&self) -> EventTime {
         self.watermark
@@ -831,6 +836,7 @@ fn emit<S: OutcomeSink>(
         decided_at: d.decided_at,
         latency_ms,
         missing_steps: &missing,
+        missing_groups: d.missing,
         failed_steps: &failed,
         last_step: last.map(|s| catalog.name(s.name)),
         last_service: last.filter(|s| s.service != 0).map(|s| services.name(s.service)),

@@ -14,6 +14,7 @@
 //!   ready to [`run`](pipeline::PreparedReplay::run); [`pipeline::replay`] runs
 //!   a finite input to the end and returns a [`summary::RunReport`].
 //! - [`summary`]: per-journey figures, the wall table and its JSON form.
+//! - [`metrics`]: the Prometheus `/metrics` and `/health` endpoint.
 //!
 //! Work moves in chunks of about a megabyte. Credits bound the chunks in flight,
 //! so memory stays flat however far a decoder runs ahead. Each shard applies
@@ -21,8 +22,10 @@
 //! single thread would have had, so results depend neither on the number of
 //! decoders or shards nor on thread timing.
 
+pub mod metrics;
 pub mod pipeline;
 pub mod summary;
 
+pub use metrics::{Metrics, MetricsServer};
 pub use pipeline::{EngineError, PreparedReplay, ReplayOptions, replay};
 pub use summary::{JourneySummary, RunReport, RunSummary};

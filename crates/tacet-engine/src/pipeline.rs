@@ -10,11 +10,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use tacet_core::{Catalog, EventTime};
+use tacet_alert::sink::{Dispatcher, SinkStats};
+use tacet_alert::{AlertEngine, AlertFeed, AlertStats, JourneyGauges, Note};
+use tacet_core::config::{AlertSinkConfig, AlertSinkKind};
+use tacet_core::outcome::Tee;
+use tacet_core::{Catalog, Config, EventTime};
 use tacet_correlate::{Evicted, InFlight, Shard, ShardStats};
 use tacet_ingest::{ChunkReader, DeadLetter, DecodeStats, Decoder, ShardBatch};
 use tacet_store::{OutcomeWriter, WriterStats};
 
+use crate::metrics::{JourneyLabels, Metrics, OutcomeLabels, ReasonLabels, SinkLabels, SourceLabels, WindowLabels};
 use crate::summary::RunReport;
 
 /// Errors that stop a run.
@@ -53,6 +58,10 @@ pub struct ReplayOptions {
     pub flush_interval: Duration,
     /// Prefix that makes this run's file names unique.
     pub run_name: String,
+    /// The config: alert rules, sinks and journey SLOs.
+    pub config: Arc<Config>,
+    /// Live metrics to update, when served.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl ReplayOptions {
@@ -69,6 +78,8 @@ impl ReplayOptions {
             max_open_journeys: config.engine.max_open_journeys,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
+            config: Arc::new(config.clone()),
+            metrics: None,
             run_name: format!(
                 "{:x}",
                 std::time::SystemTime::now()
@@ -98,7 +109,10 @@ impl PreparedReplay {
     ) -> Result<Self, EngineError> {
         let catalog = Arc::new(Catalog::new(config)?);
         let (_, mapping) = config.replay_mapping(source)?;
-        let decoder = Decoder::new(catalog.clone(), &mapping).with_max_line(opts.max_line_bytes);
+        let (source_name, _) = config.replay_mapping(source)?;
+        let decoder = Decoder::new(catalog.clone(), &mapping)
+            .with_max_line(opts.max_line_bytes)
+            .with_source(&source_name);
         let reader = ChunkReader::open(files, opts.chunk_bytes, opts.max_line_bytes)?;
         Ok(Self {
             catalog,
@@ -124,6 +138,24 @@ enum Letter {
     Decode(Vec<DeadLetter>),
     Evicted(Vec<Evicted>),
 }
+
+/// What shards tell the alert thread after each batch.
+struct AlertProgress {
+    shard: usize,
+    watermark: EventTime,
+    /// Largest event time the shard has seen (for the watermark-lag gauge).
+    max_time: EventTime,
+    notes: Vec<Note>,
+}
+
+/// What the alert thread reports at the end.
+struct AlertResult {
+    stats: AlertStats,
+    sinks: Vec<SinkStats>,
+    gauges: Vec<JourneyGauges>,
+}
+
+type ShardSink = Tee<OutcomeWriter, AlertFeed>;
 
 struct ShardResult {
     stats: ShardStats,
@@ -170,6 +202,18 @@ pub fn replay(
         .spawn(move || write_letters(letter_rx, dead_path))
         .map_err(|e| EngineError::Thread(e.to_string()))?;
 
+    let (alert_tx, alert_rx) = unbounded::<AlertProgress>();
+    let alerts = {
+        let catalog = catalog.clone();
+        let config = opts.config.clone();
+        let out = opts.out_dir.clone();
+        let metrics = opts.metrics.clone();
+        thread::Builder::new()
+            .name("tacet-alerts".into())
+            .spawn(move || run_alerts(catalog, &config, &out, shards, alert_rx, metrics))
+            .map_err(|e| EngineError::Thread(e.to_string()))?
+    };
+
     let decoder = Arc::new(decoder);
     let mut decoder_handles = Vec::new();
     for i in 0..decoders {
@@ -177,13 +221,19 @@ pub fn replay(
         let txs = shard_txs.clone();
         let decoder = decoder.clone();
         let letter_tx = letter_tx.clone();
+        let metrics = opts.metrics.clone();
         let handle = thread::Builder::new()
             .name(format!("tacet-decode-{i}"))
             .spawn(move || {
                 let mut stats = DecodeStats::default();
+                let mut published = DecodeStats::default();
                 for chunk in rx {
                     let mut dead = Vec::new();
                     let batches = decoder.decode_chunk(&chunk, txs.len(), &mut stats, &mut dead);
+                    if let Some(m) = &metrics {
+                        publish_decode(m, decoder.source(), &stats, &published);
+                        published = stats.clone();
+                    }
                     if !dead.is_empty() {
                         let _ = letter_tx.send(Letter::Decode(dead));
                     }
@@ -211,6 +261,8 @@ pub fn replay(
         let catalog = catalog.clone();
         let credit_tx = credit_tx.clone();
         let letter_tx = letter_tx.clone();
+        let alert_tx = alert_tx.clone();
+        let feed = AlertFeed::new(catalog.clone(), &opts.config.alerts.synthetic_attribute);
         let writer = OutcomeWriter::new(
             catalog.clone(),
             &opts.out_dir,
@@ -219,22 +271,27 @@ pub fn replay(
         );
         let max_open = opts.max_open_journeys.div_ceil(shards);
         let flush_interval = opts.flush_interval;
+        let metrics = opts.metrics.clone();
         let handle = thread::Builder::new()
             .name(format!("tacet-shard-{i}"))
             .spawn(move || {
                 run_shard(
-                    Shard::new(catalog, max_open, writer),
+                    i,
+                    Shard::new(catalog, max_open, Tee(writer, feed)),
                     rx,
                     partitions,
                     credit_tx,
                     letter_tx,
+                    alert_tx,
                     flush_interval,
+                    metrics,
                 )
             })
             .map_err(|e| EngineError::Thread(e.to_string()))?;
         shard_handles.push(handle);
     }
     drop(credit_tx);
+    drop(alert_tx);
 
     // The reader runs on this thread.
     let mut reader_stats = DecodeStats::default();
@@ -263,6 +320,9 @@ pub fn replay(
     drop(chunk_tx);
     drop(letter_tx);
 
+    if let Some(m) = &opts.metrics {
+        publish_decode(m, decoder.source(), &reader_stats, &DecodeStats::default());
+    }
     let mut decode = reader_stats;
     for h in decoder_handles {
         decode.merge(&h.join().map_err(|_| EngineError::Thread("decoder panicked".into()))?);
@@ -287,6 +347,9 @@ pub fn replay(
             Err(e) => store_error = Some(e),
         }
     }
+    let alert_result = alerts
+        .join()
+        .map_err(|_| EngineError::Thread("alert thread panicked".into()))??;
     let dead_letters = letters
         .join()
         .map_err(|_| EngineError::Thread("dead-letter writer panicked".into()))??;
@@ -306,18 +369,101 @@ pub fn replay(
         elapsed: started.elapsed(),
         shards,
         decoders,
+        alerts: alert_result.stats,
+        sinks: alert_result.sinks,
+        gauges: alert_result.gauges,
+    })
+}
+
+/// The alert thread: counts every decision, evaluates the rules at each
+/// minute the slowest shard's watermark passes, and hands notifications to
+/// the sinks (always `<out>/incidents.ndjson`, plus the configured ones).
+fn run_alerts(
+    catalog: Arc<Catalog>,
+    config: &Config,
+    out: &std::path::Path,
+    shards: usize,
+    rx: Receiver<AlertProgress>,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<AlertResult, EngineError> {
+    let mut engine = AlertEngine::new(catalog.clone(), config);
+    let observer: Option<tacet_alert::sink::Observer> = metrics.clone().map(|m| {
+        let observer: tacet_alert::sink::Observer = Arc::new(move |sink: &str, result: &str| {
+            m.alerts
+                .get_or_create(&SinkLabels {
+                    sink: sink.to_owned(),
+                    result: result.to_owned(),
+                })
+                .inc();
+        });
+        observer
+    });
+    let mut sinks = vec![AlertSinkConfig {
+        name: "replay-incidents".into(),
+        kind: AlertSinkKind::File,
+        path: Some(out.join("incidents.ndjson")),
+        url: None,
+        secret: None,
+        secret_env: None,
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        queue: 1_000_000,
+        topic: None,
+    }];
+    sinks.extend(config.alert_sinks.iter().cloned());
+    let mut dispatcher =
+        Dispatcher::from_config(&sinks, Some(&out.join("state")), observer).map_err(|e| EngineError::Io {
+            path: out.join("incidents.ndjson").display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mut watermarks = vec![EventTime::MIN; shards];
+    let mut max_time = EventTime::MIN;
+    for msg in rx {
+        for note in &msg.notes {
+            engine.add(note);
+            if let Some(m) = &metrics {
+                m.journeys
+                    .get_or_create(&OutcomeLabels {
+                        journey: catalog.journey(note.journey).name.clone(),
+                        outcome: note.outcome.as_str().to_owned(),
+                    })
+                    .inc();
+            }
+        }
+        watermarks[msg.shard] = watermarks[msg.shard].max(msg.watermark);
+        max_time = max_time.max(msg.max_time);
+        let slowest = watermarks.iter().copied().min().unwrap_or(EventTime::MIN);
+        if slowest > EventTime::MIN {
+            let notifications = engine.advance(slowest);
+            for n in &notifications {
+                dispatcher.send(n);
+            }
+            if let Some(m) = &metrics {
+                publish_alert_gauges(m, &catalog, &engine, max_time, slowest);
+            }
+        }
+    }
+    Ok(AlertResult {
+        stats: engine.stats(),
+        gauges: engine.gauges().to_vec(),
+        sinks: dispatcher.finish(),
     })
 }
 
 /// One shard's loop: apply chunks in input order with per-event watermarks.
+#[allow(clippy::too_many_arguments)]
 fn run_shard(
-    mut shard: Shard<OutcomeWriter>,
+    index: usize,
+    mut shard: Shard<ShardSink>,
     rx: Receiver<Delivery>,
     partitions: usize,
     credits: Sender<()>,
     letters: Sender<Letter>,
+    alerts: Sender<AlertProgress>,
     flush_interval: Duration,
+    metrics: Option<Arc<Metrics>>,
 ) -> Result<ShardResult, tacet_store::StoreError> {
+    let mut published_open = 0i64;
     let lateness = shard_lateness(&shard);
     let mut progress = Progress::new(partitions);
     let mut waiting: BTreeMap<u64, Delivery> = BTreeMap::new();
@@ -358,13 +504,24 @@ fn run_shard(
             if !evicted.is_empty() {
                 let _ = letters.send(Letter::Evicted(evicted));
             }
+            let _ = alerts.send(AlertProgress {
+                shard: index,
+                watermark: shard.watermark(),
+                max_time: progress.max_all,
+                notes: shard.sink_mut().1.take(),
+            });
+            if let Some(m) = &metrics {
+                let open = shard.open_traces() as i64;
+                m.open_journeys.inc_by(open - published_open);
+                published_open = open;
+            }
             if delivery.pending_shards.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let _ = credits.send(());
             }
         }
         if last_flush_check.elapsed() >= Duration::from_secs(1) {
             last_flush_check = Instant::now();
-            if let Err(e) = shard.sink_mut().flush_older(Some(flush_interval)) {
+            if let Err(e) = shard.sink_mut().0.flush_older(Some(flush_interval)) {
                 tracing::error!(error = %e, "Could not write an outcome file; the rows are kept and retried.");
             }
         }
@@ -375,8 +532,18 @@ fn run_shard(
     } else {
         Vec::new()
     };
+    let _ = alerts.send(AlertProgress {
+        shard: index,
+        watermark: max_time,
+        max_time,
+        notes: shard.sink_mut().1.take(),
+    });
+    if let Some(m) = &metrics {
+        let open = shard.open_traces() as i64;
+        m.open_journeys.inc_by(open - published_open);
+    }
     let stats = shard.stats();
-    let mut writer = shard.into_sink();
+    let Tee(mut writer, _) = shard.into_sink();
     writer.flush()?;
     Ok(ShardResult {
         stats,
@@ -386,7 +553,7 @@ fn run_shard(
     })
 }
 
-fn shard_lateness(shard: &Shard<OutcomeWriter>) -> i64 {
+fn shard_lateness(shard: &Shard<ShardSink>) -> i64 {
     shard.catalog().allowed_lateness_ms
 }
 
@@ -423,6 +590,52 @@ impl Progress {
             .min()?;
         (w > EventTime::MIN).then(|| w.saturating_sub(lateness))
     }
+}
+
+/// Adds what a decoder counted since `before` to the metrics.
+fn publish_decode(m: &Metrics, source: &str, now: &DecodeStats, before: &DecodeStats) {
+    m.events
+        .get_or_create(&SourceLabels {
+            source: source.to_owned(),
+        })
+        .inc_by(now.records - before.records);
+    for reason in tacet_ingest::DecodeError::ALL {
+        let delta = now.errors[reason.index()] - before.errors[reason.index()];
+        if delta > 0 {
+            m.decode_errors
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str().to_owned(),
+                })
+                .inc_by(delta);
+        }
+    }
+}
+
+/// Error budget, burn rates and watermark lag, as of the last evaluation.
+fn publish_alert_gauges(
+    m: &Metrics,
+    catalog: &Catalog,
+    engine: &AlertEngine,
+    max_time: EventTime,
+    watermark: EventTime,
+) {
+    for (spec, g) in catalog.journeys().iter().zip(engine.gauges()) {
+        m.error_budget_left
+            .get_or_create(&JourneyLabels {
+                journey: spec.name.clone(),
+            })
+            .set(g.error_budget_left);
+        for (window, burn) in &g.burn {
+            m.burn_rate
+                .get_or_create(&WindowLabels {
+                    journey: spec.name.clone(),
+                    window: format!("{}s", window / 1000),
+                })
+                .set(*burn);
+        }
+    }
+    m.watermark_lag_seconds
+        .set(max_time.saturating_sub(watermark).max(0) as f64 / 1000.0);
 }
 
 /// The journeys still open at the end, kept as the state snapshot

@@ -24,6 +24,12 @@ pub struct RunReport {
     pub elapsed: Duration,
     pub shards: usize,
     pub decoders: usize,
+    /// Incidents opened, updated and resolved.
+    pub alerts: tacet_alert::AlertStats,
+    /// Per alert sink: delivered, retried, failed, dropped.
+    pub sinks: Vec<tacet_alert::sink::SinkStats>,
+    /// Error budget left and burn rates per journey at the end.
+    pub gauges: Vec<tacet_alert::JourneyGauges>,
 }
 
 /// Figures for one journey.
@@ -47,6 +53,8 @@ pub struct JourneySummary {
     pub top_missing_count: u64,
     pub top_last_service: Option<String>,
     pub in_flight: u64,
+    /// Share of the error budget left at the end (negative: overspent).
+    pub error_budget_left: f64,
 }
 
 /// The run summary, printed as a table and written as JSON.
@@ -74,6 +82,8 @@ pub struct RunSummary {
     pub events_per_s: f64,
     pub mb_per_s: f64,
     pub journeys: Vec<JourneySummary>,
+    pub incidents: tacet_alert::AlertStats,
+    pub alert_sinks: Vec<tacet_alert::sink::SinkStats>,
 }
 
 impl RunReport {
@@ -122,6 +132,7 @@ impl RunReport {
                     top_missing_count: top_missing.map_or(0, |(_, c)| *c),
                     top_last_service: top_service,
                     in_flight: js.in_flight,
+                    error_budget_left: self.gauges.get(spec.id as usize).map_or(1.0, |g| g.error_budget_left),
                 }
             })
             .collect();
@@ -152,6 +163,8 @@ impl RunReport {
             events_per_s: self.decode.records as f64 / secs,
             mb_per_s: self.decode.bytes as f64 / 1e6 / secs,
             journeys,
+            incidents: self.alerts.clone(),
+            alert_sinks: self.sinks.clone(),
         }
     }
 }

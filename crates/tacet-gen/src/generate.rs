@@ -43,6 +43,23 @@ pub struct GenOptions {
     pub malformed_rate: f64,
     /// Extra events with names no journey uses, per journey.
     pub unmatched_rate: f64,
+    /// No silent failures or stalls outside `bursts` (failed and orphan
+    /// journeys, which no SLI counts, still happen): a healthy bank.
+    pub healthy: bool,
+    /// Windows in which a journey fails silently at a given rate.
+    pub bursts: Vec<Burst>,
+}
+
+/// A silent-failure burst: journeys of `journey` started in
+/// `[from_ms, until_ms)` (offsets from the first journey) fail silently with
+/// probability `silent_rate`, at most `limit` of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Burst {
+    pub journey: String,
+    pub from_ms: i64,
+    pub until_ms: i64,
+    pub silent_rate: f64,
+    pub limit: Option<u64>,
 }
 
 impl Default for GenOptions {
@@ -58,6 +75,8 @@ impl Default for GenOptions {
             duplicate_rate: 0.01,
             malformed_rate: 0.001,
             unmatched_rate: 0.03,
+            healthy: false,
+            bursts: Vec::new(),
         }
     }
 }
@@ -155,6 +174,8 @@ struct Generator<'a> {
     skews: HashMap<String, i64>,
     seq: u64,
     next_event_id: u64,
+    /// Silent failures injected so far per burst.
+    burst_counts: Vec<u64>,
 }
 
 impl Generator<'_> {
@@ -241,9 +262,26 @@ impl Generator<'_> {
         let trace: u128 = self.rng.random();
         let attrs = self.attrs(&s);
         let channel = attrs.channel;
+        let mut s = s;
+        if self.opts.healthy {
+            s.silent_rate = 0.0;
+            s.stalled_rate = 0.0;
+            s.silent_above_amount = None;
+        }
         let roll: f64 = self.rng.random();
+        let burst_roll: f64 = self.rng.random();
+        let offset = start - self.opts.start_ms;
+        let in_burst = self.opts.bursts.iter().enumerate().position(|(i, b)| {
+            b.journey == spec.name
+                && (b.from_ms..b.until_ms).contains(&offset)
+                && b.limit.is_none_or(|l| self.burst_counts[i] < l)
+                && burst_roll < b.silent_rate
+        });
         let silent_by_amount = s.silent_above_amount.is_some_and(|limit| attrs.amount > limit);
-        let fate = if roll < s.orphan_rate {
+        let fate = if let Some(i) = in_burst {
+            self.burst_counts[i] += 1;
+            Fate::Silent { late: false }
+        } else if roll < s.orphan_rate {
             Fate::Orphan
         } else if roll < s.orphan_rate + s.stalled_rate {
             Fate::Stalled
@@ -406,6 +444,7 @@ pub fn generate_with_progress(
         skews: HashMap::new(),
         seq: 0,
         next_event_id: opts.seed.wrapping_mul(1_000_000_007),
+        burst_counts: vec![0; opts.bursts.len()],
     };
     let mut report = GenReport {
         journeys: opts.journeys,

@@ -340,6 +340,7 @@ pub struct Decoder {
     root: Node,
     trace_header: Option<String>,
     max_line: usize,
+    source: String,
 }
 
 impl Decoder {
@@ -366,7 +367,19 @@ impl Decoder {
             root,
             trace_header,
             max_line: usize::MAX,
+            source: "events".into(),
         }
+    }
+
+    /// Names the `[[source]]` this decoder reads, for counters.
+    pub fn with_source(mut self, name: &str) -> Self {
+        self.source = name.to_owned();
+        self
+    }
+
+    /// The `[[source]]` name.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Refuses lines longer than `bytes` as [`DecodeError::OversizedLine`].

@@ -202,6 +202,7 @@ mod tests {
             decided_at: decided,
             latency_ms: None,
             missing_steps: &["ledger.posted"],
+            missing_groups: 1,
             failed_steps: &[],
             last_step: Some("transfer.accepted"),
             last_service: None,

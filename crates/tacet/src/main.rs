@@ -130,9 +130,13 @@ enum Command {
     },
 }
 
-/// Engine sizing, shared by demo and replay.
+/// Engine sizing and live endpoints, shared by demo and replay.
 #[derive(clap::Args)]
 struct Tuning {
+    /// Serve Prometheus /metrics and /health on this address while running,
+    /// e.g. 127.0.0.1:9898.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Correlator shards (default: config, else one per core).
     #[arg(long)]
     shards: Option<usize>,
@@ -283,6 +287,17 @@ fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, 
     if let Some(n) = tuning.decoders {
         opts.decoders = n.max(1);
     }
+    let _server = match &tuning.metrics_listen {
+        Some(addr) => {
+            let metrics = tacet_engine::Metrics::new();
+            opts.metrics = Some(metrics.clone());
+            let server = tacet_engine::MetricsServer::start(addr, metrics)
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            eprintln!("Metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let prepared = PreparedReplay::open(config, source, events, &opts)?;
     let catalog = prepared.catalog.clone();
     let reader = &prepared.reader;
@@ -351,6 +366,7 @@ fn demo(out: &Path, journeys: u64, seed: u64, config: Option<&Path>, tuning: &Tu
     println!("  summary.json                          the figures above");
     println!("  dead-letter.ndjson                    malformed lines, with file:line and reason");
     println!("  state/in-flight.ndjson                journeys whose deadline was still ahead");
+    println!("  incidents.ndjson                      the pages and tickets the SLO rules raised, in event time");
     println!("  events.ndjson, truth.ndjson           the generated traffic and what really happened");
     println!();
     println!("Next:");

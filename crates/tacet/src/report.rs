@@ -88,6 +88,17 @@ pub fn render(s: &RunSummary) -> String {
         s.dead_letters,
         s.evicted
     );
+    let i = &s.incidents;
+    out += &format!(
+        "incidents: {} opened, {} updated, {} resolved, {} open at the end (incidents.ndjson)\n",
+        i.opened, i.updated, i.resolved, i.open
+    );
+    for sink in s.alert_sinks.iter().filter(|k| k.failed + k.dropped > 0) {
+        out += &format!(
+            "alert sink {}: {} failed, {} dropped\n",
+            sink.name, sink.failed, sink.dropped
+        );
+    }
     out += &format!(
         "{} outcome rows in {} Parquet files; {} journeys in flight at the end (watermark {})\n",
         s.outcome_rows,

@@ -1,0 +1,190 @@
+//! Live metrics: Prometheus text format on `/metrics`, and `/health`.
+//!
+//! Labels stay low-cardinality (source, reason, journey, outcome, window,
+//! sink, result), never a trace id. Counters are bumped per chunk or per
+//! decision by the stage that owns the number, so a scrape mid-run sees the
+//! run as it is.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread::JoinHandle;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub journey: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JourneyLabels {
+    pub journey: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WindowLabels {
+    pub journey: String,
+    pub window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabels {
+    pub sink: String,
+    pub result: String,
+}
+
+/// Every metric tacet exports.
+pub struct Metrics {
+    registry: Registry,
+    pub events: Family<SourceLabels, Counter>,
+    pub decode_errors: Family<ReasonLabels, Counter>,
+    pub journeys: Family<OutcomeLabels, Counter>,
+    pub open_journeys: Gauge,
+    pub watermark_lag_seconds: Gauge<f64, AtomicU64>,
+    pub error_budget_left: Family<JourneyLabels, Gauge<f64, AtomicU64>>,
+    pub burn_rate: Family<WindowLabels, Gauge<f64, AtomicU64>>,
+    pub alerts: Family<SinkLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let events = Family::<SourceLabels, Counter>::default();
+        let decode_errors = Family::<ReasonLabels, Counter>::default();
+        let journeys = Family::<OutcomeLabels, Counter>::default();
+        let open_journeys = Gauge::default();
+        let watermark_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        let error_budget_left = Family::<JourneyLabels, Gauge<f64, AtomicU64>>::default();
+        let burn_rate = Family::<WindowLabels, Gauge<f64, AtomicU64>>::default();
+        let alerts = Family::<SinkLabels, Counter>::default();
+        registry.register("tacet_events", "Input records read, by source", events.clone());
+        registry.register(
+            "tacet_decode_errors",
+            "Input records refused, by reason",
+            decode_errors.clone(),
+        );
+        registry.register(
+            "tacet_journeys",
+            "Journeys decided, by journey and outcome",
+            journeys.clone(),
+        );
+        registry.register("tacet_open_journeys", "Journeys open now", open_journeys.clone());
+        registry.register(
+            "tacet_watermark_lag_seconds",
+            "Largest event time seen minus the slowest shard's watermark",
+            watermark_lag_seconds.clone(),
+        );
+        registry.register(
+            "tacet_error_budget_left",
+            "Share of the error budget left over the budget period (negative: overspent)",
+            error_budget_left.clone(),
+        );
+        registry.register(
+            "tacet_burn_rate",
+            "Error-budget burn rate, by journey and window",
+            burn_rate.clone(),
+        );
+        registry.register(
+            "tacet_alerts",
+            "Alert notifications, by sink and result",
+            alerts.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            events,
+            decode_errors,
+            journeys,
+            open_journeys,
+            watermark_lag_seconds,
+            error_budget_left,
+            burn_rate,
+            alerts,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A running `/metrics` and `/health` endpoint.
+pub struct MetricsServer {
+    addr: std::net::SocketAddr,
+    server: Arc<tiny_http::Server>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    /// Serves `metrics` on `addr` (e.g. `127.0.0.1:9898`; port 0 picks one).
+    pub fn start(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let server = Arc::new(tiny_http::Server::http(addr).map_err(std::io::Error::other)?);
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("metrics server is not on an IP address"))?;
+        let s = server.clone();
+        let handle = std::thread::Builder::new()
+            .name("tacet-metrics".into())
+            .spawn(move || {
+                for req in s.incoming_requests() {
+                    let (status, body, kind) = match req.url() {
+                        "/metrics" => (200, metrics.encode(), "text/plain; version=0.0.4; charset=utf-8"),
+                        "/health" => (200, "ok\n".to_owned(), "text/plain"),
+                        _ => (404, "not found: try /metrics or /health\n".to_owned(), "text/plain"),
+                    };
+                    let header =
+                        tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes()).expect("valid header");
+                    let _ = req.respond(
+                        tiny_http::Response::from_string(body)
+                            .with_status_code(status)
+                            .with_header(header),
+                    );
+                }
+            })?;
+        Ok(Self {
+            addr,
+            server,
+            handle: Some(handle),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
