@@ -65,6 +65,12 @@ pub struct Config {
     /// Where incidents are sent.
     #[serde(default, rename = "alert_sink")]
     pub alert_sinks: Vec<AlertSinkConfig>,
+    /// Business-metric tables for `tacet sql`.
+    #[serde(default, rename = "table")]
+    pub tables: Vec<TableConfig>,
+    /// `tacet serve-sql` settings.
+    #[serde(default)]
+    pub sql: SqlConfig,
     /// Where this config came from, for error messages.
     #[serde(skip)]
     pub origin: PathBuf,
@@ -420,6 +426,60 @@ pub struct SilentRateRuleConfig {
     pub min_decided: Option<u64>,
     /// `false` turns the rule off.
     pub enabled: Option<bool>,
+}
+
+/// `[[table]]`: a business-metric table queried next to the outcomes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The SQL name.
+    pub name: String,
+    /// A file or folder (relative paths: relative to the config file).
+    pub path: PathBuf,
+    /// `csv`, `parquet` or `ndjson`.
+    pub format: TableFormat,
+    /// A time column: the table also gets a `minute` column (its value
+    /// truncated to the minute) to join with `outcomes_per_minute`.
+    #[serde(default)]
+    pub time_column: Option<String>,
+}
+
+/// File formats of business tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    Csv,
+    Parquet,
+    Ndjson,
+}
+
+/// `[sql]`: the PostgreSQL wire server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConfig {
+    /// Password clients must give (any user name). Prefer `password_env`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Connections served at once; more wait.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            password: None,
+            password_env: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    32
 }
 
 /// `[[alert_sink]]`: where incidents go.
