@@ -95,6 +95,12 @@ pub struct GenReport {
     pub truth: BTreeMap<String, u64>,
     pub first_event_ms: EventTime,
     pub last_event_ms: EventTime,
+    /// Silent failures by the minute they are decided (epoch minute).
+    #[serde(skip)]
+    pub silent_per_minute: BTreeMap<i64, u64>,
+    /// Journeys started and their money, by minute.
+    #[serde(skip)]
+    pub started_per_minute: BTreeMap<i64, (u64, f64)>,
 }
 
 /// The planned fate of a journey.
@@ -473,6 +479,21 @@ pub fn generate_with_progress(
             out.deliver(p, &mut heap, &mut g)?;
         }
         let (evs, expect) = g.plan(start);
+        let started = out
+            .report
+            .started_per_minute
+            .entry(start.div_euclid(60_000))
+            .or_default();
+        started.0 += 1;
+        started.1 += evs
+            .iter()
+            .find_map(|e| e.attrs.as_ref().map(|a| a.amount))
+            .unwrap_or(0.0);
+        if expect.outcome == "silent_failure"
+            && let Some(at) = expect.decides_at
+        {
+            *out.report.silent_per_minute.entry(at.div_euclid(60_000)).or_default() += 1;
+        }
         for e in evs {
             heap.push(Reverse(e));
         }
@@ -664,4 +685,29 @@ fn render(out: &mut Vec<u8>, p: &Pending, shape: Shape) {
         }
     }
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Business metrics a bank would keep beside tacet's outcomes, derived from
+/// the generated traffic: `payment_volume.csv` (minute, payments, amount) and
+/// `contact_centre_calls.csv` (minute, calls). Calls follow silent failures:
+/// a base load plus three calls per silent failure decided in that minute,
+/// with noise — the correlation `tacet sql` should find.
+pub fn write_business_metrics(
+    report: &GenReport,
+    seed: u64,
+    payments: &mut dyn Write,
+    calls: &mut dyn Write,
+) -> io::Result<()> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xca11);
+    writeln!(payments, "minute,payments,amount")?;
+    for (minute, (n, amount)) in &report.started_per_minute {
+        writeln!(payments, "{},{n},{amount:.2}", rfc3339(minute * 60_000))?;
+    }
+    writeln!(calls, "minute,calls")?;
+    for minute in report.started_per_minute.keys() {
+        let silent = report.silent_per_minute.get(minute).copied().unwrap_or(0);
+        let n = 12 + rng.random_range(0..8u64) + 3 * silent;
+        writeln!(calls, "{},{n}", rfc3339(minute * 60_000))?;
+    }
+    Ok(())
 }

@@ -23,5 +23,5 @@ pub mod generate;
 pub mod scenario;
 pub mod truth;
 
-pub use generate::{Burst, GenOptions, GenReport, Shape, generate, generate_with_progress};
+pub use generate::{Burst, GenOptions, GenReport, Shape, generate, generate_with_progress, write_business_metrics};
 pub use truth::{TruthRow, VerifyReport, compare};

@@ -4,6 +4,7 @@
 //! The work happens in the library crates (see docs/ARCHITECTURE.md).
 
 mod report;
+mod sql;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -112,6 +113,46 @@ enum Command {
         #[arg(long, default_value_t = 200.0)]
         rate: f64,
     },
+    /// Query outcomes with SQL (DataFusion): one statement, or an interactive
+    /// prompt with history and \\d when none is given.
+    ///
+    /// Tables: outcomes (partitioned by journey and date), the config's
+    /// [[table]]s; views: journey_sli, outcomes_per_minute,
+    /// journey_missing_steps, journey_last_services; functions:
+    /// burn_rate(bad, total, slo), error_budget_left(bad, total, slo).
+    ///
+    /// Example: tacet sql --data tacet-out "SELECT * FROM journey_sli"
+    Sql {
+        /// Output folder of a replay or demo.
+        #[arg(long, default_value = "tacet-out")]
+        data: PathBuf,
+        /// Config with [[table]]s and journey SLOs (default: the embedded one).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Result format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+        format: FormatArg,
+        /// The statement; omit for the interactive prompt.
+        query: Option<String>,
+    },
+    /// Serve the SQL session over the PostgreSQL wire protocol (psql, Grafana,
+    /// BI tools). Read-only.
+    ///
+    /// Example: tacet serve-sql --data tacet-out --listen 127.0.0.1:5433
+    ServeSql {
+        /// Output folder of a replay or demo.
+        #[arg(long, default_value = "tacet-out")]
+        data: PathBuf,
+        /// Config with [[table]]s, SLOs and [sql] settings.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:5433")]
+        listen: String,
+        /// Environment variable holding the password clients must give.
+        #[arg(long)]
+        password_env: Option<String>,
+    },
     /// Validate a config and list the journeys it defines.
     Check {
         /// The config file.
@@ -143,6 +184,13 @@ struct Tuning {
     /// Decoder threads (default: config, else one per core).
     #[arg(long)]
     decoders: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -230,6 +278,25 @@ fn run(cli: Cli) -> Result<()> {
             println!("Truth: {} ({:?})", out.join("truth.ndjson").display(), report.truth);
             Ok(())
         }
+        Command::Sql {
+            data,
+            config,
+            format,
+            query,
+        } => {
+            let format = match format {
+                FormatArg::Table => tacet_sql::format::Format::Table,
+                FormatArg::Csv => tacet_sql::format::Format::Csv,
+                FormatArg::Json => tacet_sql::format::Format::Json,
+            };
+            sql::sql(&data, config.as_deref(), query.as_deref(), format)
+        }
+        Command::ServeSql {
+            data,
+            config,
+            listen,
+            password_env,
+        } => sql::serve(&data, config.as_deref(), &listen, password_env.as_deref()),
         Command::Check { config } => check(&config),
         Command::Verify { truth, out } => verify(&truth, &out),
     }
@@ -274,6 +341,11 @@ fn gen_files(
     bar.finish_and_clear();
     events.flush()?;
     truth.flush()?;
+    let mut payments = BufWriter::new(File::create(out.join("payment_volume.csv"))?);
+    let mut calls = BufWriter::new(File::create(out.join("contact_centre_calls.csv"))?);
+    tacet_gen::write_business_metrics(&report, seed, &mut payments, &mut calls)?;
+    payments.flush()?;
+    calls.flush()?;
     let summary_path = out.join("truth-summary.json");
     std::fs::write(&summary_path, serde_json::to_vec_pretty(&report)?)?;
     Ok(report)

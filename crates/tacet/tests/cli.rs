@@ -118,3 +118,104 @@ fn gen_then_replay_then_verify_is_exact() {
         .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+/// Replays the retries scenario into a temporary folder for the SQL tests.
+fn scenario_outcomes() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = tacet()
+        .args(["replay", "--config"])
+        .arg(repo("testdata/scenarios/config.toml"))
+        .arg("--out")
+        .arg(dir.path())
+        .arg(repo("testdata/scenarios/retries_and_errors/events.ndjson"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+#[test]
+fn sql_answers_one_query_in_each_format() {
+    let dir = scenario_outcomes();
+    let run = |format: &str| {
+        let out = tacet()
+            .args(["sql", "--format", format, "--config"])
+            .arg(repo("testdata/scenarios/config.toml"))
+            .arg("--data")
+            .arg(dir.path())
+            .arg("SELECT journey, completed, silent_failure FROM journey_sli ORDER BY journey")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(run("table").contains("| funds_transfer | 1         | 1              |"));
+    assert_eq!(run("csv"), "journey,completed,silent_failure\nfunds_transfer,1,1\n");
+    let json: serde_json::Value = serde_json::from_str(run("json").trim()).unwrap();
+    assert_eq!(json[0]["journey"], "funds_transfer");
+    assert_eq!(json[0]["silent_failure"], 1);
+}
+
+#[test]
+fn sql_errors_point_at_the_sql_and_writes_are_refused() {
+    let dir = scenario_outcomes();
+    let run = |sql: &str| {
+        tacet()
+            .args(["sql", "--data"])
+            .arg(dir.path())
+            .arg(sql)
+            .output()
+            .unwrap()
+    };
+    let out = run("SELECT no_such_column FROM outcomes");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no_such_column") && !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let out = run("DROP TABLE outcomes");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("ddl"), "{err}");
+    // The data is untouched.
+    assert!(run("SELECT COUNT(*) FROM outcomes").status.success());
+}
+
+#[test]
+fn sql_prompt_lists_tables_and_survives_errors() {
+    let dir = scenario_outcomes();
+    let mut child = tacet()
+        .args(["sql", "--data"])
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"\\d\nSELECT nope;\nSELECT COUNT(*) AS n\n  FROM outcomes;\n\\q\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "outcomes",
+        "journey_sli",
+        "outcomes_per_minute",
+        "journey_missing_steps",
+    ] {
+        assert!(text.contains(name), "{name} not listed:\n{text}");
+    }
+    assert!(
+        text.contains("| 2 |"),
+        "the statement after an error still runs:\n{text}"
+    );
+    let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("nope"), "the error names the bad identifier:\n{all}");
+}
