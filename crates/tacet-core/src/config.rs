@@ -53,6 +53,9 @@ pub struct Config {
     /// Where and how outcomes are written.
     #[serde(default)]
     pub output: OutputConfig,
+    /// Checkpoints of `tacet run`.
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
     /// Input sources and their field mappings.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
@@ -180,9 +183,75 @@ fn default_flush_interval() -> Duration {
 pub struct SourceConfig {
     /// Name used in counters and dead-letter records.
     pub name: String,
+    /// `"kafka"` for a source `tacet run` consumes; absent for a mapping
+    /// used by `tacet replay`.
+    #[serde(default)]
+    pub kind: Option<SourceKind>,
+    /// Kafka bootstrap servers, e.g. `"10.0.0.5:9092,10.0.0.6:9092"`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// Kafka topics of this source (same field mapping for all).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Kafka consumer group; every Kafka source of one config shares it.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Extra librdkafka properties, passed through as given
+    /// (e.g. `"security.protocol" = "SASL_SSL"`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// How events reach their correlator: `copartitioned` (topics keyed by
+    /// trace id with equal partition counts, the fast path) or `repartition`.
+    #[serde(default)]
+    pub partitioning: Partitioning,
     /// Where each field is found in the event.
     #[serde(default)]
     pub fields: FieldMapping,
+}
+
+/// The kind of a `[[source]]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Kafka,
+}
+
+/// How a Kafka source's events are grouped by trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partitioning {
+    /// Partition `p` of every topic holds the same traces (keyed by trace id).
+    #[default]
+    Copartitioned,
+    /// Producers do not key by trace id: re-key through an internal topic first.
+    Repartition,
+}
+
+/// `[checkpoint]`: how `tacet run` makes its progress durable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints (outcomes durable, state snapshotted, offsets committed).
+    #[serde(default = "default_checkpoint_interval", with = "duration")]
+    pub interval: Duration,
+    /// Folder for the per-partition state snapshots; every instance of a
+    /// consumer group must reach the same folder (shared storage in production).
+    /// Relative to `--out` when relative; default `<out>/state`.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_checkpoint_interval(),
+            state_dir: None,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[source.fields]`: JSON pointers (RFC 6901) to each field; the reference
@@ -293,6 +362,26 @@ pub struct ParsedMapping {
     pub service: JsonPointer,
     pub status: JsonPointer,
     pub event_id: JsonPointer,
+}
+
+/// The Kafka side of a config, as one consumer sees it (see [`Config::kafka_plan`]).
+#[derive(Debug, Clone)]
+pub struct KafkaPlan {
+    pub brokers: String,
+    pub group_id: String,
+    /// librdkafka properties from every Kafka source.
+    pub properties: BTreeMap<String, String>,
+    pub partitioning: Partitioning,
+    /// Every topic, with the source (and mapping) it belongs to.
+    pub topics: Vec<KafkaTopic>,
+}
+
+/// One consumed topic.
+#[derive(Debug, Clone)]
+pub struct KafkaTopic {
+    pub topic: String,
+    pub source: String,
+    pub mapping: ParsedMapping,
 }
 
 /// `[[journey]]`: one kind of customer journey (SPEC §2).
@@ -647,6 +736,75 @@ impl Config {
         Ok((source.name.clone(), source.fields.parsed(&self.origin, &source.name)?))
     }
 
+    /// The Kafka sources `tacet run` consumes, checked as one consumer:
+    /// every Kafka source names brokers, topics and the same group id and
+    /// brokers, and no topic belongs to two sources.
+    pub fn kafka_plan(&self) -> Result<KafkaPlan> {
+        let mut plan: Option<KafkaPlan> = None;
+        for (i, source) in self.sources.iter().enumerate() {
+            if source.kind != Some(SourceKind::Kafka) {
+                continue;
+            }
+            let key = |field: &str| format!("source[{i}] ({}).{field}", source.name);
+            let brokers = source
+                .brokers
+                .clone()
+                .ok_or_else(|| self.invalid(key("brokers"), "a Kafka source needs brokers, e.g. \"127.0.0.1:9092\""))?;
+            let group_id = source
+                .group_id
+                .clone()
+                .ok_or_else(|| self.invalid(key("group_id"), "a Kafka source needs a consumer group id"))?;
+            if source.topics.is_empty() {
+                return Err(self.invalid(key("topics"), "a Kafka source needs at least one topic"));
+            }
+            let plan = plan.get_or_insert_with(|| KafkaPlan {
+                brokers: brokers.clone(),
+                group_id: group_id.clone(),
+                properties: BTreeMap::new(),
+                partitioning: source.partitioning,
+                topics: Vec::new(),
+            });
+            if plan.brokers != brokers || plan.group_id != group_id {
+                return Err(self.invalid(
+                    key("brokers"),
+                    "every Kafka source must use the same brokers and group_id (one consumer group correlates them all)",
+                ));
+            }
+            if plan.partitioning != source.partitioning {
+                return Err(self.invalid(key("partitioning"), "every Kafka source must use the same partitioning"));
+            }
+            for (k, v) in &source.properties {
+                if plan
+                    .properties
+                    .insert(k.clone(), v.clone())
+                    .is_some_and(|old| &old != v)
+                {
+                    return Err(self.invalid(
+                        key(&format!("properties.{k}")),
+                        "set differently by another Kafka source",
+                    ));
+                }
+            }
+            let mapping = source.fields.parsed(&self.origin, &source.name)?;
+            for topic in &source.topics {
+                if plan.topics.iter().any(|t| &t.topic == topic) {
+                    return Err(self.invalid(key("topics"), format!("topic {topic:?} belongs to two sources")));
+                }
+                plan.topics.push(KafkaTopic {
+                    topic: topic.clone(),
+                    source: source.name.clone(),
+                    mapping: mapping.clone(),
+                });
+            }
+        }
+        plan.ok_or_else(|| {
+            self.invalid(
+                "source",
+                "no [[source]] with kind = \"kafka\": `tacet run` consumes Kafka (use `tacet replay` for files)",
+            )
+        })
+    }
+
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.origin.clone(),
@@ -907,5 +1065,64 @@ slo = 0.99
         assert!(c.replay_mapping(None).is_err(), "ambiguous");
         assert_eq!(c.replay_mapping(Some("b")).unwrap().1.time.tokens(), ["t"]);
         assert!(c.replay_mapping(Some("zz")).is_err());
+    }
+
+    #[test]
+    fn kafka_plan_joins_sources_into_one_consumer() {
+        let kafka = |name: &str, topics: &str, group: &str, extra: &str| {
+            format!(
+                "[[source]]\nname = \"{name}\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ngroup_id = \"{group}\"\ntopics = {topics}\n{extra}"
+            )
+        };
+        let text = format!(
+            "{MINIMAL}\n{}\n{}",
+            kafka("payments", "[\"a\", \"b\"]", "g", ""),
+            kafka(
+                "notify",
+                "[\"c\"]",
+                "g",
+                "[source.fields]\ntrace_id = \"header:traceparent\"\n"
+            )
+        );
+        let plan = parse(&text).unwrap().kafka_plan().unwrap();
+        assert_eq!(plan.topics.len(), 3);
+        assert_eq!(
+            plan.topics[2].mapping.trace_id,
+            TraceIdSource::Header("traceparent".into())
+        );
+
+        let split = format!(
+            "{MINIMAL}\n{}\n{}",
+            kafka("x", "[\"a\"]", "g1", ""),
+            kafka("y", "[\"b\"]", "g2", "")
+        );
+        let err = parse(&split).unwrap().kafka_plan().unwrap_err().to_string();
+        assert!(
+            err.contains("source[1] (y)") && err.contains("same brokers and group_id"),
+            "{err}"
+        );
+        let twice = format!(
+            "{MINIMAL}\n{}\n{}",
+            kafka("x", "[\"a\"]", "g", ""),
+            kafka("y", "[\"a\"]", "g", "")
+        );
+        assert!(
+            parse(&twice)
+                .unwrap()
+                .kafka_plan()
+                .unwrap_err()
+                .to_string()
+                .contains("two sources")
+        );
+        assert!(
+            parse(MINIMAL)
+                .unwrap()
+                .kafka_plan()
+                .unwrap_err()
+                .to_string()
+                .contains("kind = \"kafka\"")
+        );
+        let bad_kind = format!("{MINIMAL}\n[[source]]\nname = \"z\"\nkind = \"kafak\"\n");
+        assert!(parse(&bad_kind).is_err());
     }
 }

@@ -124,6 +124,38 @@ impl Blob {
         }
     }
 
+    /// The packed bytes, for a state snapshot.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        self.0.as_deref()
+    }
+
+    /// A blob from snapshot bytes, or `None` when they are not a well-formed
+    /// blob (checked here so that reading it later never goes out of bounds).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Blob> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let [_, tag, tail @ ..] = rest else {
+                return None;
+            };
+            rest = match *tag {
+                TAG_STR | TAG_TRACE_TEXT => {
+                    let (len, head) = match tail {
+                        [b, ..] if *b < 0x80 => (*b as usize, 1),
+                        [b0, b1, ..] => ((*b0 & 0x7f) as usize | (*b1 as usize) << 7, 2),
+                        _ => return None,
+                    };
+                    let payload = tail.get(head..head + len)?;
+                    std::str::from_utf8(payload).ok()?;
+                    &tail[head + len..]
+                }
+                TAG_NUM => tail.get(8..)?,
+                TAG_TRUE | TAG_FALSE => tail,
+                _ => return None,
+            };
+        }
+        Some(Blob((!bytes.is_empty()).then(|| Box::from(bytes))))
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.0.as_ref().map_or(0, |b| b.len())
     }

@@ -22,8 +22,10 @@
 mod attrs;
 mod shard;
 mod slab;
+mod snapshot;
 mod stats;
 pub mod watermark;
 
 pub use shard::{Evicted, InFlight, Shard};
+pub use snapshot::SnapshotError;
 pub use stats::{JourneyStats, ShardStats};

@@ -21,7 +21,7 @@ use crate::slab::{Slab, Vacant};
 use crate::stats::ShardStats;
 
 /// `journey` of a trace that has steps but no start or ack yet.
-const PENDING: u16 = u16::MAX;
+pub(crate) const PENDING: u16 = u16::MAX;
 /// `journey` of a vacant slab entry.
 const VACANT: u16 = u16::MAX - 1;
 /// Cap on distinct service names per shard; beyond it they read `(other)`.
@@ -33,27 +33,27 @@ const EVICTION_EPISODE_END: f64 = 0.9;
 
 /// One event kept in an open trace: 24 bytes.
 #[derive(Clone, Copy, Debug)]
-struct Seen {
-    fingerprint: u64,
-    time: EventTime,
-    service: u32,
-    name: NameId,
-    ok: bool,
+pub(crate) struct Seen {
+    pub(crate) fingerprint: u64,
+    pub(crate) time: EventTime,
+    pub(crate) service: u32,
+    pub(crate) name: NameId,
+    pub(crate) ok: bool,
 }
 
 /// An open trace: 128 bytes in the slab, three events inline.
 #[derive(Default)]
-struct OpenTrace {
-    key: TraceKey,
-    events: SmallVec<[Seen; 3]>,
-    blob: Blob,
+pub(crate) struct OpenTrace {
+    pub(crate) key: TraceKey,
+    pub(crate) events: SmallVec<[Seen; 3]>,
+    pub(crate) blob: Blob,
     /// The one timer in force for this trace.
-    timer_at: EventTime,
+    pub(crate) timer_at: EventTime,
     /// Bumped on every timer change and on release: heap entries with an
     /// older generation are stale and skipped.
-    generation: u32,
-    journey: u16,
-    duplicates: u16,
+    pub(crate) generation: u32,
+    pub(crate) journey: u16,
+    pub(crate) duplicates: u16,
 }
 
 impl Vacant for OpenTrace {
@@ -63,19 +63,19 @@ impl Vacant for OpenTrace {
 }
 
 /// A decided trace, remembered until the watermark passes `expires`.
-struct Tomb {
-    key: TraceKey,
-    expires: EventTime,
+pub(crate) struct Tomb {
+    pub(crate) key: TraceKey,
+    pub(crate) expires: EventTime,
 }
 
 /// A silent failure kept in full until `late_horizon`, for its correction.
-struct SilentTomb {
-    trace: OpenTrace,
-    journey: JourneyId,
-    started_at: Option<EventTime>,
-    acked_at: EventTime,
-    deadline_at: EventTime,
-    missing: u32,
+pub(crate) struct SilentTomb {
+    pub(crate) trace: OpenTrace,
+    pub(crate) journey: JourneyId,
+    pub(crate) started_at: Option<EventTime>,
+    pub(crate) acked_at: EventTime,
+    pub(crate) deadline_at: EventTime,
+    pub(crate) missing: u32,
 }
 
 /// An open journey pushed out by `max_open_journeys`, for the dead-letter sink.
@@ -125,9 +125,9 @@ struct Decision {
     missing: u32,
 }
 
-struct Interner {
-    ids: hashbrown::HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+pub(crate) struct Interner {
+    pub(crate) ids: hashbrown::HashMap<Box<str>, u32>,
+    pub(crate) names: Vec<Box<str>>,
 }
 
 impl Interner {
@@ -169,13 +169,13 @@ pub struct Shard<S> {
     catalog: Arc<Catalog>,
     sink: S,
     table: HashTable<u32>,
-    slab: Slab<OpenTrace>,
+    pub(crate) slab: Slab<OpenTrace>,
     timers: BinaryHeap<Reverse<(EventTime, u32, u32)>>,
-    tombs: HashTable<Tomb>,
+    pub(crate) tombs: HashTable<Tomb>,
     tomb_buckets: BTreeMap<i64, Vec<TraceKey>>,
-    silent: HashMap<TraceKey, SilentTomb>,
-    services: Interner,
-    watermark: EventTime,
+    pub(crate) silent: HashMap<TraceKey, SilentTomb>,
+    pub(crate) services: Interner,
+    pub(crate) watermark: EventTime,
     max_open: usize,
     evicting: bool,
     evicted: Vec<Evicted>,
@@ -371,6 +371,21 @@ impl<S: OutcomeSink> Shard<S> {
         }
         out.sort_by(|a, b| a.trace_id.cmp(&b.trace_id));
         out
+    }
+
+    /// Puts a restored open trace back, with its timer (see `snapshot`).
+    pub(crate) fn insert_open(&mut self, mut trace: OpenTrace) {
+        let slot = self.slab.alloc();
+        let t = self.slab.get_mut(slot);
+        trace.generation = t.generation.wrapping_add(1);
+        let (at, generation, hash) = (trace.timer_at, trace.generation, trace.key.table_hash());
+        *t = trace;
+        let Self { table, slab, .. } = self;
+        table.insert_unique(hash, slot, |&s| slab.get(s).key.table_hash());
+        if at != EventTime::MIN {
+            self.timers.push(Reverse((at, slot, generation)));
+        }
+        self.stats.peak_open = self.stats.peak_open.max(self.slab.len() as u64);
     }
 
     fn open(&mut self, e: &Event<'_>, hash: u64) -> u32 {
@@ -619,7 +634,7 @@ impl<S: OutcomeSink> Shard<S> {
         trace
     }
 
-    fn bury(&mut self, key: TraceKey, expires: EventTime) {
+    pub(crate) fn bury(&mut self, key: TraceKey, expires: EventTime) {
         let hash = key.table_hash();
         self.tombs
             .insert_unique(hash, Tomb { key, expires }, |t| t.key.table_hash());

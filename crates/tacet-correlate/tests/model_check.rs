@@ -106,6 +106,52 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Snapshot and restore at random points change nothing: the rows and the
+    /// in-flight set equal the model's (no journey lost, none decided twice).
+    #[test]
+    fn restoring_snapshots_mid_stream_matches_the_model(
+        (events, shards) in stream(),
+        cuts in prop::collection::vec(0usize..200, 1..4),
+        short_horizon in any::<bool>(),
+    ) {
+        let c = if short_horizon { catalog_from(&CONFIG.replace("\"1h\"", "\"3m\"")) } else { catalog() };
+        let restarts: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+        let engine = run_engine_restarting(&c, &events, shards, usize::MAX, &restarts);
+        let model = run_model(&c, &events);
+        prop_assert_eq!(&engine.rows, &model.rows);
+        let in_flight: Vec<_> = engine.in_flight.iter().map(|f| f.trace_id.clone()).collect();
+        prop_assert_eq!(in_flight, model.in_flight);
+    }
+}
+
+#[test]
+fn a_foreign_or_truncated_snapshot_is_an_error_not_a_panic() {
+    let c = catalog();
+    let sink = Collect {
+        rows: Default::default(),
+        catalog: c.clone(),
+    };
+    let mut shard = tacet_correlate::Shard::new(c.clone(), usize::MAX, sink.clone());
+    for e in [
+        ev("a", "t.req", 1.0).amount(5.0),
+        ev("a", "t.ok", 2.0),
+        ev("order-9", "sms", 3.0),
+    ] {
+        with_event(&c, &e, |event| shard.apply(event));
+    }
+    let mut bytes = Vec::new();
+    shard.write_snapshot(&mut bytes);
+    for cut in 0..bytes.len() {
+        assert!(tacet_correlate::Shard::restore(c.clone(), usize::MAX, sink.clone(), &bytes[..cut]).is_err());
+    }
+    assert!(tacet_correlate::Shard::restore(c.clone(), usize::MAX, sink.clone(), b"nonsense").is_err());
+    let restored = tacet_correlate::Shard::restore(c.clone(), usize::MAX, sink, &bytes).unwrap();
+    assert_eq!(restored.open_traces(), 2);
+}
+
 #[test]
 fn model_agrees_on_a_hand_written_stream() {
     let c = catalog();

@@ -147,6 +147,19 @@ pub fn run_engine(catalog: &Arc<Catalog>, events: &[TestEvent], shards: usize) -
 }
 
 pub fn run_engine_with_limit(catalog: &Arc<Catalog>, events: &[TestEvent], shards: usize, max_open: usize) -> Run {
+    run_engine_restarting(catalog, events, shards, max_open, &[])
+}
+
+/// As [`run_engine_with_limit`], but before the event at each index of
+/// `restarts` every shard is snapshotted, dropped, and restored from the bytes
+/// (as a crash and recovery from a checkpoint taken there would do).
+pub fn run_engine_restarting(
+    catalog: &Arc<Catalog>,
+    events: &[TestEvent],
+    shards: usize,
+    max_open: usize,
+    restarts: &[usize],
+) -> Run {
     let sink = Collect {
         rows: Default::default(),
         catalog: catalog.clone(),
@@ -156,7 +169,15 @@ pub fn run_engine_with_limit(catalog: &Arc<Catalog>, events: &[TestEvent], shard
         .collect();
     let mut max_time = EventTime::MIN;
     let mut evicted = Vec::new();
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
+        if restarts.contains(&i) {
+            for shard in &mut shard_list {
+                let mut bytes = Vec::new();
+                shard.write_snapshot(&mut bytes);
+                *shard =
+                    Shard::restore(catalog.clone(), max_open, sink.clone(), &bytes).expect("own snapshot restores");
+            }
+        }
         with_event(catalog, e, |event| {
             // Unmatched events are ignored entirely: they do not move event time.
             max_time = max_time.max(e.time);
