@@ -44,6 +44,12 @@ pub struct WindowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabels {
     pub sink: String,
     pub result: String,
@@ -60,6 +66,8 @@ pub struct Metrics {
     pub error_budget_left: Family<JourneyLabels, Gauge<f64, AtomicU64>>,
     pub burn_rate: Family<WindowLabels, Gauge<f64, AtomicU64>>,
     pub alerts: Family<SinkLabels, Counter>,
+    pub consumer_lag: Family<PartitionLabels, Gauge>,
+    pub checkpoints: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +88,14 @@ impl Metrics {
         let error_budget_left = Family::<JourneyLabels, Gauge<f64, AtomicU64>>::default();
         let burn_rate = Family::<WindowLabels, Gauge<f64, AtomicU64>>::default();
         let alerts = Family::<SinkLabels, Counter>::default();
+        let consumer_lag = Family::<PartitionLabels, Gauge>::default();
+        let checkpoints = Counter::default();
+        registry.register(
+            "tacet_consumer_lag",
+            "Kafka records not yet consumed, by topic and partition",
+            consumer_lag.clone(),
+        );
+        registry.register("tacet_checkpoints", "Checkpoints completed", checkpoints.clone());
         registry.register("tacet_events", "Input records read, by source", events.clone());
         registry.register(
             "tacet_decode_errors",
@@ -122,6 +138,8 @@ impl Metrics {
             error_budget_left,
             burn_rate,
             alerts,
+            consumer_lag,
+            checkpoints,
         })
     }
 

@@ -641,14 +641,19 @@ fn publish_alert_gauges(
 /// The journeys still open at the end, kept as the state snapshot
 /// (`<out>/state/in-flight.ndjson`): not failures, just not decided yet.
 fn write_in_flight(out: &std::path::Path, in_flight: &[InFlight]) -> Result<(), EngineError> {
-    let dir = out.join("state");
-    let path = dir.join("in-flight.ndjson");
+    write_in_flight_file(&out.join("state"), "in-flight.ndjson", in_flight)
+}
+
+/// Writes `dir/name` (atomically) with one JSON line per in-flight journey;
+/// `tacet verify` reads every `in-flight*.ndjson` of `<out>/state`.
+pub fn write_in_flight_file(dir: &std::path::Path, name: &str, in_flight: &[InFlight]) -> Result<(), EngineError> {
+    let path = dir.join(name);
     let io = |source| EngineError::Io {
         path: path.display().to_string(),
         source,
     };
     std::fs::create_dir_all(&dir).map_err(io)?;
-    let tmp = dir.join(".in-flight.ndjson.tmp");
+    let tmp = dir.join(format!(".{name}.tmp"));
     let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
     for f in in_flight {
         let record = serde_json::json!({

@@ -89,6 +89,30 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// Consume the config's Kafka sources until SIGINT/SIGTERM, deciding
+    /// journeys per partition and checkpointing outcomes, state and offsets.
+    ///
+    /// Restart it at any time: it resumes from the last checkpoint, neither
+    /// losing nor repeating a decision. Run several with the same group id to
+    /// share the partitions.
+    ///
+    /// Example: tacet run --config config/kafka.toml --out /var/lib/tacet
+    Run {
+        /// The config: [[source]] kind = "kafka" tables, journeys, [checkpoint].
+        #[arg(long)]
+        config: PathBuf,
+        /// Output folder: outcomes/, dead-letter.ndjson, state/ (snapshots,
+        /// unless [checkpoint] state_dir points elsewhere).
+        #[arg(long)]
+        out: PathBuf,
+        /// Exit after this long without input, deciding what is due and
+        /// writing the journeys still in flight (tests and backfills), e.g. 30s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        stop_when_idle: Option<Duration>,
+        /// Serve Prometheus metrics (consumer lag included) on this address, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
     /// Write synthetic traffic (OUT/events.ndjson) and its truth (OUT/truth.ndjson).
     ///
     /// Example: tacet gen --config config/tacet.toml --out data --journeys 1000000 --seed 42
@@ -201,7 +225,13 @@ enum ShapeArg {
 
 fn main() {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // A long-running consumer reports progress and rebalances by default.
+    let floor = if matches!(cli.command, Command::Run { .. }) {
+        1
+    } else {
+        0
+    };
+    init_logging(cli.verbose.max(floor));
     if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -230,6 +260,12 @@ fn run(cli: Cli) -> Result<()> {
             config,
             tuning,
         } => demo(&out, journeys, seed, config.as_deref(), &tuning),
+        Command::Run {
+            config,
+            out,
+            stop_when_idle,
+            metrics_listen,
+        } => run_kafka(&config, &out, stop_when_idle, metrics_listen.as_deref()),
         Command::Replay {
             config,
             out,
@@ -465,9 +501,21 @@ fn verify(truth_path: &Path, out: &Path) -> Result<()> {
         truth.push(row);
     }
     let rows = tacet_store::read_outcomes(out)?;
-    let in_flight_path = out.join("state").join("in-flight.ndjson");
+    // Replay writes state/in-flight.ndjson; `tacet run` one file per partition.
+    let mut in_flight_paths: Vec<PathBuf> = std::fs::read_dir(out.join("state"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("in-flight") && n.ends_with(".ndjson"))
+        })
+        .collect();
+    in_flight_paths.sort();
     let mut in_flight = Vec::new();
-    if in_flight_path.exists() {
+    for in_flight_path in in_flight_paths {
         let file = File::open(&in_flight_path)?;
         for line in std::io::BufRead::lines(BufReader::new(file)) {
             let v: serde_json::Value = serde_json::from_str(&line?)?;
@@ -482,5 +530,63 @@ fn verify(truth_path: &Path, out: &Path) -> Result<()> {
     if !report.is_exact() {
         bail!("outcomes differ from the truth");
     }
+    Ok(())
+}
+
+/// `tacet run`: the Kafka consumer until a signal or the idle limit.
+fn run_kafka(
+    config_path: &Path,
+    out: &Path,
+    stop_when_idle: Option<Duration>,
+    metrics_listen: Option<&str>,
+) -> Result<()> {
+    let config = Config::from_file(config_path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the signal handler")?;
+    }
+    let (metrics, _server) = match metrics_listen {
+        Some(addr) => {
+            let metrics = tacet_engine::Metrics::new();
+            let server = tacet_engine::MetricsServer::start(addr, metrics.clone())
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            eprintln!("Metrics on http://{}/metrics", server.addr());
+            (Some(metrics), Some(server))
+        }
+        None => (None, None),
+    };
+    let state_dir = match &config.checkpoint.state_dir {
+        Some(dir) if dir.is_absolute() => dir.clone(),
+        Some(dir) => out.join(dir),
+        None => out.join("state"),
+    };
+    let opts = tacet_kafka::RunOptions {
+        engine: tacet_kafka::EngineOptions {
+            out_dir: out.to_path_buf(),
+            state_dir,
+            flush_rows: config.output.flush_rows,
+            max_open_journeys: config.engine.max_open_journeys,
+            allowed_lateness: config.engine.allowed_lateness,
+            idle_timeout: config.engine.idle_timeout,
+            max_line_bytes: config.engine.max_line_bytes,
+        },
+        checkpoint_interval: config.checkpoint.interval,
+        stop_when_idle,
+        stop,
+        metrics,
+    };
+    let report = tacet_kafka::run(&config, opts)?;
+    let c = &report.counters;
+    eprintln!(
+        "Stopped after {:.1}s: {} records ({} events, {} refused to {}/dead-letter.ndjson), {} outcome rows, {} checkpoints, {} journeys in flight.",
+        report.elapsed.as_secs_f64(),
+        c.decode.records,
+        c.decode.events,
+        c.decode.error_total(),
+        out.display(),
+        c.rows,
+        c.checkpoints,
+        report.in_flight
+    );
     Ok(())
 }

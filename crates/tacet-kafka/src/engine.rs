@@ -1,0 +1,478 @@
+//! The per-partition correlator state of one consumer, and its checkpoints.
+//!
+//! Partition `p` of every topic forms one group with its own shard, watermark
+//! inputs (one per topic) and outcome writer, so a rebalance moves whole
+//! groups: the owner that loses `p` checkpoints it, the one that gains `p`
+//! restores exactly that snapshot.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use smallvec::SmallVec;
+use tacet_core::config::KafkaPlan;
+use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
+use tacet_correlate::watermark::Watermarks;
+use tacet_correlate::{InFlight, Shard};
+use tacet_engine::Metrics;
+use tacet_ingest::decode::AttrCow;
+use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
+use tacet_store::OutcomeWriter;
+
+use crate::checkpoint::{self, CheckpointError, SnapshotHeader};
+
+/// Errors that stop `tacet run`.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] tacet_core::ConfigError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Store(#[from] tacet_store::StoreError),
+    #[error("partition {partition}: {source}")]
+    Snapshot {
+        partition: i32,
+        source: tacet_correlate::SnapshotError,
+    },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("Kafka: {0}")]
+    Kafka(String),
+}
+
+/// Settings of the engine side of a run.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub out_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub flush_rows: usize,
+    pub max_open_journeys: usize,
+    pub allowed_lateness: Duration,
+    pub idle_timeout: Duration,
+    pub max_line_bytes: usize,
+}
+
+/// One consumed topic: its name and the decoder of its source's mapping.
+struct Topic {
+    name: String,
+    decoder: Decoder,
+}
+
+/// Partition `p` of every topic.
+struct Group {
+    shard: Shard<OutcomeWriter>,
+    watermarks: Watermarks,
+    /// Next offset per topic (index as in `Engine::topics`); `None` before
+    /// the first record when no snapshot said.
+    next: Vec<Option<i64>>,
+    max_seen: Vec<Option<EventTime>>,
+    /// Last completed checkpoint of this partition.
+    seq: u64,
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunCounters {
+    pub decode: DecodeStats,
+    pub dead_letters: u64,
+    pub rows: u64,
+    pub checkpoints: u64,
+    pub discarded_files: u64,
+}
+
+/// All groups this consumer owns.
+pub struct Engine {
+    catalog: Arc<Catalog>,
+    topics: Vec<Topic>,
+    groups: BTreeMap<i32, Group>,
+    opts: EngineOptions,
+    config_hash: u64,
+    dead: Option<BufWriter<File>>,
+    pub(crate) counters: RunCounters,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// A hash of what gives snapshot bytes their meaning: the journeys and the
+/// attribute columns.
+pub fn config_hash(config: &tacet_core::Config) -> u64 {
+    let text = format!("{:?}", config.journeys);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+impl Engine {
+    pub fn new(
+        config: &tacet_core::Config,
+        plan: &KafkaPlan,
+        opts: EngineOptions,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, RunError> {
+        let catalog = Arc::new(Catalog::new(config)?);
+        let topics = plan
+            .topics
+            .iter()
+            .map(|t| Topic {
+                name: t.topic.clone(),
+                decoder: Decoder::new(catalog.clone(), &t.mapping).with_source(&t.source),
+            })
+            .collect();
+        Ok(Self {
+            catalog,
+            topics,
+            groups: BTreeMap::new(),
+            opts,
+            config_hash: config_hash(config),
+            dead: None,
+            counters: RunCounters::default(),
+            metrics,
+        })
+    }
+
+    /// The index of `topic`, if consumed.
+    pub fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t.name == topic)
+    }
+
+    pub fn topic_name(&self, index: usize) -> &str {
+        &self.topics[index].name
+    }
+
+    /// Partitions owned now.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn open_journeys(&self) -> usize {
+        self.groups.values().map(|g| g.shard.open_traces()).sum()
+    }
+
+    fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
+        OutcomeWriter::new(
+            self.catalog.clone(),
+            &checkpoint::staging_dir(&self.opts.out_dir, partition),
+            &checkpoint::writer_name(partition, seq),
+            self.opts.flush_rows,
+        )
+    }
+
+    /// Takes ownership of `partitions`, restoring each from its snapshot.
+    /// Returns where to start consuming each `(topic index, partition)`:
+    /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
+    pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
+        for &(_, p) in partitions {
+            if !self.groups.contains_key(&p) {
+                let group = self.restore(p)?;
+                self.groups.insert(p, group);
+            }
+        }
+        Ok(partitions
+            .iter()
+            .map(|&(t, p)| (t, p, self.groups.get(&p).and_then(|g| g.next[t])))
+            .collect())
+    }
+
+    fn restore(&mut self, p: i32) -> Result<Group, RunError> {
+        let now = Instant::now();
+        let mut watermarks = Watermarks::new(
+            self.topics.len(),
+            self.opts.allowed_lateness,
+            Some(self.opts.idle_timeout),
+            now,
+        );
+        let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
+        let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
+        let discarded = checkpoint::discard_after(&self.opts.out_dir, p, seq)?;
+        self.counters.discarded_files += discarded as u64;
+        let writer = self.writer(p, seq + 1);
+        let mut next = vec![None; self.topics.len()];
+        let mut max_seen = vec![None; self.topics.len()];
+        let shard = match &snapshot {
+            Some(snap) => {
+                for (i, topic) in self.topics.iter().enumerate() {
+                    next[i] = snap.header.offsets.get(&topic.name).copied();
+                    max_seen[i] = snap.header.max_seen.get(&topic.name).copied();
+                    if let Some(t) = max_seen[i] {
+                        watermarks.observe(i, t, now);
+                    }
+                }
+                Shard::restore(self.catalog.clone(), self.opts.max_open_journeys, writer, &snap.shard)
+                    .map_err(|source| RunError::Snapshot { partition: p, source })?
+            }
+            None => Shard::new(self.catalog.clone(), self.opts.max_open_journeys, writer),
+        };
+        tracing::info!(
+            partition = p,
+            checkpoint = seq,
+            open_journeys = shard.open_traces(),
+            discarded_files = discarded,
+            "Partition assigned; {}.",
+            if snapshot.is_some() {
+                "state restored from its snapshot"
+            } else {
+                "no snapshot, starting empty"
+            }
+        );
+        Ok(Group {
+            shard,
+            watermarks,
+            next,
+            max_seen,
+            seq,
+        })
+    }
+
+    /// Gives up `partitions`: checkpoints their groups and drops them.
+    /// Returns the offsets to commit.
+    pub fn revoke(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, i64)>, RunError> {
+        let mut ps: Vec<i32> = partitions.iter().map(|&(_, p)| p).collect();
+        ps.sort_unstable();
+        ps.dedup();
+        let mut offsets = Vec::new();
+        for p in ps {
+            if self.groups.contains_key(&p) {
+                offsets.extend(self.checkpoint_group(p)?);
+                self.groups.remove(&p);
+                tracing::info!(partition = p, "Partition revoked after a checkpoint.");
+            }
+        }
+        self.sync_dead_letters()?;
+        Ok(offsets)
+    }
+
+    /// Checkpoints every group in the order SPEC §7 asks: outcomes durable,
+    /// then state, then (by the caller) offsets. Returns the offsets to commit.
+    pub fn checkpoint(&mut self) -> Result<Vec<(usize, i32, i64)>, RunError> {
+        // Dead letters first: a record refused before this checkpoint must not
+        // be lost if we crash after it.
+        self.sync_dead_letters()?;
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        let mut offsets = Vec::new();
+        for p in ps {
+            offsets.extend(self.checkpoint_group(p)?);
+        }
+        self.counters.checkpoints += 1;
+        if let Some(m) = &self.metrics {
+            m.checkpoints.inc();
+        }
+        Ok(offsets)
+    }
+
+    fn checkpoint_group(&mut self, p: i32) -> Result<Vec<(usize, i32, i64)>, RunError> {
+        let g = self.groups.get_mut(&p).expect("owned group");
+        g.shard.sink_mut().flush()?;
+        checkpoint::publish(&self.opts.out_dir, p)?;
+        let header = SnapshotHeader {
+            partition: p,
+            seq: g.seq + 1,
+            config_hash: self.config_hash,
+            offsets: self
+                .topics
+                .iter()
+                .zip(&g.next)
+                .filter_map(|(t, n)| n.map(|n| (t.name.clone(), n)))
+                .collect(),
+            max_seen: self
+                .topics
+                .iter()
+                .zip(&g.max_seen)
+                .filter_map(|(t, m)| m.map(|m| (t.name.clone(), m)))
+                .collect(),
+        };
+        let mut bytes = Vec::new();
+        g.shard.write_snapshot(&mut bytes);
+        checkpoint::write_snapshot(&self.opts.state_dir, &header, &bytes)?;
+        g.seq += 1;
+        let seq = g.seq;
+        let writer = self.writer(p, seq + 1);
+        let g = self.groups.get_mut(&p).expect("owned group");
+        // A fresh writer per checkpoint: file names carry the sequence.
+        let old = std::mem::replace(g.shard.sink_mut(), writer);
+        self.counters.rows += old.stats().rows;
+        Ok(g.next
+            .iter()
+            .enumerate()
+            .filter_map(|(t, n)| n.map(|n| (t, p, n)))
+            .collect())
+    }
+
+    /// One Kafka record.
+    pub fn record<'a>(
+        &mut self,
+        topic: usize,
+        partition: i32,
+        offset: i64,
+        payload: Option<&'a [u8]>,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+        now: Instant,
+    ) -> Result<(), RunError> {
+        let Some(g) = self.groups.get_mut(&partition) else {
+            // A record of a partition we no longer own (fetched before a revoke).
+            return Ok(());
+        };
+        if g.next[topic].is_some_and(|n| offset < n) {
+            return Ok(()); // already in the restored state
+        }
+        g.next[topic] = Some(offset + 1);
+        let stats = &mut self.counters.decode;
+        stats.records += 1;
+        let payload = payload.unwrap_or(&[]);
+        stats.bytes += payload.len() as u64;
+        let t = &self.topics[topic];
+        let decoded = if payload.len() > self.opts.max_line_bytes {
+            Err(DecodeError::OversizedLine)
+        } else {
+            t.decoder.decode(payload, header)
+        };
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(reason) => {
+                stats.errors[reason.index()] += 1;
+                if let Some(m) = &self.metrics {
+                    m.decode_errors
+                        .get_or_create(&tacet_engine::metrics::ReasonLabels {
+                            reason: reason.as_str().to_owned(),
+                        })
+                        .inc();
+                }
+                let letter = DeadLetter::new(
+                    t.decoder.source(),
+                    format!("{}/{partition}/{offset}", t.name),
+                    reason,
+                    payload,
+                );
+                return self.dead_letter(&serde_json::to_value(&letter).expect("serializes"));
+            }
+        };
+        let Some(name) = decoded.name else {
+            stats.unmatched += 1;
+            return Ok(());
+        };
+        stats.events += 1;
+        let (key, canonical) = TraceKey::from_text(&decoded.trace_id);
+        let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
+        for (slot, value) in &decoded.attrs {
+            attrs.push((
+                *slot,
+                match value {
+                    AttrCow::Str(s) => AttrValue::Str(s),
+                    AttrCow::Num(n) => AttrValue::Num(*n),
+                    AttrCow::Bool(b) => AttrValue::Bool(*b),
+                },
+            ));
+        }
+        let event = Event {
+            trace: key,
+            trace_text: (!canonical).then_some(&*decoded.trace_id),
+            time: decoded.time,
+            name,
+            ok: decoded.ok,
+            fingerprint: decoded.fingerprint,
+            service: &decoded.service,
+            attrs: &attrs,
+        };
+        g.max_seen[topic] = Some(g.max_seen[topic].map_or(event.time, |m| m.max(event.time)));
+        g.watermarks.observe(topic, event.time, now);
+        if let Some(w) = g.watermarks.watermark(now) {
+            g.shard.advance(w);
+        }
+        g.shard.apply(&event);
+        let evicted = g.shard.take_evicted();
+        if let Some(m) = &self.metrics {
+            m.events
+                .get_or_create(&tacet_engine::metrics::SourceLabels {
+                    source: t.decoder.source().to_owned(),
+                })
+                .inc();
+        }
+        for j in evicted {
+            self.dead_letter(&serde_json::json!({
+                "source": "engine",
+                "position": format!("trace:{}", j.trace_id),
+                "reason": "state_limit_evicted",
+                "journey": j.journey,
+                "first_seen": j.first_seen,
+                "n_events": j.n_events,
+                "decides_at": j.timer_at,
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// Moves every group's watermark by wall clock (idleness), deciding what is due.
+    pub fn tick(&mut self, now: Instant) {
+        let mut open = 0;
+        for g in self.groups.values_mut() {
+            if let Some(w) = g.watermarks.watermark(now) {
+                g.shard.advance(w);
+            }
+            if let Err(e) = g.shard.sink_mut().flush_older(Some(Duration::from_secs(3600))) {
+                tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
+            }
+            open += g.shard.open_traces();
+        }
+        if let Some(m) = &self.metrics {
+            m.open_journeys.set(open as i64);
+        }
+    }
+
+    /// End of a finite run: every group's watermark becomes the largest event
+    /// time this consumer has seen; what is still ahead stays in flight, in
+    /// the snapshot and in `<out>/state/in-flight-p<P>.ndjson`.
+    pub fn finish(&mut self) -> Result<usize, RunError> {
+        let max = self
+            .groups
+            .values()
+            .flat_map(|g| g.max_seen.iter().flatten().copied())
+            .max();
+        let Some(max) = max else {
+            return Ok(0);
+        };
+        let dir = self.opts.out_dir.join("state");
+        let mut total = 0;
+        for (p, g) in &mut self.groups {
+            let in_flight: Vec<InFlight> = g.shard.finish(max);
+            total += in_flight.len();
+            tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
+                .map_err(|e| RunError::Kafka(e.to_string()))?;
+        }
+        Ok(total)
+    }
+
+    fn dead_letter(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
+        let path = self.opts.out_dir.join("dead-letter.ndjson");
+        let io = |source| RunError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if self.dead.is_none() {
+            std::fs::create_dir_all(&self.opts.out_dir).map_err(io)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io)?;
+            self.dead = Some(BufWriter::new(file));
+        }
+        let w = self.dead.as_mut().expect("opened");
+        serde_json::to_writer(&mut *w, record).map_err(|e| io(e.into()))?;
+        w.write_all(b"\n").map_err(io)?;
+        self.counters.dead_letters += 1;
+        Ok(())
+    }
+
+    fn sync_dead_letters(&mut self) -> Result<(), RunError> {
+        if let Some(w) = &mut self.dead {
+            let path = self.opts.out_dir.join("dead-letter.ndjson");
+            let io = |source| RunError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            w.flush().map_err(io)?;
+            w.get_ref().sync_data().map_err(io)?;
+        }
+        Ok(())
+    }
+}

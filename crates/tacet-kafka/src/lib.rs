@@ -1,0 +1,28 @@
+//! # tacet-kafka
+//!
+//! `tacet run`: consume transaction events from Kafka, correlate them per
+//! input partition, and checkpoint so that a crash or a rebalance neither
+//! loses nor repeats a decision (SPEC §7).
+//!
+//! ## Layout
+//! - [`run`]: the consumer loop (rdkafka `BaseConsumer`, one thread), the
+//!   rebalance callback, lag from librdkafka statistics, stop and idle exit.
+//! - [`engine`]: per-partition groups (partition `p` of every topic: one
+//!   shard, one watermark input per topic, one outcome writer), records in,
+//!   checkpoints out.
+//! - [`checkpoint`]: the files — partition snapshots, staged outcome files
+//!   and their publication, recovery's cleanup.
+//!
+//! Checkpoint order, every `[checkpoint] interval` and on revoke or stop:
+//! outcome files of the partition are flushed (fsync) and moved from staging
+//! into `outcomes/`; then its snapshot (state + next offsets) replaces the
+//! old one atomically; then offsets are committed to Kafka. Recovery trusts
+//! only the snapshot: it drops files of checkpoints that did not finish and
+//! seeks to the snapshot's offsets.
+
+pub mod checkpoint;
+pub mod engine;
+pub mod run;
+
+pub use engine::{EngineOptions, RunError};
+pub use run::{RunOptions, RunReport, run};

@@ -1,0 +1,309 @@
+//! The consumer loop of `tacet run`.
+//!
+//! One thread polls librdkafka and applies each record to its partition's
+//! group in the same call, so nothing is buffered between the consumer and
+//! the correlator: in-flight memory is librdkafka's prefetch, bounded by
+//! `queued.max.messages.kbytes` (set here unless the config overrides it).
+//! Rebalances run inside `poll`, on this thread, through [`Context`]: a
+//! revoke checkpoints the groups it takes away before they are released; an
+//! assign restores each group's snapshot and starts its partitions at the
+//! snapshot's offsets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::TopicPartitionListElem;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tacet_core::Config;
+use tacet_core::config::KafkaPlan;
+use tacet_engine::Metrics;
+
+use crate::engine::{Engine, EngineOptions, RunCounters, RunError};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub engine: EngineOptions,
+    pub checkpoint_interval: Duration,
+    /// Exit after this long with no input (then decide what is due, write
+    /// the in-flight journeys, checkpoint).
+    pub stop_when_idle: Option<Duration>,
+    /// Set by SIGINT/SIGTERM: checkpoint and exit.
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub counters: RunCounters,
+    pub in_flight: usize,
+    pub elapsed: Duration,
+}
+
+/// The consumer's context: the engine (behind a mutex only because
+/// librdkafka calls back through `&self`; one thread uses it), lag from
+/// librdkafka's statistics, and the last error seen, for log throttling.
+pub struct Context {
+    engine: Mutex<Engine>,
+    metrics: Option<Arc<Metrics>>,
+    lag: Mutex<i64>,
+    failed: Mutex<Option<RunError>>,
+    last_error_log: Mutex<Option<Instant>>,
+}
+
+impl Context {
+    fn engine(&self) -> MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn fail(&self, e: RunError) {
+        tracing::error!(error = %e, "Stopping: cannot continue safely.");
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<(usize, i32)> {
+        let engine = self.engine();
+        tpl.elements()
+            .iter()
+            .filter_map(|e: &TopicPartitionListElem<'_>| engine.topic_index(e.topic()).map(|t| (t, e.partition())))
+            .collect()
+    }
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut total = 0;
+        for (topic, t) in &statistics.topics {
+            for (p, part) in &t.partitions {
+                if *p < 0 || part.consumer_lag < 0 {
+                    continue;
+                }
+                total += part.consumer_lag;
+                if let Some(m) = &self.metrics {
+                    m.consumer_lag
+                        .get_or_create(&tacet_engine::metrics::PartitionLabels {
+                            topic: topic.clone(),
+                            partition: *p as i64,
+                        })
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = total;
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka retries by itself; say so once every 10 s, not per retry.
+        let mut last = self.last_error_log.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::warn!(error = %error, reason, "Kafka client error; librdkafka keeps retrying and tacet resumes when the broker is back.");
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let wanted = self.partitions(tpl);
+                let starts = self.engine().assign(&wanted);
+                match starts {
+                    Ok(starts) => {
+                        for (t, p, offset) in starts {
+                            if let Some(offset) = offset {
+                                let topic = self.engine().topic_name(t).to_owned();
+                                if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(offset)) {
+                                    self.fail(RunError::Kafka(e.to_string()));
+                                }
+                            }
+                        }
+                        if let Err(e) = consumer.assign(tpl) {
+                            self.fail(RunError::Kafka(format!("assign: {e}")));
+                        }
+                    }
+                    Err(e) => {
+                        self.fail(e);
+                        let _ = consumer.assign(tpl);
+                    }
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let gone = self.partitions(tpl);
+                let result = self.engine().revoke(&gone);
+                match result {
+                    Ok(offsets) => commit(consumer, &self.engine(), &offsets, CommitMode::Sync),
+                    Err(e) => self.fail(e),
+                }
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::warn!(error = ?other, "Rebalance error; releasing the assignment.");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// Commits `offsets` (the next offset to read, per topic and partition).
+/// Only a convenience for lag tools: recovery reads offsets from snapshots.
+fn commit(consumer: &BaseConsumer<Context>, engine: &Engine, offsets: &[(usize, i32, i64)], mode: CommitMode) {
+    if offsets.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &(t, p, o) in offsets {
+        let _ = tpl.add_partition_offset(engine.topic_name(t), p, Offset::Offset(o));
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "Offset commit failed; the next checkpoint commits again.");
+    }
+}
+
+/// Consumer settings: ours, then the config's `properties` on top.
+fn client_config(plan: &KafkaPlan) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &plan.brokers)
+        .set("group.id", &plan.group_id)
+        // Offsets live in snapshots; commits are for lag tooling only.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Partition p of every topic to the same member (co-partitioning).
+        .set("partition.assignment.strategy", "range")
+        // Bound librdkafka's prefetch: 16 MiB per partition queue.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("statistics.interval.ms", "5000")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000");
+    for (k, v) in &plan.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Runs until stopped, idle (with `stop_when_idle`), or failed.
+pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
+    let plan = config.kafka_plan()?;
+    if plan.partitioning == tacet_core::config::Partitioning::Repartition {
+        return Err(RunError::Kafka(
+            "partitioning = \"repartition\" is not implemented yet: key the topics by trace id and use the default \
+             co-partitioned mode"
+                .into(),
+        ));
+    }
+    let started = Instant::now();
+    let engine = Engine::new(config, &plan, opts.engine.clone(), opts.metrics.clone())?;
+    let context = Context {
+        engine: Mutex::new(engine),
+        metrics: opts.metrics.clone(),
+        lag: Mutex::new(0),
+        failed: Mutex::new(None),
+        last_error_log: Mutex::new(None),
+    };
+    let consumer: BaseConsumer<Context> = client_config(&plan)
+        .create_with_context(context)
+        .map_err(|e| RunError::Kafka(format!("cannot create the consumer: {e}")))?;
+    let topics: Vec<&str> = plan.topics.iter().map(|t| t.topic.as_str()).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| RunError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
+    tracing::info!(brokers = %plan.brokers, group = %plan.group_id, ?topics, "Consuming.");
+
+    let ctx = consumer.context().clone();
+    let mut last_input = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    let mut last_tick = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut records_at_progress = 0u64;
+    let mut finished_in_flight = 0;
+    loop {
+        if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        if opts.stop.load(Ordering::Relaxed) {
+            tracing::info!("Stop requested; checkpointing and leaving the group.");
+            break;
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(msg)) => {
+                last_input = Instant::now();
+                let mut engine = ctx.engine();
+                if let Some(t) = engine.topic_index(msg.topic()) {
+                    let headers = msg.headers();
+                    let header =
+                        |name: &str| headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value));
+                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), &header, last_input)?;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                let mut last = ctx.last_error_log.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    *last = Some(Instant::now());
+                    tracing::warn!(error = %e, "Kafka poll error; retrying.");
+                }
+            }
+            None => {}
+        }
+        let now = Instant::now();
+        if now.duration_since(last_tick) >= Duration::from_millis(200) {
+            last_tick = now;
+            ctx.engine().tick(now);
+        }
+        if now.duration_since(last_checkpoint) >= opts.checkpoint_interval {
+            last_checkpoint = now;
+            let mut engine = ctx.engine();
+            let offsets = engine.checkpoint()?;
+            commit(&consumer, &engine, &offsets, CommitMode::Async);
+        }
+        if now.duration_since(last_progress) >= Duration::from_secs(10) {
+            let engine = ctx.engine();
+            let records = engine.counters.decode.records;
+            let rate = (records - records_at_progress) as f64 / now.duration_since(last_progress).as_secs_f64();
+            tracing::info!(
+                records,
+                rate = format!("{rate:.0}/s"),
+                lag = *ctx.lag.lock().unwrap_or_else(|p| p.into_inner()),
+                open_journeys = engine.open_journeys(),
+                partitions = ?engine.partitions().collect::<Vec<_>>(),
+                "Progress."
+            );
+            records_at_progress = records;
+            last_progress = now;
+        }
+        if let Some(idle) = opts.stop_when_idle
+            && now.duration_since(last_input) >= idle
+        {
+            tracing::info!(idle = ?idle, "No input for the idle limit; deciding what is due and stopping.");
+            finished_in_flight = ctx.engine().finish()?;
+            break;
+        }
+    }
+    {
+        let mut engine = ctx.engine();
+        let offsets = engine.checkpoint()?;
+        commit(&consumer, &engine, &offsets, CommitMode::Sync);
+    }
+    // Leaving the group revokes (and checkpoints again, cheaply) before close.
+    consumer.unsubscribe();
+    let _ = consumer.poll(Duration::from_millis(100));
+    if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    let counters = ctx.engine().counters.clone();
+    Ok(RunReport {
+        counters,
+        in_flight: finished_in_flight,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Produce generated tacet traffic to Kafka the way other teams' services would.
+
+An independent client (kafka-python), not tacet's librdkafka: each event goes
+to the topic of the service family that emits it, keyed by trace id so that
+partition p of every topic holds the same traces:
+
+  <prefix>payments  everything else (requests, acks, and malformed lines)
+  <prefix>ledger    ledger.* steps
+  <prefix>notify    notify.* steps, with the trace id only in a W3C
+                    `traceparent` record header (the body has no trace_id)
+
+Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S]
+Prints the number of records sent per topic as JSON.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from kafka import KafkaProducer
+
+
+def traceparent(trace_id: str) -> bytes:
+    hexid = trace_id if len(trace_id) == 32 and all(c in "0123456789abcdef" for c in trace_id) else None
+    if hexid is None:
+        # Not a W3C id: carry it as is (tacet accepts a bare id in the header).
+        return trace_id.encode()
+    return f"00-{hexid}-00f067aa0ba902b7-01".encode()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bootstrap")
+    ap.add_argument("events")
+    ap.add_argument("--prefix", default="")
+    ap.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
+    args = ap.parse_args()
+
+    producer = KafkaProducer(
+        bootstrap_servers=args.bootstrap,
+        acks="all",
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_in_flight_requests_per_connection=1,
+    )
+    topics = {name: args.prefix + name for name in ("payments", "ledger", "notify")}
+    sent = {t: 0 for t in topics.values()}
+    started = time.monotonic()
+    n = 0
+    with open(args.events, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\n")
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                # Malformed input as a broken producer would send it.
+                producer.send(topics["payments"], value=line)
+                sent[topics["payments"]] += 1
+                n += 1
+                continue
+            name = str(event.get("event", ""))
+            trace = event.get("trace_id")
+            key = str(trace).encode() if trace is not None else None
+            headers = []
+            if name.startswith("ledger."):
+                topic = topics["ledger"]
+                value = line
+            elif name.startswith("notify.") and trace is not None:
+                topic = topics["notify"]
+                headers = [("traceparent", traceparent(str(trace)))]
+                del event["trace_id"]
+                value = json.dumps(event, separators=(",", ":")).encode()
+            else:
+                topic = topics["payments"]
+                value = line
+            producer.send(topic, key=key, value=value, headers=headers)
+            sent[topic] += 1
+            n += 1
+            if args.rate > 0 and n % 100 == 0:
+                ahead = n / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    producer.flush(timeout=120)
+    producer.close()
+    json.dump(sent, sys.stdout)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
