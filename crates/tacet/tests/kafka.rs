@@ -1,0 +1,297 @@
+//! `tacet run` against a real Kafka-protocol broker (nisshi, in memory), fed
+//! by an independent client (kafka-python, `testdata/kafka/produce.py`):
+//! outcomes equal the generator's truth after a clean run, after ten SIGKILLs,
+//! and after one of two instances in a group dies mid-stream.
+//!
+//! Needs `nisshi` on PATH or in ~/.cargo/bin and `kafka-python`; `.ci/run`
+//! installs both (see `.ci/kafka-setup`).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One broker-heavy test at a time: the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn nisshi() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let cached = home.join(".cargo/bin/nisshi");
+    if cached.exists() {
+        return cached;
+    }
+    PathBuf::from("nisshi")
+}
+
+/// A broker on a free loopback port, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = File::create(dir.join("nisshi.log")).unwrap();
+        let child = Command::new(nisshi())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tacet/"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("nisshi is not installed: run .ci/kafka-setup (cargo install nisshi ...)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nisshi did not start; see {}", dir.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let broker = Broker { child, port };
+        for topic in ["payments", "ledger", "notify"] {
+            let status = Command::new(nisshi())
+                .args(["topic", "create", topic, "--partitions", "4", "--broker", &url])
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "creating {topic}");
+        }
+        broker
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The default journeys with the three topics as Kafka sources.
+fn write_config(dir: &Path, bootstrap: &str, group: &str, checkpoint: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo("config/tacet.toml")).unwrap();
+    let start = text.find("[[source]]\nname = \"events\"").unwrap();
+    let end = start + text[start..].find("[[journey]]").unwrap();
+    let sources = format!(
+        r#"[[source]]
+name = "payments"
+kind = "kafka"
+brokers = "{bootstrap}"
+group_id = "{group}"
+topics = ["payments", "ledger"]
+[source.properties]
+# Quick failure detection, so a SIGKILLed member's partitions move soon.
+"session.timeout.ms" = "2000"
+"heartbeat.interval.ms" = "300"
+
+[[source]]
+name = "notify"
+kind = "kafka"
+brokers = "{bootstrap}"
+group_id = "{group}"
+topics = ["notify"]
+[source.fields]
+trace_id = "header:traceparent"
+
+[checkpoint]
+interval = "{checkpoint}"
+
+"#
+    );
+    let path = dir.join("kafka.toml");
+    std::fs::write(&path, format!("{}{sources}{}", &text[..start], &text[end..])).unwrap();
+    path
+}
+
+/// Generated traffic and its truth under `dir`.
+fn generate(dir: &Path, journeys: u64, seed: u64) {
+    let status = Command::new(env!("CARGO_BIN_EXE_tacet"))
+        .args(["gen", "--journeys", &journeys.to_string(), "--seed", &seed.to_string(), "--out"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Starts the producer; `rate` events/s (0 = flat out).
+fn produce(broker: &Broker, dir: &Path, rate: u32) -> Child {
+    Command::new("python3")
+        .arg(repo("testdata/kafka/produce.py"))
+        .arg(broker.bootstrap())
+        .arg(dir.join("events.ndjson"))
+        .args(["--rate", &rate.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 with kafka-python")
+}
+
+fn tacet_run(config: &Path, out: &Path, stop_when_idle: Option<&str>, log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tacet"));
+    cmd.args(["run", "--config"]).arg(config).arg("--out").arg(out);
+    if let Some(idle) = stop_when_idle {
+        cmd.args(["--stop-when-idle", idle]);
+    }
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+fn wait_ok(mut child: Child, what: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what} failed: {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `tacet verify` must call the outcomes exact (no loss, no duplicates).
+fn assert_exact(dir: &Path, out: &Path) {
+    let result = Command::new(env!("CARGO_BIN_EXE_tacet"))
+        .args(["verify", "--truth"])
+        .arg(dir.join("truth.ndjson"))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        result.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(text.contains("exact"), "{text}");
+}
+
+#[test]
+fn kafka_traffic_in_three_topics_gives_the_truth() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 20_000, 5);
+    wait_ok(produce(&broker, dir.path(), 0), "producer", Duration::from_secs(180));
+    let config = write_config(dir.path(), &broker.bootstrap(), "truth", "2s");
+    let out = dir.path().join("out");
+    let run = tacet_run(&config, &out, Some("6s"), &dir.path().join("tacet.log"));
+    wait_ok(run, "tacet run", Duration::from_secs(180));
+    assert_exact(dir.path(), &out);
+
+    // Malformed records: dead-lettered with topic/partition/offset, one each.
+    let events = std::fs::read(dir.path().join("events.ndjson")).unwrap();
+    let malformed = events
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter(|l| {
+            serde_json::from_slice::<serde_json::Value>(l).map_or(true, |v| {
+                !v.is_object()
+                    || v.get("trace_id").is_none()
+                    || v.get("ts").is_none()
+                    || v.get("event").is_none()
+            })
+        })
+        .count();
+    let letters: Vec<serde_json::Value> = BufReader::new(File::open(out.join("dead-letter.ndjson")).unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert!(malformed > 10, "the generator injects malformed lines");
+    assert!(letters.len() >= malformed, "{} letters for {malformed} malformed lines", letters.len());
+    for letter in &letters {
+        let position = letter["position"].as_str().unwrap();
+        let parts: Vec<&str> = position.split('/').collect();
+        assert_eq!(parts.len(), 3, "{position}");
+        assert!(["payments", "ledger", "notify"].contains(&parts[0]), "{position}");
+        parts[1].parse::<u32>().unwrap();
+        parts[2].parse::<u64>().unwrap();
+    }
+    let mut positions: Vec<_> = letters.iter().map(|l| l["position"].as_str().unwrap()).collect();
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), letters.len(), "each bad record once");
+}
+
+#[test]
+fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 12_000, 9);
+    let config = write_config(dir.path(), &broker.bootstrap(), "crash", "300ms");
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    // The producer trickles (~50 s) while tacet is killed at random points.
+    let producer = produce(&broker, dir.path(), 1_000);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for kill in 0..10 {
+        let mut child = tacet_run(&config, &out, None, &log);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // 3 to 7 s (joining the group takes 1-3 s): kills land mid-stream,
+        // mid-checkpoint, now and then before the first assignment.
+        let wait = Duration::from_millis(3_000 + seed % 4_000);
+        std::thread::sleep(wait);
+        assert!(child.try_wait().unwrap().is_none(), "tacet exited early (kill {kill}); see {}", log.display());
+        unsafe_sigkill(&mut child);
+    }
+    wait_ok(producer, "producer", Duration::from_secs(300));
+    // A last run to the end, after a rejoin that waits out the killed member's session.
+    wait_ok(
+        tacet_run(&config, &out, Some("12s"), &log),
+        "final tacet run",
+        Duration::from_secs(300),
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("state restored from its snapshot"), "restarts restored state");
+    assert_exact(dir.path(), &out);
+}
+
+#[test]
+fn a_survivor_takes_over_the_partitions_of_a_killed_instance() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 12_000, 21);
+    let config = write_config(dir.path(), &broker.bootstrap(), "pair", "500ms");
+    let out = dir.path().join("out");
+    let producer = produce(&broker, dir.path(), 3_000);
+    let mut first = tacet_run(&config, &out, None, &dir.path().join("first.log"));
+    std::thread::sleep(Duration::from_secs(2));
+    let survivor = tacet_run(&config, &out, Some("20s"), &dir.path().join("survivor.log"));
+    std::thread::sleep(Duration::from_secs(6));
+    unsafe_sigkill(&mut first);
+    wait_ok(producer, "producer", Duration::from_secs(300));
+    wait_ok(survivor, "survivor", Duration::from_secs(300));
+    let first_log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
+    let survivor_log = std::fs::read_to_string(dir.path().join("survivor.log")).unwrap();
+    assert!(first_log.contains("Partition assigned"), "the first instance owned partitions");
+    assert!(
+        survivor_log.contains("state restored from its snapshot"),
+        "the survivor restored the partitions of the dead instance:\n{survivor_log}"
+    );
+    assert_exact(dir.path(), &out);
+}
+
+/// SIGKILL: no chance to checkpoint or leave the group.
+fn unsafe_sigkill(child: &mut Child) {
+    // `Child::kill` sends SIGKILL on Unix.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
