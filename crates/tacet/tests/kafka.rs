@@ -116,7 +116,14 @@ interval = "{checkpoint}"
 /// Generated traffic and its truth under `dir`.
 fn generate(dir: &Path, journeys: u64, seed: u64) {
     let status = Command::new(env!("CARGO_BIN_EXE_tacet"))
-        .args(["gen", "--journeys", &journeys.to_string(), "--seed", &seed.to_string(), "--out"])
+        .args([
+            "gen",
+            "--journeys",
+            &journeys.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--out",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -200,10 +207,7 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
         .filter(|l| !l.is_empty())
         .filter(|l| {
             serde_json::from_slice::<serde_json::Value>(l).map_or(true, |v| {
-                !v.is_object()
-                    || v.get("trace_id").is_none()
-                    || v.get("ts").is_none()
-                    || v.get("event").is_none()
+                !v.is_object() || v.get("trace_id").is_none() || v.get("ts").is_none() || v.get("event").is_none()
             })
         })
         .count();
@@ -212,7 +216,11 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
         .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
         .collect();
     assert!(malformed > 10, "the generator injects malformed lines");
-    assert!(letters.len() >= malformed, "{} letters for {malformed} malformed lines", letters.len());
+    assert!(
+        letters.len() >= malformed,
+        "{} letters for {malformed} malformed lines",
+        letters.len()
+    );
     for letter in &letters {
         let position = letter["position"].as_str().unwrap();
         let parts: Vec<&str> = position.split('/').collect();
@@ -248,7 +256,11 @@ fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
         // mid-checkpoint, now and then before the first assignment.
         let wait = Duration::from_millis(3_000 + seed % 4_000);
         std::thread::sleep(wait);
-        assert!(child.try_wait().unwrap().is_none(), "tacet exited early (kill {kill}); see {}", log.display());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tacet exited early (kill {kill}); see {}",
+            log.display()
+        );
         unsafe_sigkill(&mut child);
     }
     wait_ok(producer, "producer", Duration::from_secs(300));
@@ -259,7 +271,10 @@ fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
         Duration::from_secs(300),
     );
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(log_text.contains("state restored from its snapshot"), "restarts restored state");
+    assert!(
+        log_text.contains("state restored from its snapshot"),
+        "restarts restored state"
+    );
     assert_exact(dir.path(), &out);
 }
 
@@ -281,7 +296,10 @@ fn a_survivor_takes_over_the_partitions_of_a_killed_instance() {
     wait_ok(survivor, "survivor", Duration::from_secs(300));
     let first_log = std::fs::read_to_string(dir.path().join("first.log")).unwrap();
     let survivor_log = std::fs::read_to_string(dir.path().join("survivor.log")).unwrap();
-    assert!(first_log.contains("Partition assigned"), "the first instance owned partitions");
+    assert!(
+        first_log.contains("Partition assigned"),
+        "the first instance owned partitions"
+    );
     assert!(
         survivor_log.contains("state restored from its snapshot"),
         "the survivor restored the partitions of the dead instance:\n{survivor_log}"
