@@ -652,7 +652,7 @@ pub fn write_in_flight_file(dir: &std::path::Path, name: &str, in_flight: &[InFl
         path: path.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(&dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut w = BufWriter::new(File::create(&tmp).map_err(io)?);
     for f in in_flight {
@@ -673,6 +673,19 @@ pub fn write_in_flight_file(dir: &std::path::Path, name: &str, in_flight: &[InFl
     drop(w);
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(())
+}
+
+/// The dead-letter record of a journey evicted by the open-journey cap.
+pub fn evicted_letter(j: &Evicted) -> serde_json::Value {
+    serde_json::json!({
+        "source": "engine",
+        "position": format!("trace:{}", j.trace_id),
+        "reason": "state_limit_evicted",
+        "journey": j.journey,
+        "first_seen": j.first_seen,
+        "n_events": j.n_events,
+        "decides_at": j.timer_at,
+    })
 }
 
 fn write_letters(rx: Receiver<Letter>, path: PathBuf) -> Result<u64, EngineError> {
@@ -697,16 +710,7 @@ fn write_letters(rx: Receiver<Letter>, path: PathBuf) -> Result<u64, EngineError
             }
             Letter::Evicted(journeys) => {
                 for j in journeys {
-                    let record = serde_json::json!({
-                        "source": "engine",
-                        "position": format!("trace:{}", j.trace_id),
-                        "reason": "state_limit_evicted",
-                        "journey": j.journey,
-                        "first_seen": j.first_seen,
-                        "n_events": j.n_events,
-                        "decides_at": j.timer_at,
-                    });
-                    serde_json::to_writer(&mut *w, &record).map_err(|e| io(e.into()))?;
+                    serde_json::to_writer(&mut *w, &evicted_letter(&j)).map_err(|e| io(e.into()))?;
                     w.write_all(b"\n").map_err(io)?;
                     count += 1;
                 }

@@ -138,14 +138,23 @@ pub async fn open(data: &Path, config: Option<&Config>) -> Result<SessionContext
         slos.join(", ")
     ))
     .await?;
-    let count = |o: &str| format!("SUM(CASE WHEN outcome = '{o}' THEN 1 ELSE 0 END)");
+    // One count column per outcome, shared by the per-journey and per-minute views.
+    let per_outcome = [
+        "completed",
+        "silent_failure",
+        "failed",
+        "stalled",
+        "orphan",
+        "late_completion",
+    ]
+    .map(|o| format!("SUM(CASE WHEN outcome = '{o}' THEN 1 ELSE 0 END) AS {o}"))
+    .join(", ");
     ctx.sql(&format!(
         "CREATE VIEW journey_sli AS
          WITH c AS (
            SELECT journey,
              SUM(CASE WHEN outcome <> 'late_completion' THEN 1 ELSE 0 END) AS decided,
-             {completed} AS completed, {silent} AS silent_failure, {failed} AS failed,
-             {stalled} AS stalled, {orphan} AS orphan, {late} AS late_completion,
+             {per_outcome},
              COALESCE(SUM(CASE WHEN outcome = 'silent_failure' THEN {amount} END), 0)
                - COALESCE(SUM(CASE WHEN outcome = 'late_completion' THEN {amount} END), 0) AS money_at_risk
            FROM outcomes GROUP BY journey)
@@ -156,28 +165,15 @@ pub async fn open(data: &Path, config: Option<&Config>) -> Result<SessionContext
            s.slo AS slo_target,
            error_budget_left(silent_failure + stalled, completed + silent_failure + stalled, s.slo) AS error_budget_left
          FROM c LEFT JOIN journey_slo s ON c.journey = s.journey",
-        completed = count("completed"),
-        silent = count("silent_failure"),
-        failed = count("failed"),
-        stalled = count("stalled"),
-        orphan = count("orphan"),
-        late = count("late_completion"),
     ))
     .await?;
     ctx.sql(&format!(
         "CREATE VIEW outcomes_per_minute AS
          SELECT journey, CAST(date_trunc('minute', decided_at) AS TIMESTAMP) AS minute,
            COUNT(*) AS decided,
-           {completed} AS completed, {silent} AS silent_failure, {failed} AS failed,
-           {stalled} AS stalled, {orphan} AS orphan, {late} AS late_completion,
+           {per_outcome},
            COALESCE(SUM(CASE WHEN outcome = 'silent_failure' THEN {amount} END), 0) AS money_at_risk
          FROM outcomes GROUP BY journey, CAST(date_trunc('minute', decided_at) AS TIMESTAMP)",
-        completed = count("completed"),
-        silent = count("silent_failure"),
-        failed = count("failed"),
-        stalled = count("stalled"),
-        orphan = count("orphan"),
-        late = count("late_completion"),
     ))
     .await?;
     ctx.sql(
