@@ -94,6 +94,8 @@ pub struct Engine {
     dead: Option<BufWriter<File>>,
     pub(crate) counters: RunCounters,
     metrics: Option<Arc<Metrics>>,
+    /// Bumped by every assign and revoke.
+    pub(crate) assignment_epoch: u64,
 }
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
@@ -128,6 +130,7 @@ impl Engine {
             dead: None,
             counters: RunCounters::default(),
             metrics,
+            assignment_epoch: 0,
         })
     }
 
@@ -162,6 +165,7 @@ impl Engine {
     /// Returns where to start consuming each `(topic index, partition)`:
     /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
     pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
+        self.assignment_epoch += 1;
         for &(_, p) in partitions {
             if !self.groups.contains_key(&p) {
                 let group = self.restore(p)?;
@@ -227,6 +231,7 @@ impl Engine {
     /// Gives up `partitions`: checkpoints their groups and drops them.
     /// Returns the offsets to commit.
     pub fn revoke(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, i64)>, RunError> {
+        self.assignment_epoch += 1;
         let mut ps: Vec<i32> = partitions.iter().map(|&(_, p)| p).collect();
         ps.sort_unstable();
         ps.dedup();
@@ -388,15 +393,7 @@ impl Engine {
                 .inc();
         }
         for j in evicted {
-            self.dead_letter(&serde_json::json!({
-                "source": "engine",
-                "position": format!("trace:{}", j.trace_id),
-                "reason": "state_limit_evicted",
-                "journey": j.journey,
-                "first_seen": j.first_seen,
-                "n_events": j.n_events,
-                "decides_at": j.timer_at,
-            }))?;
+            self.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct RunReport {
     pub counters: RunCounters,
     pub in_flight: usize,
     pub elapsed: Duration,
+    /// From the first record to the last one (throughput without group joins and idle waits).
+    pub active: Duration,
 }
 
 /// The consumer's context: the engine (behind a mutex only because
@@ -221,6 +223,9 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
 
     let ctx = consumer.context().clone();
     let mut last_input = Instant::now();
+    let mut first_input: Option<Instant> = None;
+    let mut seen_epoch = 0u64;
+    let mut last_record = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut last_tick = Instant::now();
     let mut last_progress = Instant::now();
@@ -237,6 +242,8 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
                 last_input = Instant::now();
+                last_record = last_input;
+                first_input.get_or_insert(last_input);
                 let mut engine = ctx.engine();
                 if let Some(t) = engine.topic_index(msg.topic()) {
                     let headers = msg.headers();
@@ -281,6 +288,16 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             records_at_progress = records;
             last_progress = now;
         }
+        // Idle means owning partitions and getting nothing from them: the
+        // time spent joining the group or waiting for an assignment does not count.
+        let (epoch, owns) = {
+            let engine = ctx.engine();
+            (engine.assignment_epoch, engine.partitions().next().is_some())
+        };
+        if epoch != seen_epoch || !owns {
+            seen_epoch = epoch;
+            last_input = now;
+        }
         if let Some(idle) = opts.stop_when_idle
             && now.duration_since(last_input) >= idle
         {
@@ -305,5 +322,6 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         counters,
         in_flight: finished_in_flight,
         elapsed: started.elapsed(),
+        active: first_input.map_or(Duration::ZERO, |f| last_record.duration_since(f)),
     })
 }

@@ -486,7 +486,26 @@ fn demo(out: &Path, journeys: u64, seed: u64, config: Option<&Path>, tuning: &Tu
 fn check(path: &Path) -> Result<()> {
     let config = Config::from_file(path)?;
     let catalog = Catalog::new(&config)?;
+    let kafka = config
+        .sources
+        .iter()
+        .any(|s| s.kind == Some(tacet_core::config::SourceKind::Kafka))
+        .then(|| config.kafka_plan())
+        .transpose()?;
     println!("{} is valid: {} journeys", path.display(), catalog.journeys().len());
+    if let Some(plan) = kafka {
+        let topics: Vec<_> = plan
+            .topics
+            .iter()
+            .map(|t| format!("{} ({})", t.topic, t.source))
+            .collect();
+        println!(
+            "Kafka: group {} on {}, topics {}",
+            plan.group_id,
+            plan.brokers,
+            topics.join(", ")
+        );
+    }
     print!("{}", report::render_journeys(&config, &catalog));
     Ok(())
 }
