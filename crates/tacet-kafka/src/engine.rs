@@ -60,6 +60,8 @@ pub struct EngineOptions {
 struct Topic {
     name: String,
     decoder: Decoder,
+    /// `tacet_events{source}`, looked up once.
+    events: Option<tacet_engine::metrics::Counter>,
 }
 
 /// Partition `p` of every topic.
@@ -119,6 +121,7 @@ impl Engine {
             .map(|t| Topic {
                 name: t.topic.clone(),
                 decoder: Decoder::new(catalog.clone(), &t.mapping).with_source(&t.source),
+                events: metrics.as_ref().map(|m| m.source_events(&t.source)),
             })
             .collect();
         Ok(Self {
@@ -385,12 +388,8 @@ impl Engine {
         }
         g.shard.apply(&event);
         let evicted = g.shard.take_evicted();
-        if let Some(m) = &self.metrics {
-            m.events
-                .get_or_create(&tacet_engine::metrics::SourceLabels {
-                    source: t.decoder.source().to_owned(),
-                })
-                .inc();
+        if let Some(events) = &t.events {
+            events.inc();
         }
         for j in evicted {
             self.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;

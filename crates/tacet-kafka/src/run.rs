@@ -184,6 +184,7 @@ fn client_config(plan: &KafkaPlan) -> ClientConfig {
         .set("partition.assignment.strategy", "range")
         // Bound librdkafka's prefetch: 16 MiB per partition queue.
         .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "10")
         .set("statistics.interval.ms", "5000")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
@@ -239,17 +240,20 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             tracing::info!("Stop requested; checkpointing and leaving the group.");
             break;
         }
-        match consumer.poll(Duration::from_millis(100)) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        // One clock read per record: it stamps partition activity and drives the timers below.
+        let now = Instant::now();
+        match polled {
             Some(Ok(msg)) => {
-                last_input = Instant::now();
-                last_record = last_input;
-                first_input.get_or_insert(last_input);
+                last_input = now;
+                last_record = now;
+                first_input.get_or_insert(now);
                 let mut engine = ctx.engine();
                 if let Some(t) = engine.topic_index(msg.topic()) {
                     let headers = msg.headers();
                     let header =
                         |name: &str| headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value));
-                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), &header, last_input)?;
+                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), &header, now)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -262,7 +266,6 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             }
             None => {}
         }
-        let now = Instant::now();
         if now.duration_since(last_tick) >= Duration::from_millis(200) {
             last_tick = now;
             ctx.engine().tick(now);
@@ -289,14 +292,17 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             last_progress = now;
         }
         // Idle means owning partitions and getting nothing from them: the
-        // time spent joining the group or waiting for an assignment does not count.
-        let (epoch, owns) = {
-            let engine = ctx.engine();
-            (engine.assignment_epoch, engine.partitions().next().is_some())
-        };
-        if epoch != seen_epoch || !owns {
-            seen_epoch = epoch;
-            last_input = now;
+        // time spent joining the group or waiting for an assignment does not
+        // count. (Only looked at when this poll brought no record.)
+        if last_input != now {
+            let (epoch, owns) = {
+                let engine = ctx.engine();
+                (engine.assignment_epoch, engine.partitions().next().is_some())
+            };
+            if epoch != seen_epoch || !owns {
+                seen_epoch = epoch;
+                last_input = now;
+            }
         }
         if let Some(idle) = opts.stop_when_idle
             && now.duration_since(last_input) >= idle
