@@ -10,7 +10,10 @@ partition p of every topic holds the same traces:
   <prefix>notify    notify.* steps, with the trace id only in a W3C
                     `traceparent` record header (the body has no trace_id)
 
-Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S]
+With --unkeyed, records carry no key and land on any partition, as from
+producers that do not key by trace id (tacet's repartition mode).
+
+Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed]
 Prints the number of records sent per topic as JSON.
 """
 
@@ -36,6 +39,7 @@ def main() -> int:
     ap.add_argument("events")
     ap.add_argument("--prefix", default="")
     ap.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
+    ap.add_argument("--unkeyed", action="store_true", help="send every record without a key")
     args = ap.parse_args()
 
     producer = KafkaProducer(
@@ -66,7 +70,7 @@ def main() -> int:
                 continue
             name = str(event.get("event", ""))
             trace = event.get("trace_id")
-            key = str(trace).encode() if trace is not None else None
+            key = str(trace).encode() if trace is not None and not args.unkeyed else None
             headers = []
             if name.startswith("ledger."):
                 topic = topics["ledger"]

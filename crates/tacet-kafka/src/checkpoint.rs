@@ -56,8 +56,14 @@ pub struct SnapshotHeader {
     pub config_hash: u64,
     /// Next offset to consume, per topic.
     pub offsets: BTreeMap<String, i64>,
-    /// Largest event time seen, per topic (restores the watermark inputs).
+    /// Largest event time seen, per watermark input (restores them): per
+    /// topic, or per source `topic/partition` in repartition mode.
     pub max_seen: BTreeMap<String, i64>,
+    /// Repartition mode: next source offset per source `topic/partition`
+    /// seen in this group, so records the repartitioner wrote twice (after
+    /// its own crash) are recognised and skipped.
+    #[serde(default)]
+    pub origin_offsets: BTreeMap<String, i64>,
 }
 
 /// A snapshot read back.
@@ -226,6 +232,7 @@ mod tests {
             config_hash: 42,
             offsets: [("payments".to_owned(), 1200)].into(),
             max_seen: [("payments".to_owned(), 99)].into(),
+            origin_offsets: [("payments/2".to_owned(), 77)].into(),
         };
         write_snapshot(dir.path(), &header, b"shard-bytes").unwrap();
         let snap = read_snapshot(dir.path(), 3, 42).unwrap().unwrap();

@@ -1,9 +1,16 @@
 //! The per-partition correlator state of one consumer, and its checkpoints.
 //!
 //! Partition `p` of every topic forms one group with its own shard, watermark
-//! inputs (one per topic) and outcome writer, so a rebalance moves whole
-//! groups: the owner that loses `p` checkpoints it, the one that gains `p`
-//! restores exactly that snapshot.
+//! inputs and outcome writer, so a rebalance moves whole groups: the owner
+//! that loses `p` checkpoints it, the one that gains `p` restores exactly that
+//! snapshot.
+//!
+//! Watermark inputs are the topics in the co-partitioned layout. In the
+//! repartitioned layout the topics are tacet's internal ones, where the
+//! records of every source partition meet; there each *source* partition is
+//! an input (named by the `tacet-origin` header the repartitioner adds), so
+//! the watermark keeps the disorder bound of the producers, not of the
+//! repartitioner's reading order.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -62,6 +69,26 @@ struct Topic {
     decoder: Decoder,
     /// `tacet_events{source}`, looked up once.
     events: Option<tacet_engine::metrics::Counter>,
+    /// Repartitioned layout: the source topic behind this internal one.
+    origin: Option<Origin>,
+}
+
+/// The source topic an internal topic re-keys.
+struct Origin {
+    topic: String,
+    /// Watermark input of source partition 0; partition `q` is `base + q`.
+    base: usize,
+    partitions: usize,
+}
+
+/// How the consumed topics relate to what the producers wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// The plan's topics, keyed by trace id and co-partitioned.
+    Copartitioned,
+    /// tacet's internal topics (see [`crate::repartition`]), re-keyed from
+    /// source topics with these partition counts (in plan order).
+    Repartitioned { source_partitions: Vec<usize> },
 }
 
 /// Partition `p` of every topic.
@@ -71,7 +98,10 @@ struct Group {
     /// Next offset per topic (index as in `Engine::topics`); `None` before
     /// the first record when no snapshot said.
     next: Vec<Option<i64>>,
+    /// Largest event time per watermark input (`Engine::inputs`).
     max_seen: Vec<Option<EventTime>>,
+    /// Repartitioned layout: next source offset per input.
+    origin_next: Vec<Option<i64>>,
     /// Last completed checkpoint of this partition.
     seq: u64,
 }
@@ -84,12 +114,17 @@ pub struct RunCounters {
     pub rows: u64,
     pub checkpoints: u64,
     pub discarded_files: u64,
+    /// Records the repartitioner wrote twice (it crashed between writing
+    /// them and committing its source offsets), recognised and skipped.
+    pub repartition_duplicates: u64,
 }
 
 /// All groups this consumer owns.
 pub struct Engine {
     catalog: Arc<Catalog>,
     topics: Vec<Topic>,
+    /// Names of the watermark inputs of every group (also snapshot keys).
+    inputs: Vec<String>,
     groups: BTreeMap<i32, Group>,
     opts: EngineOptions,
     config_hash: u64,
@@ -111,22 +146,45 @@ impl Engine {
     pub fn new(
         config: &tacet_core::Config,
         plan: &KafkaPlan,
+        layout: &Layout,
         opts: EngineOptions,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, RunError> {
         let catalog = Arc::new(Catalog::new(config)?);
-        let topics = plan
-            .topics
-            .iter()
-            .map(|t| Topic {
-                name: t.topic.clone(),
+        let mut topics = Vec::new();
+        let mut inputs = Vec::new();
+        for (i, t) in plan.topics.iter().enumerate() {
+            let (name, origin) = match layout {
+                Layout::Copartitioned => {
+                    inputs.push(t.topic.clone());
+                    (t.topic.clone(), None)
+                }
+                Layout::Repartitioned { source_partitions } => {
+                    let partitions = source_partitions.get(i).copied().unwrap_or(0);
+                    let base = inputs.len();
+                    inputs.extend((0..partitions).map(|q| format!("{}/{q}", t.topic)));
+                    let origin = Origin {
+                        topic: t.topic.clone(),
+                        base,
+                        partitions,
+                    };
+                    (
+                        crate::repartition::internal_topic(&plan.group_id, &t.topic),
+                        Some(origin),
+                    )
+                }
+            };
+            topics.push(Topic {
+                name,
                 decoder: Decoder::new(catalog.clone(), &t.mapping).with_source(&t.source),
                 events: metrics.as_ref().map(|m| m.source_events(&t.source)),
-            })
-            .collect();
+                origin,
+            });
+        }
         Ok(Self {
             catalog,
             topics,
+            inputs,
             groups: BTreeMap::new(),
             opts,
             config_hash: config_hash(config),
@@ -184,7 +242,7 @@ impl Engine {
     fn restore(&mut self, p: i32) -> Result<Group, RunError> {
         let now = Instant::now();
         let mut watermarks = Watermarks::new(
-            self.topics.len(),
+            self.inputs.len(),
             self.opts.allowed_lateness,
             Some(self.opts.idle_timeout),
             now,
@@ -195,12 +253,16 @@ impl Engine {
         self.counters.discarded_files += discarded as u64;
         let writer = self.writer(p, seq + 1);
         let mut next = vec![None; self.topics.len()];
-        let mut max_seen = vec![None; self.topics.len()];
+        let mut max_seen = vec![None; self.inputs.len()];
+        let mut origin_next = vec![None; self.inputs.len()];
         let shard = match &snapshot {
             Some(snap) => {
                 for (i, topic) in self.topics.iter().enumerate() {
                     next[i] = snap.header.offsets.get(&topic.name).copied();
-                    max_seen[i] = snap.header.max_seen.get(&topic.name).copied();
+                }
+                for (i, input) in self.inputs.iter().enumerate() {
+                    max_seen[i] = snap.header.max_seen.get(input).copied();
+                    origin_next[i] = snap.header.origin_offsets.get(input).copied();
                     if let Some(t) = max_seen[i] {
                         watermarks.observe(i, t, now);
                     }
@@ -227,6 +289,7 @@ impl Engine {
             watermarks,
             next,
             max_seen,
+            origin_next,
             seq,
         })
     }
@@ -283,10 +346,16 @@ impl Engine {
                 .filter_map(|(t, n)| n.map(|n| (t.name.clone(), n)))
                 .collect(),
             max_seen: self
-                .topics
+                .inputs
                 .iter()
                 .zip(&g.max_seen)
-                .filter_map(|(t, m)| m.map(|m| (t.name.clone(), m)))
+                .filter_map(|(input, m)| m.map(|m| (input.clone(), m)))
+                .collect(),
+            origin_offsets: self
+                .inputs
+                .iter()
+                .zip(&g.origin_next)
+                .filter_map(|(input, n)| n.map(|n| (input.clone(), n)))
                 .collect(),
         };
         let mut bytes = Vec::new();
@@ -324,11 +393,35 @@ impl Engine {
             return Ok(()); // already in the restored state
         }
         g.next[topic] = Some(offset + 1);
+        let t = &self.topics[topic];
+        // Where the record was written by its producer: the watermark input
+        // it feeds and the position dead letters name.
+        let (input, position) = match &t.origin {
+            None => (topic, (&t.name, partition, offset)),
+            Some(origin) => {
+                match header(crate::repartition::ORIGIN_HEADER).and_then(crate::repartition::parse_origin) {
+                    Some((q, source_offset)) if (q as usize) < origin.partitions => {
+                        let input = origin.base + q as usize;
+                        if g.origin_next[input].is_some_and(|n| source_offset < n) {
+                            self.counters.repartition_duplicates += 1;
+                            return Ok(());
+                        }
+                        g.origin_next[input] = Some(source_offset + 1);
+                        (input, (&origin.topic, q, source_offset))
+                    }
+                    // Not written by tacet's repartitioner (no or a bad origin):
+                    // still an event; it feeds the topic's first input.
+                    _ => (
+                        origin.base.min(self.inputs.len().saturating_sub(1)),
+                        (&t.name, partition, offset),
+                    ),
+                }
+            }
+        };
         let stats = &mut self.counters.decode;
         stats.records += 1;
         let payload = payload.unwrap_or(&[]);
         stats.bytes += payload.len() as u64;
-        let t = &self.topics[topic];
         let decoded = if payload.len() > self.opts.max_line_bytes {
             Err(DecodeError::OversizedLine)
         } else {
@@ -345,9 +438,10 @@ impl Engine {
                         })
                         .inc();
                 }
+                let (position_topic, position_partition, position_offset) = position;
                 let letter = DeadLetter::new(
                     t.decoder.source(),
-                    format!("{}/{partition}/{offset}", t.name),
+                    format!("{position_topic}/{position_partition}/{position_offset}"),
                     reason,
                     payload,
                 );
@@ -381,8 +475,8 @@ impl Engine {
             service: &decoded.service,
             attrs: &attrs,
         };
-        g.max_seen[topic] = Some(g.max_seen[topic].map_or(event.time, |m| m.max(event.time)));
-        g.watermarks.observe(topic, event.time, now);
+        g.max_seen[input] = Some(g.max_seen[input].map_or(event.time, |m| m.max(event.time)));
+        g.watermarks.observe(input, event.time, now);
         if let Some(w) = g.watermarks.watermark(now) {
             g.shard.advance(w);
         }

@@ -10,6 +10,8 @@
 //! - [`engine`]: per-partition groups (partition `p` of every topic: one
 //!   shard, one watermark input per topic, one outcome writer), records in,
 //!   checkpoints out.
+//! - [`repartition`]: for producers that do not key by trace id, a stage
+//!   that re-keys the source topics into internal topics first.
 //! - [`checkpoint`]: the files — partition snapshots, staged outcome files
 //!   and their publication, recovery's cleanup.
 //!
@@ -22,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+pub mod repartition;
 pub mod run;
 
 pub use engine::{EngineOptions, RunError};

@@ -23,10 +23,11 @@ use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tacet_core::Config;
-use tacet_core::config::KafkaPlan;
+use tacet_core::config::{KafkaPlan, Partitioning};
 use tacet_engine::Metrics;
 
-use crate::engine::{Engine, EngineOptions, RunCounters, RunError};
+use crate::engine::{Engine, EngineOptions, Layout, RunCounters, RunError};
+use crate::repartition;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -197,15 +198,21 @@ fn client_config(plan: &KafkaPlan) -> ClientConfig {
 /// Runs until stopped, idle (with `stop_when_idle`), or failed.
 pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let plan = config.kafka_plan()?;
-    if plan.partitioning == tacet_core::config::Partitioning::Repartition {
-        return Err(RunError::Kafka(
-            "partitioning = \"repartition\" is not implemented yet: key the topics by trace id and use the default \
-             co-partitioned mode"
-                .into(),
-        ));
-    }
     let started = Instant::now();
-    let engine = Engine::new(config, &plan, opts.engine.clone(), opts.metrics.clone())?;
+    // Repartition mode: a second stage re-keys the source topics into
+    // internal ones, which this consumer then reads as co-partitioned topics.
+    let (layout, mut repartitioner) = match plan.partitioning {
+        Partitioning::Copartitioned => (Layout::Copartitioned, None),
+        Partitioning::Repartition => {
+            let source_partitions = repartition::prepare(&plan, &opts.stop)?;
+            let stage = repartition::spawn(config, &plan, opts.checkpoint_interval)?;
+            (Layout::Repartitioned { source_partitions }, Some(stage))
+        }
+    };
+    let engine = Engine::new(config, &plan, &layout, opts.engine.clone(), opts.metrics.clone())?;
+    let topics: Vec<String> = (0..plan.topics.len())
+        .map(|i| engine.topic_name(i).to_owned())
+        .collect();
     let context = Context {
         engine: Mutex::new(engine),
         metrics: opts.metrics.clone(),
@@ -216,7 +223,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let consumer: BaseConsumer<Context> = client_config(&plan)
         .create_with_context(context)
         .map_err(|e| RunError::Kafka(format!("cannot create the consumer: {e}")))?;
-    let topics: Vec<&str> = plan.topics.iter().map(|t| t.topic.as_str()).collect();
+    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topics)
         .map_err(|e| RunError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
@@ -226,6 +233,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let mut last_input = Instant::now();
     let mut first_input: Option<Instant> = None;
     let mut seen_epoch = 0u64;
+    let mut seen_rekeyed = 0u64;
     let mut last_record = Instant::now();
     let mut last_checkpoint = Instant::now();
     let mut last_tick = Instant::now();
@@ -239,6 +247,13 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         if opts.stop.load(Ordering::Relaxed) {
             tracing::info!("Stop requested; checkpointing and leaving the group.");
             break;
+        }
+        if repartitioner.as_ref().is_some_and(|r| r.is_finished()) {
+            let error = repartitioner.take().map(|r| r.stop());
+            return Err(match error {
+                Some(Err(e)) => e,
+                _ => RunError::Kafka("the repartitioner stopped".into()),
+            });
         }
         let polled = consumer.poll(Duration::from_millis(100));
         // One clock read per record: it stamps partition activity and drives the timers below.
@@ -303,6 +318,15 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 seen_epoch = epoch;
                 last_input = now;
             }
+            // Repartition mode: the first stage must be idle too (it may
+            // still be joining its group, or re-keying a backlog).
+            if let Some(stage) = &repartitioner {
+                let (owned, rekeyed) = stage.progress();
+                if owned == 0 || rekeyed != seen_rekeyed {
+                    seen_rekeyed = rekeyed;
+                    last_input = now;
+                }
+            }
         }
         if let Some(idle) = opts.stop_when_idle
             && now.duration_since(last_input) >= idle
@@ -311,6 +335,10 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             finished_in_flight = ctx.engine().finish()?;
             break;
         }
+    }
+    if let Some(stage) = repartitioner.take() {
+        let rekeyed = stage.stop()?;
+        tracing::info!(records = rekeyed, "Repartitioner stopped after its final commit.");
     }
     {
         let mut engine = ctx.engine();

@@ -607,5 +607,11 @@ fn run_kafka(
         c.checkpoints,
         report.in_flight
     );
+    if c.repartition_duplicates > 0 {
+        eprintln!(
+            "Skipped {} records the repartitioner had written twice (it restarted before committing them).",
+            c.repartition_duplicates
+        );
+    }
     Ok(())
 }

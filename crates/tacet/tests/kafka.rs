@@ -134,11 +134,16 @@ fn generate(dir: &Path, journeys: u64, seed: u64) {
 
 /// Starts the producer; `rate` events/s (0 = flat out).
 fn produce(broker: &Broker, dir: &Path, rate: u32) -> Child {
+    produce_with(broker, dir, rate, &[])
+}
+
+fn produce_with(broker: &Broker, dir: &Path, rate: u32, flags: &[&str]) -> Child {
     Command::new("python3")
         .arg(repo("testdata/kafka/produce.py"))
         .arg(broker.bootstrap())
         .arg(dir.join("events.ndjson"))
         .args(["--rate", &rate.to_string()])
+        .args(flags)
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 with kafka-python")
@@ -312,4 +317,57 @@ fn unsafe_sigkill(child: &mut Child) {
     // `Child::kill` sends SIGKILL on Unix.
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn unkeyed_traffic_is_repartitioned_by_trace_id_through_kills() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 10_000, 11);
+    let config = write_config(dir.path(), &broker.bootstrap(), "rekey", "1s");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "kind = \"kafka\"\n",
+            "kind = \"kafka\"\npartitioning = \"repartition\"\n",
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    // Records without keys, on any partition: no partition holds a whole journey.
+    let producer = produce_with(&broker, dir.path(), 5_000, &["--unkeyed"]);
+    for kill in 0..4u64 {
+        let mut child = tacet_run(&config, &out, None, &log);
+        std::thread::sleep(Duration::from_millis(3_000 + kill * 700));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tacet exited early (kill {kill}); see {}",
+            log.display()
+        );
+        unsafe_sigkill(&mut child);
+    }
+    wait_ok(producer, "producer", Duration::from_secs(300));
+    wait_ok(
+        tacet_run(&config, &out, Some("6s"), &log),
+        "final tacet run",
+        Duration::from_secs(300),
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log_text.contains("Created the internal repartition topic"),
+        "{log_text}"
+    );
+    assert!(log_text.contains("Repartitioning by trace id"), "{log_text}");
+    assert_exact(dir.path(), &out);
+    // Dead letters name the position the producer wrote, not the internal topic.
+    let letters = std::fs::read_to_string(out.join("dead-letter.ndjson")).unwrap();
+    assert!(!letters.is_empty());
+    for line in letters.lines() {
+        let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+        let position = letter["position"].as_str().unwrap();
+        assert!(!position.contains("repartition"), "{position}");
+    }
 }
