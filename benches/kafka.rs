@@ -1,0 +1,228 @@
+//! End-to-end Kafka throughput: `tacet run` (decode, correlate, Parquet,
+//! checkpoints every 5 s) against a bare rdkafka consumer that only counts
+//! the records of the same topics. The ratio is the figure.
+//!
+//! Starts its own nisshi broker on 127.0.0.1 (memory storage; `.ci/kafka-setup`
+//! installs it), produces `TACET_BENCH_JOURNEYS` generated journeys (default
+//! 100,000, ~430K events) into three topics of 4 partitions with librdkafka,
+//! then alternates bare and tacet consumers `TACET_BENCH_RUNS` times (default
+//! 3), each in a fresh consumer group from the earliest offset. Rates count
+//! from a consumer's first record to its last, so group joins and the idle
+//! wait at the end are not in them.
+//!
+//! Run: `cargo bench -p tacet-bench --bench kafka`
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tacet_bench::{env_or, median};
+use tacet_core::{Catalog, Config};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const TOPICS: [&str; 3] = ["payments", "ledger", "notify"];
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nisshi() -> PathBuf {
+    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/bin/nisshi");
+    if cached.exists() {
+        cached
+    } else {
+        PathBuf::from("nisshi")
+    }
+}
+
+fn main() {
+    let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 100_000);
+    let runs: usize = env_or("TACET_BENCH_RUNS", 3);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let bootstrap = format!("127.0.0.1:{port}");
+    let _broker = Broker(
+        Command::new(nisshi())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tacet/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nisshi is not installed: run .ci/kafka-setup"),
+    );
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for topic in TOPICS {
+        let ok = Command::new(nisshi())
+            .args(["topic", "create", topic, "--partitions", "4", "--broker", &url])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "creating {topic}");
+    }
+
+    // Traffic: generated events, keyed by trace id, routed by step family.
+    let config = Config::embedded_default();
+    let catalog = Catalog::new(&config).unwrap();
+    let mut events = Vec::new();
+    tacet_gen::generate(
+        &catalog,
+        &tacet_gen::GenOptions {
+            journeys,
+            seed: 3,
+            ..Default::default()
+        },
+        &mut events,
+        &mut std::io::sink(),
+    )
+    .unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .unwrap();
+    let started = Instant::now();
+    let mut total = 0u64;
+    for line in events.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let value: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+        let key = value
+            .as_ref()
+            .and_then(|v| v.get("trace_id"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+            .to_owned();
+        let name = value
+            .as_ref()
+            .and_then(|v| v.get("event"))
+            .and_then(|t| t.as_str())
+            .unwrap_or("");
+        let topic = if name.starts_with("ledger.") {
+            "ledger"
+        } else if name.starts_with("notify.") {
+            "notify"
+        } else {
+            "payments"
+        };
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(line);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = back;
+                }
+            }
+        }
+        total += 1;
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    eprintln!(
+        "produced {total} records ({:.1} MB) in {:.1}s",
+        events.len() as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    let out = tempfile::tempdir().unwrap();
+    let mut bare_rates = Vec::new();
+    let mut tacet_rates = Vec::new();
+    for run in 0..runs {
+        // Bare: poll and count, nothing else.
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", format!("bare-{run}"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("queued.max.messages.kbytes", "16384")
+            .create()
+            .unwrap();
+        consumer.subscribe(&TOPICS).unwrap();
+        let (mut n, mut first, mut last) = (0u64, None, Instant::now());
+        let mut bytes = 0usize;
+        while n < total {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                bytes += m.payload().map_or(0, |p| p.len());
+                n += 1;
+                last = Instant::now();
+                first.get_or_insert(last);
+            }
+        }
+        drop(consumer);
+        let bare = last.duration_since(first.unwrap());
+        bare_rates.push(rate_time(total, bare));
+        std::hint::black_box(bytes);
+
+        // tacet run, in process, in its own group and output folder.
+        let mut cfg = config.clone();
+        cfg.sources = vec![tacet_core::config::SourceConfig {
+            name: "events".into(),
+            kind: Some(tacet_core::config::SourceKind::Kafka),
+            brokers: Some(bootstrap.clone()),
+            topics: TOPICS.iter().map(|t| t.to_string()).collect(),
+            group_id: Some(format!("tacet-{run}")),
+            properties: Default::default(),
+            partitioning: Default::default(),
+            fields: Default::default(),
+        }];
+        let dir = out.path().join(format!("run{run}"));
+        let opts = tacet_kafka::RunOptions {
+            engine: tacet_kafka::EngineOptions {
+                out_dir: dir.clone(),
+                state_dir: dir.join("state"),
+                flush_rows: cfg.output.flush_rows,
+                max_open_journeys: cfg.engine.max_open_journeys,
+                allowed_lateness: cfg.engine.allowed_lateness,
+                idle_timeout: cfg.engine.idle_timeout,
+                max_line_bytes: cfg.engine.max_line_bytes,
+            },
+            checkpoint_interval: Duration::from_secs(5),
+            stop_when_idle: Some(Duration::from_secs(3)),
+            stop: Arc::new(AtomicBool::new(false)),
+            metrics: None,
+        };
+        let report = tacet_kafka::run(&cfg, opts).unwrap();
+        assert_eq!(report.counters.decode.records, total, "tacet read every record");
+        tacet_rates.push(rate_time(total, report.active));
+        eprintln!(
+            "run {run}: bare {:.0} rec/s, tacet {:.0} rec/s ({} outcome rows, {} checkpoints)",
+            total as f64 / bare.as_secs_f64(),
+            total as f64 / report.active.as_secs_f64(),
+            report.counters.rows,
+            report.counters.checkpoints
+        );
+    }
+    let bare = median(bare_rates);
+    let tacet = median(tacet_rates);
+    let per_s = |d: Duration| total as f64 / d.as_secs_f64();
+    println!("Kafka benchmark ({total} records in 3 topics x 4 partitions, nisshi in memory, {runs} runs, medians)");
+    println!("  bare rdkafka consumer  {:>10.0} records/s", per_s(bare));
+    println!("  tacet run              {:>10.0} records/s", per_s(tacet));
+    println!(
+        "  ratio                  {:>10.1} %",
+        100.0 * per_s(tacet) / per_s(bare)
+    );
+}
+
+/// The time per run, kept as a duration so `median` applies.
+fn rate_time(_records: u64, d: Duration) -> Duration {
+    d.max(Duration::from_millis(1))
+}
