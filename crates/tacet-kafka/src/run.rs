@@ -172,6 +172,15 @@ fn commit(consumer: &BaseConsumer<Context>, engine: &Engine, offsets: &[(usize, 
     }
 }
 
+/// Subscribed topics with no partition assigned to this consumer.
+fn unassigned_topics<'a>(consumer: &BaseConsumer<Context>, topics: &[&'a str]) -> Vec<&'a str> {
+    let assigned: std::collections::BTreeSet<String> = consumer
+        .assignment()
+        .map(|tpl| tpl.elements().iter().map(|e| e.topic().to_owned()).collect())
+        .unwrap_or_default();
+    topics.iter().copied().filter(|t| !assigned.contains(*t)).collect()
+}
+
 /// Consumer settings: ours, then the config's `properties` on top.
 fn client_config(plan: &KafkaPlan) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -187,6 +196,9 @@ fn client_config(plan: &KafkaPlan) -> ClientConfig {
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.queue.backoff.ms", "10")
         .set("statistics.interval.ms", "5000")
+        // A subscribed topic created after the start is found within 10 s
+        // (librdkafka's default is 5 minutes).
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
     for (k, v) in &plan.properties {
@@ -292,6 +304,14 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             commit(&consumer, &engine, &offsets, CommitMode::Async);
         }
         if now.duration_since(last_progress) >= Duration::from_secs(10) {
+            let missing = unassigned_topics(&consumer, &topics);
+            if !missing.is_empty() && ctx.engine().partitions().next().is_some() {
+                tracing::warn!(
+                    topics = ?missing,
+                    "No partition of these topics is assigned here: they may not exist yet (new topics are found \
+                     within 10 s), or the group has more members than they have partitions."
+                );
+            }
             let engine = ctx.engine();
             let records = engine.counters.decode.records;
             let rate = (records - records_at_progress) as f64 / now.duration_since(last_progress).as_secs_f64();
@@ -314,6 +334,9 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 let engine = ctx.engine();
                 (engine.assignment_epoch, engine.partitions().next().is_some())
             };
+            // A topic without any partition here (it may not exist yet) is
+            // not "no input"; `--stop-when-idle` waits for every topic.
+            let owns = owns && (opts.stop_when_idle.is_none() || unassigned_topics(&consumer, &topics).is_empty());
             if epoch != seen_epoch || !owns {
                 seen_epoch = epoch;
                 last_input = now;

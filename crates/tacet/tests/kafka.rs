@@ -38,7 +38,10 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path) -> Broker {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Broker::start_on(dir, free_port())
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = File::create(dir.join("nisshi.log")).unwrap();
         let child = Command::new(nisshi())
@@ -68,6 +71,10 @@ impl Broker {
     fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl Drop for Broker {
@@ -370,4 +377,24 @@ fn unkeyed_traffic_is_repartitioned_by_trace_id_through_kills() {
         let position = letter["position"].as_str().unwrap();
         assert!(!position.contains("repartition"), "{position}");
     }
+}
+
+#[test]
+fn a_broker_down_at_start_is_waited_for_and_consumed_without_a_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), 3_000, 2);
+    let port = free_port();
+    let config = write_config(dir.path(), &format!("127.0.0.1:{port}"), "late-broker", "2s");
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    let run = tacet_run(&config, &out, Some("6s"), &log);
+    // Nothing listens yet: tacet must keep retrying, not exit.
+    std::thread::sleep(Duration::from_secs(4));
+    let broker = Broker::start_on(dir.path(), port);
+    wait_ok(produce(&broker, dir.path(), 0), "producer", Duration::from_secs(120));
+    wait_ok(run, "tacet run", Duration::from_secs(180));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("librdkafka keeps retrying"), "{log_text}");
+    assert_exact(dir.path(), &out);
 }
