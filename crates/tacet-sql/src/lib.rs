@@ -15,8 +15,11 @@
 //!     `error_budget_left(bad, total, slo)`.
 //! - [`format`]: results as a table, CSV or JSON.
 //! - [`server`]: the same session over the PostgreSQL wire protocol
-//!   (`pgwire`), read-only, password-checked, with bounded connections.
+//!   (`pgwire`, simple and extended query protocols), read-only,
+//!   password-checked, with bounded connections.
+//! - [`encode`]: Arrow values as PostgreSQL text or binary fields.
 
+pub mod encode;
 pub mod format;
 pub mod server;
 pub mod session;

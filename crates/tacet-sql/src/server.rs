@@ -1,6 +1,11 @@
 //! The session over the PostgreSQL wire protocol, so psql, Grafana and BI
 //! tools can connect.
 //!
+//! Both query protocols: simple (psql) and extended (Parse/Bind/Execute, as
+//! pgx behind Grafana, JDBC, psycopg and asyncpg speak it), with `$1`-style
+//! parameters and results in the text or binary format each client asks
+//! for (see [`crate::encode`]).
+//!
 //! Read-only: DDL and DML are refused by DataFusion's SQL options before they
 //! are planned. With a password configured, clients authenticate with it
 //! (cleartext over the connection: serve on loopback or behind a TLS proxy);
@@ -12,23 +17,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::Array;
-use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::prelude::SessionContext;
-use futures::stream;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::{Sink, stream};
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler};
-use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::session::run_query;
+use crate::encode;
+use crate::session::{read_only, run_query};
 
 /// How to serve.
 #[derive(Clone)]
@@ -49,23 +56,12 @@ impl Debug for ServeOptions {
 /// Answers queries from the DataFusion session.
 pub struct QueryHandler {
     ctx: Arc<SessionContext>,
+    parser: Arc<Parser>,
 }
 
 impl NoopStartupHandler for QueryHandler {}
 
-fn pg_type(t: &DataType) -> Type {
-    match t {
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => Type::INT8,
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => Type::INT8,
-        DataType::Float16 | DataType::Float32 | DataType::Float64 => Type::FLOAT8,
-        DataType::Boolean => Type::BOOL,
-        DataType::Timestamp(_, _) => Type::TIMESTAMP,
-        DataType::Date32 | DataType::Date64 => Type::DATE,
-        _ => Type::TEXT,
-    }
-}
-
-fn user_error(message: String) -> PgWireError {
+pub(crate) fn user_error(message: String) -> PgWireError {
     // 42000: syntax error or access rule violation, the closest class for
     // planning errors and refused statements.
     PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".into(), "42000".into(), message)))
@@ -93,31 +89,151 @@ impl SimpleQueryHandler for QueryHandler {
                 .map(|df| Arc::new(df.schema().as_arrow().clone()))
                 .map_err(|e| user_error(e.to_string()))?,
         };
-        let fields: Vec<FieldInfo> = schema
-            .fields()
-            .iter()
-            .map(|f| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), FieldFormat::Text))
+        let fields = Arc::new(encode::fields(&schema, &encode::all_text()));
+        let rows = encode::rows(&batches, &fields)?;
+        Ok(vec![Response::Query(QueryResponse::new(fields, stream::iter(rows)))])
+    }
+}
+
+/// A statement of the extended protocol, planned at Parse: the plan (with
+/// its `$n` placeholders), the parameter types DataFusion inferred, and the
+/// result schema a Describe reports.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    plan: DataFrame,
+    /// Per `$n` (index n-1): the type DataFusion inferred, if any.
+    params: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+}
+
+/// Plans statements of the extended protocol (read-only, as the simple one).
+pub struct Parser {
+    ctx: Arc<SessionContext>,
+}
+
+impl Debug for Parser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Parser")
+    }
+}
+
+#[async_trait]
+impl QueryParser for Parser {
+    type Statement = Planned;
+
+    async fn parse_sql<C>(&self, _client: &C, sql: &str, _types: &[Option<Type>]) -> PgWireResult<Option<Planned>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let plan = self
+            .ctx
+            .sql_with_options(sql, read_only())
+            .await
+            .map_err(|e| user_error(e.to_string()))?;
+        let mut inferred: Vec<(usize, Option<datafusion::arrow::datatypes::DataType>)> = plan
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| user_error(e.to_string()))?
+            .into_iter()
+            .filter_map(|(name, t)| Some((name.strip_prefix('$')?.parse::<usize>().ok()?, t)))
             .collect();
-        let fields = Arc::new(fields);
-        let options = FormatOptions::default();
-        let mut rows = Vec::new();
-        for batch in &batches {
-            let formatters = batch
-                .columns()
-                .iter()
-                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| user_error(e.to_string()))?;
-            for row in 0..batch.num_rows() {
-                let mut encoder = DataRowEncoder::new(fields.clone());
-                for (col, f) in batch.columns().iter().zip(&formatters) {
-                    let value = (!col.is_null(row)).then(|| f.value(row).to_string());
-                    encoder.encode_field(&value)?;
-                }
-                rows.push(Ok(encoder.take_row()));
+        inferred.sort_by_key(|(n, _)| *n);
+        let count = inferred.last().map_or(0, |(n, _)| *n);
+        let mut params = vec![None; count];
+        for (n, t) in inferred {
+            if n >= 1 {
+                params[n - 1] = t;
             }
         }
-        Ok(vec![Response::Query(QueryResponse::new(fields, stream::iter(rows)))])
+        Ok(Some(Planned { plan, params }))
+    }
+
+    fn get_parameter_types(&self, stmt: &Planned) -> PgWireResult<Vec<Type>> {
+        Ok(stmt
+            .params
+            .iter()
+            .map(|t| t.as_ref().map_or(Type::UNKNOWN, encode::pg_type))
+            .collect())
+    }
+
+    fn get_result_schema(&self, stmt: &Planned, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(encode::fields(
+            stmt.plan.schema().as_arrow(),
+            format.unwrap_or(&Format::UnifiedText),
+        ))
+    }
+}
+
+/// Parameter `i` of `portal` as a DataFusion value, read as `ty` says.
+fn parameter(portal: &Portal<Planned>, i: usize, ty: &Type) -> PgWireResult<ScalarValue> {
+    Ok(match *ty {
+        Type::INT2 => ScalarValue::Int16(portal.parameter::<i16>(i, ty)?),
+        Type::INT4 => ScalarValue::Int32(portal.parameter::<i32>(i, ty)?),
+        Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, ty)?),
+        Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, ty)?),
+        Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, ty)?),
+        Type::BOOL => ScalarValue::Boolean(portal.parameter::<bool>(i, ty)?),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            ScalarValue::Utf8(portal.parameter::<String>(i, ty)?)
+        }
+        // Times and anything else: accepted in text format and cast by the
+        // plan to the type it expects.
+        _ if !portal.parameter_format.is_binary(i) => ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?),
+        _ => {
+            return Err(user_error(format!(
+                "parameter ${} of type {} in binary format is not supported; send it as text",
+                i + 1,
+                ty.name()
+            )));
+        }
+    })
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for QueryHandler {
+    type Statement = Planned;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, _client: &mut C, portal: &Portal<Planned>, _max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let stored = &portal.statement;
+        let planned = &stored.statement;
+        let mut values = Vec::with_capacity(portal.parameter_len());
+        for i in 0..portal.parameter_len() {
+            let inferred = planned.params.get(i).cloned().flatten();
+            let ty = stored
+                .parameter_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .filter(|t| *t != Type::UNKNOWN)
+                .or_else(|| inferred.as_ref().map(encode::pg_type))
+                .unwrap_or(Type::UNKNOWN);
+            let mut value = parameter(portal, i, &ty)?;
+            if let Some(t) = &inferred {
+                value = value
+                    .cast_to(t)
+                    .map_err(|e| user_error(format!("parameter ${}: {e}", i + 1)))?;
+            }
+            values.push(value);
+        }
+        let mut plan = planned.plan.clone();
+        if !values.is_empty() {
+            plan = plan.with_param_values(values).map_err(|e| user_error(e.to_string()))?;
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let batches = plan.collect().await.map_err(|e| user_error(e.to_string()))?;
+        let fields = Arc::new(encode::fields(&schema, &portal.result_column_format));
+        let rows = encode::rows(&batches, &fields)?;
+        Ok(Response::Query(QueryResponse::new(fields, stream::iter(rows))))
     }
 }
 
@@ -144,6 +260,9 @@ impl PgWireServerHandlers for Open {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         self.0.clone()
     }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         self.0.clone()
     }
@@ -156,6 +275,9 @@ struct Guarded {
 
 impl PgWireServerHandlers for Guarded {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.handler.clone()
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
         self.handler.clone()
     }
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
@@ -171,7 +293,10 @@ pub async fn bind(
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    let handler = Arc::new(QueryHandler { ctx });
+    let handler = Arc::new(QueryHandler {
+        parser: Arc::new(Parser { ctx: ctx.clone() }),
+        ctx,
+    });
     let permits = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let serve = async move {
         loop {

@@ -208,3 +208,68 @@ async fn budget_functions_compute_by_hand() {
     assert!((v(0) - 14.4).abs() < 1e-9 && (v(1) - 3.0).abs() < 1e-9 && (v(2) + 4.0).abs() < 1e-9);
     assert!(batches[0].column(3).is_null(0), "no traffic: NULL, not a burn");
 }
+
+/// The extended protocol with parameters and binary results, from psycopg 3
+/// (libpq), as drivers behind Grafana and notebooks use it.
+#[test]
+fn an_extended_protocol_client_gets_typed_results_and_the_same_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::scenario_outcomes(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (port, ctx) = rt.block_on(async {
+        let ctx = Arc::new(tacet_sql::open(dir.path(), Some(&config)).await.unwrap());
+        let opts = tacet_sql::server::ServeOptions {
+            password: Some("s3cret".into()),
+            max_connections: 4,
+        };
+        let (addr, serve) = tacet_sql::server::bind(ctx.clone(), "127.0.0.1:0", opts).await.unwrap();
+        tokio::spawn(serve);
+        (addr.port(), ctx)
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/sql/extended_client.py");
+    let out = Command::new("python3")
+        .args([script, &port.to_string(), "s3cret"])
+        .output()
+        .expect("python3 with psycopg (pip install 'psycopg[binary]')");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The same questions through the session directly.
+    let query = |sql: &str| rt.block_on(tacet_sql::run_query(&ctx, sql)).unwrap();
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default();
+    let sli = query("SELECT journey, decided, sli FROM journey_sli ORDER BY journey");
+    let mut expected_sli = Vec::new();
+    for b in &sli {
+        let journeys = ArrayFormatter::try_new(b.column(0).as_ref(), &options).unwrap();
+        for i in 0..b.num_rows() {
+            expected_sli.push(serde_json::json!([
+                journeys.value(i).to_string(),
+                b.column(1).as_primitive::<Int64Type>().value(i),
+                b.column(2).as_primitive::<Float64Type>().value(i),
+            ]));
+        }
+    }
+    assert_eq!(got["binary_sli"], serde_json::Value::Array(expected_sli.clone()));
+    let funds = expected_sli.iter().find(|r| r[0] == "funds_transfer").unwrap();
+    assert_eq!(got["param_text"], serde_json::json!([[funds[0], funds[1]]]));
+    let with_decisions = expected_sli.iter().filter(|r| r[1].as_i64().unwrap() > 0).count();
+    assert_eq!(got["param_int"], with_decisions);
+
+    let first = query("SELECT minute, SUM(decided) FROM outcomes_per_minute GROUP BY minute ORDER BY minute LIMIT 1");
+    let minute = ArrayFormatter::try_new(first[0].column(0).as_ref(), &options)
+        .unwrap()
+        .value(0)
+        .to_string();
+    let decided = first[0].column(1).as_primitive::<Int64Type>().value(0);
+    assert_eq!(got["binary_minute"], serde_json::json!([minute, decided]));
+
+    assert!(
+        got["drop"].as_str().unwrap().contains("DDL not supported"),
+        "{}",
+        got["drop"]
+    );
+    assert_eq!(got["wrong_password"], "refused");
+}
