@@ -166,6 +166,21 @@ fn tacet_run(config: &Path, out: &Path, stop_when_idle: Option<&str>, log: &Path
     cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
+/// Starts `tacet run` `kills` times, each SIGKILLed after `lifetime(kill)`
+/// (it must still be running then).
+fn run_and_kill(config: &Path, out: &Path, log: &Path, kills: u64, mut lifetime: impl FnMut(u64) -> Duration) {
+    for kill in 0..kills {
+        let mut child = tacet_run(config, out, None, log);
+        std::thread::sleep(lifetime(kill));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tacet exited early (kill {kill}); see {}",
+            log.display()
+        );
+        unsafe_sigkill(&mut child);
+    }
+}
+
 fn wait_ok(mut child: Child, what: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
@@ -259,22 +274,14 @@ fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
     // The producer trickles (~50 s) while tacet is killed at random points.
     let producer = produce(&broker, dir.path(), 1_000);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for kill in 0..10 {
-        let mut child = tacet_run(&config, &out, None, &log);
+    // 3 to 7 s (joining the group takes 1-3 s): kills land mid-stream,
+    // mid-checkpoint, now and then before the first assignment.
+    run_and_kill(&config, &out, &log, 10, |_| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // 3 to 7 s (joining the group takes 1-3 s): kills land mid-stream,
-        // mid-checkpoint, now and then before the first assignment.
-        let wait = Duration::from_millis(3_000 + seed % 4_000);
-        std::thread::sleep(wait);
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "tacet exited early (kill {kill}); see {}",
-            log.display()
-        );
-        unsafe_sigkill(&mut child);
-    }
+        Duration::from_millis(3_000 + seed % 4_000)
+    });
     wait_ok(producer, "producer", Duration::from_secs(300));
     // A last run to the end, after a rejoin that waits out the killed member's session.
     wait_ok(
@@ -346,16 +353,7 @@ fn unkeyed_traffic_is_repartitioned_by_trace_id_through_kills() {
     let log = dir.path().join("tacet.log");
     // Records without keys, on any partition: no partition holds a whole journey.
     let producer = produce_with(&broker, dir.path(), 5_000, &["--unkeyed"]);
-    for kill in 0..4u64 {
-        let mut child = tacet_run(&config, &out, None, &log);
-        std::thread::sleep(Duration::from_millis(3_000 + kill * 700));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "tacet exited early (kill {kill}); see {}",
-            log.display()
-        );
-        unsafe_sigkill(&mut child);
-    }
+    run_and_kill(&config, &out, &log, 4, |kill| Duration::from_millis(3_000 + kill * 700));
     wait_ok(producer, "producer", Duration::from_secs(300));
     wait_ok(
         tacet_run(&config, &out, Some("6s"), &log),
