@@ -98,6 +98,10 @@ pub struct AlertEngine {
     open: BTreeMap<(JourneyId, RuleKind), Open>,
     /// Every minute boundary up to here has been evaluated.
     evaluated: Option<EventTime>,
+    /// The earliest decision seen before the first evaluation: evaluations
+    /// start at the minute boundary after it, whatever watermark the caller
+    /// first passes, so a replay and a live run evaluate the same minutes.
+    earliest: Option<EventTime>,
     update_interval_ms: i64,
     ticket_update_interval_ms: i64,
     gauges: Vec<JourneyGauges>,
@@ -147,6 +151,7 @@ impl AlertEngine {
             windows,
             open: BTreeMap::new(),
             evaluated: None,
+            earliest: None,
             update_interval_ms: alerts.update_interval.as_millis().min(i64::MAX as u128) as i64,
             ticket_update_interval_ms: alerts.ticket_update_interval.as_millis().min(i64::MAX as u128) as i64,
             gauges,
@@ -156,6 +161,9 @@ impl AlertEngine {
 
     /// Counts one decided journey.
     pub fn add(&mut self, note: &Note) {
+        if self.evaluated.is_none() {
+            self.earliest = Some(self.earliest.map_or(note.decided_at, |e| e.min(note.decided_at)));
+        }
         if let Some(w) = self.windows.get_mut(note.journey as usize)
             && !w.add(note)
         {
@@ -188,9 +196,11 @@ impl AlertEngine {
     pub fn advance(&mut self, watermark: EventTime) -> Vec<Notification> {
         let mut out = Vec::new();
         let last = watermark.div_euclid(MINUTE) * MINUTE;
-        let mut t = match self.evaluated {
-            Some(e) => e + MINUTE,
-            None => last,
+        let mut t = match (self.evaluated, self.earliest) {
+            (Some(e), _) => e + MINUTE,
+            (None, Some(first)) => (first.div_euclid(MINUTE) + 1) * MINUTE,
+            // Nothing decided yet: nothing to evaluate.
+            (None, None) => return out,
         };
         while t <= last {
             self.evaluate(t, &mut out);

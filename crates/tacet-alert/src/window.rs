@@ -248,13 +248,38 @@ impl Windows {
     }
 
     /// (good, bad) over the hourly buckets of the budget period ending at `end`.
+    ///
+    /// Whole hours before `end`'s hour come from the hourly buckets; the
+    /// current hour only up to `end`, from the minute buckets, so decisions
+    /// that sources running ahead have already reported do not leak into an
+    /// evaluation at `end` (a replay and a Kafka run then agree exactly).
     pub fn budget(&self, end: EventTime) -> (u64, u64) {
         let now = end.div_euclid(HOUR);
         let len = self.hours.len() as i64;
-        self.hours
+        let minutes_kept = self.minutes.len() as i64;
+        let hour_minutes = HOUR / MINUTE;
+        let whole_hours = |h: &&HourBucket| h.hour > now - len && h.hour < now;
+        let (mut good, mut bad) = self
+            .hours
             .iter()
-            .filter(|h| h.hour > now - len && h.hour <= now)
-            .fold((0, 0), |(g, b), h| (g + h.good, b + h.bad))
+            .filter(whole_hours)
+            .fold((0, 0), |(g, b), h| (g + h.good, b + h.bad));
+        if minutes_kept < hour_minutes {
+            // Too few minute buckets to rebuild the hour: count it whole.
+            if let Some(h) = self.hours.iter().find(|h| h.hour == now) {
+                good += h.good;
+                bad += h.bad;
+            }
+            return (good, bad);
+        }
+        for minute in now * hour_minutes..end.div_euclid(MINUTE) {
+            let b = &self.minutes[minute.rem_euclid(minutes_kept) as usize];
+            if b.minute == minute {
+                good += b.good;
+                bad += b.bad;
+            }
+        }
+        (good, bad)
     }
 
     /// Bytes held, for the bounded-state check.
@@ -299,6 +324,18 @@ mod tests {
             trace_id: Some(format!("t{at}").into()),
             synthetic: false,
         }
+    }
+
+    #[test]
+    fn the_budget_at_a_time_ignores_decisions_after_it() {
+        let mut w = Windows::new(1, 2 * HOUR, 24 * HOUR);
+        w.add(&note(Outcome::Completed, HOUR / 2)); // an earlier hour
+        w.add(&note(Outcome::SilentFailure, HOUR + 5 * MINUTE));
+        // Already reported by a source running ahead, but after 01:10.
+        w.add(&note(Outcome::SilentFailure, HOUR + 40 * MINUTE));
+        assert_eq!(w.budget(HOUR + 10 * MINUTE), (1, 1));
+        assert_eq!(w.budget(2 * HOUR), (1, 2));
+        assert_eq!(w.budget(HOUR), (1, 0));
     }
 
     #[test]

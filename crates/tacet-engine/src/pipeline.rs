@@ -139,20 +139,48 @@ enum Letter {
     Evicted(Vec<Evicted>),
 }
 
-/// What shards tell the alert thread after each batch.
-struct AlertProgress {
-    shard: usize,
-    watermark: EventTime,
-    /// Largest event time the shard has seen (for the watermark-lag gauge).
-    max_time: EventTime,
-    notes: Vec<Note>,
+/// What a decision-maker (a replay shard, a Kafka partition group) tells
+/// the alert thread after each batch.
+pub struct AlertProgress {
+    /// Which one: a shard index, or a Kafka partition.
+    pub source: usize,
+    pub watermark: EventTime,
+    /// Largest event time it has seen (for the watermark-lag gauge).
+    pub max_time: EventTime,
+    pub notes: Vec<Note>,
+    /// It is gone (a revoked Kafka partition) and no longer holds the
+    /// alert clock back.
+    pub gone: bool,
 }
 
+/// The alert thread, joined for its [`AlertResult`].
+pub type AlertThread = thread::JoinHandle<Result<AlertResult, EngineError>>;
+
 /// What the alert thread reports at the end.
-struct AlertResult {
-    stats: AlertStats,
-    sinks: Vec<SinkStats>,
-    gauges: Vec<JourneyGauges>,
+pub struct AlertResult {
+    pub stats: AlertStats,
+    pub sinks: Vec<SinkStats>,
+    pub gauges: Vec<JourneyGauges>,
+}
+
+/// Starts the alert thread: rules evaluated in event time as the slowest
+/// source's watermark passes, incidents to `<out>/incidents.ndjson` and the
+/// configured sinks. Sources `0..awaited` hold the clock back from the start
+/// (a replay's shards); others join with their first message. Ends when
+/// every sender is dropped.
+pub fn spawn_alerts(
+    catalog: Arc<Catalog>,
+    config: Arc<Config>,
+    out: PathBuf,
+    awaited: usize,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<(Sender<AlertProgress>, AlertThread), EngineError> {
+    let (tx, rx) = unbounded::<AlertProgress>();
+    let handle = thread::Builder::new()
+        .name("tacet-alerts".into())
+        .spawn(move || run_alerts(catalog, &config, &out, awaited, rx, metrics))
+        .map_err(|e| EngineError::Thread(e.to_string()))?;
+    Ok((tx, handle))
 }
 
 type ShardSink = Tee<OutcomeWriter, AlertFeed>;
@@ -202,17 +230,13 @@ pub fn replay(
         .spawn(move || write_letters(letter_rx, dead_path))
         .map_err(|e| EngineError::Thread(e.to_string()))?;
 
-    let (alert_tx, alert_rx) = unbounded::<AlertProgress>();
-    let alerts = {
-        let catalog = catalog.clone();
-        let config = opts.config.clone();
-        let out = opts.out_dir.clone();
-        let metrics = opts.metrics.clone();
-        thread::Builder::new()
-            .name("tacet-alerts".into())
-            .spawn(move || run_alerts(catalog, &config, &out, shards, alert_rx, metrics))
-            .map_err(|e| EngineError::Thread(e.to_string()))?
-    };
+    let (alert_tx, alerts) = spawn_alerts(
+        catalog.clone(),
+        opts.config.clone(),
+        opts.out_dir.clone(),
+        shards,
+        opts.metrics.clone(),
+    )?;
 
     let decoder = Arc::new(decoder);
     let mut decoder_handles = Vec::new();
@@ -382,7 +406,7 @@ fn run_alerts(
     catalog: Arc<Catalog>,
     config: &Config,
     out: &std::path::Path,
-    shards: usize,
+    awaited: usize,
     rx: Receiver<AlertProgress>,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<AlertResult, EngineError> {
@@ -416,7 +440,7 @@ fn run_alerts(
             path: out.join("incidents.ndjson").display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
-    let mut watermarks = vec![EventTime::MIN; shards];
+    let mut watermarks: BTreeMap<usize, EventTime> = (0..awaited).map(|s| (s, EventTime::MIN)).collect();
     let mut max_time = EventTime::MIN;
     for msg in rx {
         for note in &msg.notes {
@@ -430,9 +454,14 @@ fn run_alerts(
                     .inc();
             }
         }
-        watermarks[msg.shard] = watermarks[msg.shard].max(msg.watermark);
+        if msg.gone {
+            watermarks.remove(&msg.source);
+        } else {
+            let w = watermarks.entry(msg.source).or_insert(EventTime::MIN);
+            *w = (*w).max(msg.watermark);
+        }
         max_time = max_time.max(msg.max_time);
-        let slowest = watermarks.iter().copied().min().unwrap_or(EventTime::MIN);
+        let slowest = watermarks.values().copied().min().unwrap_or(EventTime::MIN);
         if slowest > EventTime::MIN {
             let notifications = engine.advance(slowest);
             for n in &notifications {
@@ -505,10 +534,11 @@ fn run_shard(
                 let _ = letters.send(Letter::Evicted(evicted));
             }
             let _ = alerts.send(AlertProgress {
-                shard: index,
+                source: index,
                 watermark: shard.watermark(),
                 max_time: progress.max_all,
                 notes: shard.sink_mut().1.take(),
+                gone: false,
             });
             if let Some(m) = &metrics {
                 let open = shard.open_traces() as i64;
@@ -533,10 +563,11 @@ fn run_shard(
         Vec::new()
     };
     let _ = alerts.send(AlertProgress {
-        shard: index,
+        source: index,
         watermark: max_time,
         max_time,
         notes: shard.sink_mut().1.take(),
+        gone: false,
     });
     if let Some(m) = &metrics {
         let open = shard.open_traces() as i64;

@@ -19,12 +19,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
 use smallvec::SmallVec;
+use tacet_alert::AlertFeed;
 use tacet_core::config::KafkaPlan;
+use tacet_core::outcome::Tee;
 use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
 use tacet_correlate::watermark::Watermarks;
 use tacet_correlate::{InFlight, Shard};
 use tacet_engine::Metrics;
+use tacet_engine::pipeline::{AlertProgress, AlertResult};
 use tacet_ingest::decode::AttrCow;
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::OutcomeWriter;
@@ -91,9 +95,12 @@ pub enum Layout {
     Repartitioned { source_partitions: Vec<usize> },
 }
 
+/// Decisions go to the group's outcome files and to the alert rules.
+type GroupSink = Tee<OutcomeWriter, AlertFeed>;
+
 /// Partition `p` of every topic.
 struct Group {
-    shard: Shard<OutcomeWriter>,
+    shard: Shard<GroupSink>,
     watermarks: Watermarks,
     /// Next offset per topic (index as in `Engine::topics`); `None` before
     /// the first record when no snapshot said.
@@ -133,6 +140,10 @@ pub struct Engine {
     metrics: Option<Arc<Metrics>>,
     /// Bumped by every assign and revoke.
     pub(crate) assignment_epoch: u64,
+    /// The alert thread (SLO rules over this consumer's decisions).
+    alerts: Option<Sender<AlertProgress>>,
+    alert_thread: Option<tacet_engine::pipeline::AlertThread>,
+    synthetic_attribute: String,
 }
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
@@ -181,7 +192,18 @@ impl Engine {
                 origin,
             });
         }
+        let (alerts, alert_thread) = tacet_engine::pipeline::spawn_alerts(
+            catalog.clone(),
+            Arc::new(config.clone()),
+            opts.out_dir.clone(),
+            0,
+            metrics.clone(),
+        )
+        .map_err(|e| RunError::Kafka(format!("cannot start the alert rules: {e}")))?;
         Ok(Self {
+            alerts: Some(alerts),
+            alert_thread: Some(alert_thread),
+            synthetic_attribute: config.alerts.synthetic_attribute.clone(),
             catalog,
             topics,
             inputs,
@@ -213,6 +235,43 @@ impl Engine {
         self.groups.values().map(|g| g.shard.open_traces()).sum()
     }
 
+    /// Hands group `p`'s new decisions and watermark to the alert rules.
+    fn report_alerts(&mut self, p: i32, gone: bool) {
+        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(&p)) else {
+            return;
+        };
+        let max_time = g.max_seen.iter().flatten().copied().max().unwrap_or(EventTime::MIN);
+        let _ = tx.send(AlertProgress {
+            source: p as usize,
+            watermark: g.shard.watermark(),
+            max_time,
+            notes: g.shard.sink_mut().1.take(),
+            gone,
+        });
+    }
+
+    /// Stops the alert rules after the decisions reported so far; returns
+    /// what they did.
+    pub fn close_alerts(&mut self) -> Result<Option<AlertResult>, RunError> {
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        for p in ps {
+            self.report_alerts(p, false);
+        }
+        self.alerts = None;
+        match self.alert_thread.take() {
+            None => Ok(None),
+            Some(handle) => handle
+                .join()
+                .map_err(|_| RunError::Kafka("the alert thread panicked".into()))?
+                .map(Some)
+                .map_err(|e| RunError::Kafka(format!("alerts: {e}"))),
+        }
+    }
+
+    fn feed(&self) -> AlertFeed {
+        AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute)
+    }
+
     fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
         OutcomeWriter::new(
             self.catalog.clone(),
@@ -231,6 +290,9 @@ impl Engine {
             if !self.groups.contains_key(&p) {
                 let group = self.restore(p)?;
                 self.groups.insert(p, group);
+                // Registered at once: the alert clock waits for this group
+                // from now on, not from its first tick.
+                self.report_alerts(p, false);
             }
         }
         Ok(partitions
@@ -267,10 +329,19 @@ impl Engine {
                         watermarks.observe(i, t, now);
                     }
                 }
-                Shard::restore(self.catalog.clone(), self.opts.max_open_journeys, writer, &snap.shard)
-                    .map_err(|source| RunError::Snapshot { partition: p, source })?
+                Shard::restore(
+                    self.catalog.clone(),
+                    self.opts.max_open_journeys,
+                    Tee(writer, self.feed()),
+                    &snap.shard,
+                )
+                .map_err(|source| RunError::Snapshot { partition: p, source })?
             }
-            None => Shard::new(self.catalog.clone(), self.opts.max_open_journeys, writer),
+            None => Shard::new(
+                self.catalog.clone(),
+                self.opts.max_open_journeys,
+                Tee(writer, self.feed()),
+            ),
         };
         tracing::info!(
             partition = p,
@@ -305,6 +376,7 @@ impl Engine {
         for p in ps {
             if self.groups.contains_key(&p) {
                 offsets.extend(self.checkpoint_group(p)?);
+                self.report_alerts(p, true);
                 self.groups.remove(&p);
                 tracing::info!(partition = p, "Partition revoked after a checkpoint.");
             }
@@ -333,7 +405,7 @@ impl Engine {
 
     fn checkpoint_group(&mut self, p: i32) -> Result<Vec<(usize, i32, i64)>, RunError> {
         let g = self.groups.get_mut(&p).expect("owned group");
-        g.shard.sink_mut().flush()?;
+        g.shard.sink_mut().0.flush()?;
         checkpoint::publish(&self.opts.out_dir, p)?;
         let header = SnapshotHeader {
             partition: p,
@@ -366,7 +438,7 @@ impl Engine {
         let writer = self.writer(p, seq + 1);
         let g = self.groups.get_mut(&p).expect("owned group");
         // A fresh writer per checkpoint: file names carry the sequence.
-        let old = std::mem::replace(g.shard.sink_mut(), writer);
+        let old = std::mem::replace(&mut g.shard.sink_mut().0, writer);
         self.counters.rows += old.stats().rows;
         Ok(g.next
             .iter()
@@ -498,10 +570,14 @@ impl Engine {
             if let Some(w) = g.watermarks.watermark(now) {
                 g.shard.advance(w);
             }
-            if let Err(e) = g.shard.sink_mut().flush_older(Some(Duration::from_secs(3600))) {
+            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600))) {
                 tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
             }
             open += g.shard.open_traces();
+        }
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        for p in ps {
+            self.report_alerts(p, false);
         }
         if let Some(m) = &self.metrics {
             m.open_journeys.set(open as i64);
@@ -527,6 +603,10 @@ impl Engine {
             total += in_flight.len();
             tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
                 .map_err(|e| RunError::Kafka(e.to_string()))?;
+        }
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        for p in ps {
+            self.report_alerts(p, false);
         }
         Ok(total)
     }

@@ -50,6 +50,8 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// From the first record to the last one (throughput without group joins and idle waits).
     pub active: Duration,
+    /// Incidents the SLO rules opened, updated and resolved (in `<out>/incidents.ndjson`).
+    pub alerts: tacet_alert::AlertStats,
 }
 
 /// The consumer's context: the engine (behind a mutex only because
@@ -374,11 +376,13 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
+    let alerts = ctx.engine().close_alerts()?.map(|a| a.stats).unwrap_or_default();
     let counters = ctx.engine().counters.clone();
     Ok(RunReport {
         counters,
         in_flight: finished_in_flight,
         elapsed: started.elapsed(),
         active: first_input.map_or(Duration::ZERO, |f| last_record.duration_since(f)),
+        alerts,
     })
 }

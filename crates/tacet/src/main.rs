@@ -607,6 +607,17 @@ fn run_kafka(
         c.checkpoints,
         report.in_flight
     );
+    let a = &report.alerts;
+    if a.opened + a.updated + a.resolved > 0 {
+        eprintln!(
+            "Alerts: {} incidents opened, {} updates, {} resolved, {} still open ({}/incidents.ndjson).",
+            a.opened,
+            a.updated,
+            a.resolved,
+            a.open,
+            out.display()
+        );
+    }
     if c.repartition_duplicates > 0 {
         eprintln!(
             "Skipped {} records the repartitioner had written twice (it restarted before committing them).",
