@@ -16,10 +16,10 @@
 //!   resolved when the condition clears ([`engine::Notification`]).
 //! - [`feed::AlertFeed`]: the outcome sink inside each shard that turns
 //!   decisions into notes for the engine.
-//! - [`sink`]: stdout, NDJSON file and HTTP webhook (timeouts, retries with
-//!   backoff, idempotency key, HMAC signature); each sink runs on its own
-//!   thread behind a bounded queue, so a sink that is down delays only itself.
-//!   The Kafka sink is a seam for the Kafka integration.
+//! - [`sink`]: stdout, NDJSON file, HTTP webhook (timeouts, retries with
+//!   backoff, idempotency key, HMAC signature) and a Kafka topic (key =
+//!   incident id, acks=all, retried); each sink runs on its own thread behind
+//!   a bounded queue, so a sink that is down delays only itself.
 //!
 //! SLI = completed ÷ (completed + silent_failure + stalled): of the journeys a
 //! customer started and waited on, the share that did what it said. Loud

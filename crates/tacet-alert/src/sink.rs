@@ -172,6 +172,95 @@ impl AlertSink for WebhookSink {
     }
 }
 
+/// Writes each notification as one record to a Kafka topic: key = incident
+/// id (so an incident's notifications stay in order on one partition), the
+/// JSON as value, and an `idempotency-key` header for consumers that dedupe.
+pub struct KafkaSink {
+    producer: rdkafka::producer::BaseProducer<KafkaDelivery>,
+    topic: String,
+    timeout: Duration,
+}
+
+/// The outcome of the last delivery, set by librdkafka's callback.
+#[derive(Default)]
+pub struct KafkaDelivery {
+    error: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for KafkaDelivery {}
+
+impl rdkafka::producer::ProducerContext for KafkaDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        }
+    }
+}
+
+impl KafkaSink {
+    /// A producer for `topic` on `brokers`, with extra librdkafka `properties`.
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        properties: &std::collections::BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Self, SinkError> {
+        let mut config = rdkafka::ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            // A notification is delivered when every in-sync replica has it.
+            .set("acks", "all")
+            .set("message.timeout.ms", timeout.as_millis().max(1).to_string());
+        for (k, v) in properties {
+            config.set(k, v);
+        }
+        let producer = config
+            .create_with_context(KafkaDelivery::default())
+            .map_err(|e| SinkError::Transport(format!("kafka producer: {e}")))?;
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            timeout,
+        })
+    }
+}
+
+impl AlertSink for KafkaSink {
+    fn deliver(&mut self, n: &Notification, body: &[u8]) -> Result<(), SinkError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        use rdkafka::producer::{BaseRecord, Producer};
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "idempotency-key",
+            value: Some(n.idempotency_key.as_bytes()),
+        });
+        let record = BaseRecord::to(&self.topic)
+            .key(n.incident_id.as_bytes())
+            .payload(body)
+            .headers(headers);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| SinkError::Transport(format!("kafka: {e}")))?;
+        // One notification at a time: wait for its acknowledgement, so a
+        // failure is retried by the sink loop like a webhook's.
+        self.producer
+            .flush(self.timeout)
+            .map_err(|e| SinkError::Transport(format!("kafka: {e}")))?;
+        match self
+            .producer
+            .context()
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(e) => Err(SinkError::Transport(format!("kafka: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Called by sink threads with (sink, result) for every delivery outcome:
 /// `delivered`, `retried`, `failed`, `dropped`, `skipped` (already delivered).
 pub type Observer = std::sync::Arc<dyn Fn(&str, &str) + Send + Sync>;
@@ -221,9 +310,11 @@ impl Dispatcher {
         }
     }
 
-    /// Builds the sinks of a config (`stdout`, `file`, `webhook`).
+    /// Builds the sinks of a config (`stdout`, `file`, `webhook`, `kafka`).
+    /// `kafka_brokers` serve kafka sinks that name none (the sources' brokers).
     pub fn from_config(
         configs: &[AlertSinkConfig],
+        kafka_brokers: Option<&str>,
         state_dir: Option<&Path>,
         observer: Option<Observer>,
     ) -> Result<Self, SinkError> {
@@ -250,10 +341,14 @@ impl Dispatcher {
                         c.timeout,
                     ))
                 }
-                // Rejected when the config is loaded; the seam for the Kafka integration.
-                AlertSinkKind::Kafka => continue,
+                AlertSinkKind::Kafka => Box::new(KafkaSink::new(
+                    c.brokers.as_deref().or(kafka_brokers).unwrap_or_default(),
+                    c.topic.as_deref().unwrap_or_default(),
+                    &c.properties,
+                    c.timeout,
+                )?),
             };
-            let attempts = if c.kind == AlertSinkKind::Webhook {
+            let attempts = if matches!(c.kind, AlertSinkKind::Webhook | AlertSinkKind::Kafka) {
                 c.max_attempts
             } else {
                 3

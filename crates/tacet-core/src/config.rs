@@ -605,6 +605,12 @@ pub struct AlertSinkConfig {
     /// `kafka`: the topic.
     #[serde(default)]
     pub topic: Option<String>,
+    /// `kafka`: bootstrap servers; by default those of the Kafka sources.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// `kafka`: extra librdkafka producer properties (security, acks, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
 }
 
 /// A secret from the config: shown as `***` by `Debug`, so it never reaches a log.
@@ -854,11 +860,22 @@ impl Config {
                     }
                 }
                 AlertSinkKind::Kafka => {
-                    return Err(self.invalid(
-                        key("kind"),
-                        "the kafka alert sink needs the Kafka integration, which this build does not have yet; \
-                         use stdout, file or webhook",
-                    ));
+                    if sink.topic.as_deref().is_none_or(str::is_empty) {
+                        return Err(self.invalid(key("topic"), "a kafka sink needs `topic`"));
+                    }
+                    let sources_have_brokers = self
+                        .sources
+                        .iter()
+                        .any(|s| s.kind == Some(SourceKind::Kafka) && s.brokers.is_some());
+                    if sink.brokers.is_none() && !sources_have_brokers {
+                        return Err(self.invalid(
+                            key("brokers"),
+                            "a kafka sink needs `brokers` (or a Kafka [[source]] whose brokers it can use)",
+                        ));
+                    }
+                    if sink.max_attempts == 0 {
+                        return Err(self.invalid(key("max_attempts"), "must be at least 1"));
+                    }
                 }
                 _ => {}
             }
@@ -1042,7 +1059,12 @@ slo = 0.99
     fn alert_sinks_are_validated() {
         let sink = |body: &str| parse(&format!("{MINIMAL}\n[[alert_sink]]\nname = \"s\"\n{body}\n"));
         let err = sink("kind = \"kafka\"\ntopic = \"alerts\"").unwrap_err().to_string();
-        assert!(err.contains("alert_sink.s.kind") && err.contains("Kafka"), "{err}");
+        assert!(err.contains("alert_sink.s.brokers"), "{err}");
+        let err = sink("kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alert_sink.s.topic"), "{err}");
+        assert!(sink("kind = \"kafka\"\ntopic = \"alerts\"\nbrokers = \"127.0.0.1:9092\"").is_ok());
         assert!(sink("kind = \"webhook\"").is_err(), "a webhook needs a url");
         assert!(sink("kind = \"file\"").is_err(), "a file sink needs a path");
         assert!(sink("kind = \"pager\"").is_err());

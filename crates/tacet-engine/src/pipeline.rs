@@ -433,10 +433,17 @@ fn run_alerts(
         max_attempts: 3,
         queue: 1_000_000,
         topic: None,
+        brokers: None,
+        properties: Default::default(),
     }];
     sinks.extend(config.alert_sinks.iter().cloned());
-    let mut dispatcher =
-        Dispatcher::from_config(&sinks, Some(&out.join("state")), observer).map_err(|e| EngineError::Io {
+    let kafka_brokers = config
+        .sources
+        .iter()
+        .find(|s| s.kind == Some(tacet_core::config::SourceKind::Kafka))
+        .and_then(|s| s.brokers.clone());
+    let mut dispatcher = Dispatcher::from_config(&sinks, kafka_brokers.as_deref(), Some(&out.join("state")), observer)
+        .map_err(|e| EngineError::Io {
             path: out.join("incidents.ndjson").display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;

@@ -57,7 +57,7 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(50));
         }
         let broker = Broker { child, port };
-        for topic in ["payments", "ledger", "notify"] {
+        for topic in ["payments", "ledger", "notify", "tacet-incidents"] {
             let status = Command::new(nisshi())
                 .args(["topic", "create", topic, "--partitions", "4", "--broker", &url])
                 .stdout(Stdio::null())
@@ -222,6 +222,10 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
     generate(dir.path(), 20_000, 5);
     wait_ok(produce(&broker, dir.path(), 0), "producer", Duration::from_secs(180));
     let config = write_config(dir.path(), &broker.bootstrap(), "truth", "2s");
+    // Incidents also go to a Kafka topic (brokers: the sources').
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[alert_sink]]\nname = \"bus\"\nkind = \"kafka\"\ntopic = \"tacet-incidents\"\n");
+    std::fs::write(&config, text).unwrap();
     let out = dir.path().join("out");
     let run = tacet_run(&config, &out, Some("6s"), &dir.path().join("tacet.log"));
     wait_ok(run, "tacet run", Duration::from_secs(180));
@@ -280,6 +284,38 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
     assert!(status.success());
     let live = incidents(&out);
     let replay = incidents(&replayed);
+
+    // The kafka sink delivered every notification once, keyed by incident.
+    let consumed = Command::new("python3")
+        .arg(repo("testdata/kafka/consume.py"))
+        .arg(broker.bootstrap())
+        .arg("tacet-incidents")
+        .output()
+        .unwrap();
+    assert!(
+        consumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&consumed.stderr)
+    );
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let file_lines = std::fs::read_to_string(out.join("incidents.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(records.len(), file_lines, "one record per notification");
+    let mut keys: Vec<&str> = records
+        .iter()
+        .map(|r| {
+            assert_eq!(r["key"], r["value"]["incident_id"]);
+            r["headers"]["idempotency-key"].as_str().unwrap()
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), records.len(), "no notification twice");
     assert!(
         live.len() > 5,
         "the generated traffic burns budgets: {} incident records",
