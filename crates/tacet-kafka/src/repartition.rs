@@ -293,17 +293,7 @@ pub fn spawn(config: &Config, plan: &KafkaPlan, interval: Duration) -> Result<Re
         // duplicate check relies on it.
         .set("enable.idempotence", "true")
         .set("linger.ms", "5");
-    let mut consumer_config = ClientConfig::new();
-    consumer_config
-        .set("bootstrap.servers", &plan.brokers)
-        .set("group.id", repartition_group(&plan.group_id))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.queue.backoff.ms", "10")
-        // As the correlator's consumer: a dead member's partitions move on soon.
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+    let mut consumer_config = crate::run::consumer_settings(plan, &repartition_group(&plan.group_id));
     for (k, v) in &plan.properties {
         // Security and connection settings apply to both clients; librdkafka
         // ignores (with a warning) what is meant for the other side.

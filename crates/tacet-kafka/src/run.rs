@@ -183,26 +183,38 @@ fn unassigned_topics<'a>(consumer: &BaseConsumer<Context>, topics: &[&'a str]) -
     topics.iter().copied().filter(|t| !assigned.contains(*t)).collect()
 }
 
-/// Consumer settings: ours, then the config's `properties` on top.
-fn client_config(plan: &KafkaPlan) -> ClientConfig {
+/// What every tacet consumer sets (the correlator's and the
+/// repartitioner's), before the config's `properties`.
+pub(crate) fn consumer_settings(plan: &KafkaPlan, group: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &plan.brokers)
-        .set("group.id", &plan.group_id)
-        // Offsets live in snapshots; commits are for lag tooling only.
+        .set("group.id", group)
+        // Commits are made by tacet, after what they cover is durable.
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        // Partition p of every topic to the same member (co-partitioning).
-        .set("partition.assignment.strategy", "range")
-        // Bound librdkafka's prefetch: 16 MiB per partition queue.
+        // Bound librdkafka's prefetch: 16 MiB per partition queue, and retry
+        // a full queue after 10 ms, not librdkafka's 1 s, which starved the
+        // consumer whenever the engine fell behind.
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", "5000")
         // A subscribed topic created after the start is found within 10 s
         // (librdkafka's default is 5 minutes).
         .set("topic.metadata.refresh.interval.ms", "10000")
+        // A dead member's partitions move on within 10 s.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000");
+    c
+}
+
+/// The correlator's consumer: the shared settings, ours, then the config's
+/// `properties` on top.
+fn client_config(plan: &KafkaPlan) -> ClientConfig {
+    let mut c = consumer_settings(plan, &plan.group_id);
+    // Offsets live in snapshots; commits are for lag tooling only.
+    c.set("enable.auto.offset.store", "false")
+        // Partition p of every topic to the same member (co-partitioning).
+        .set("partition.assignment.strategy", "range")
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &plan.properties {
         c.set(k, v);
     }
