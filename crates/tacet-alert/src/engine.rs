@@ -427,6 +427,44 @@ mod tests {
         );
     }
 
+    /// A live run sees its first watermark late and in big steps; a replay
+    /// in small ones. The notifications must not depend on that.
+    #[test]
+    fn notifications_do_not_depend_on_how_the_watermark_advances() {
+        let mut stepwise = engine("");
+        let mut at_once = engine("");
+        let mut all = Vec::new();
+        for m in 0..40 {
+            for i in 0..50 {
+                let bad = (10..25).contains(&m) && i % 5 == 0;
+                let outcome = if bad {
+                    Outcome::SilentFailure
+                } else {
+                    Outcome::Completed
+                };
+                all.push(note(0, outcome, T0 + m * MINUTE + i * 1000));
+            }
+        }
+        let mut a = Vec::new();
+        for m in 0..40 {
+            for n in &all[(m * 50) as usize..((m + 1) * 50) as usize] {
+                stepwise.add(n);
+            }
+            a.extend(stepwise.advance(T0 + (m + 1) * MINUTE));
+        }
+        // Everything reported before the first watermark, which is already 40 minutes in.
+        for n in &all {
+            at_once.add(n);
+        }
+        let b = at_once.advance(T0 + 40 * MINUTE);
+        let key = |n: &Notification| serde_json::to_string(n).unwrap();
+        assert!(a.iter().any(|n| n.event == "opened"), "the burst pages");
+        assert_eq!(
+            a.iter().map(key).collect::<Vec<_>>(),
+            b.iter().map(key).collect::<Vec<_>>()
+        );
+    }
+
     #[test]
     fn one_incident_per_journey_and_rule_until_it_clears() {
         let mut e = engine(
