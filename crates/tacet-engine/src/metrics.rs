@@ -68,6 +68,9 @@ pub struct Metrics {
     pub alerts: Family<SinkLabels, Counter>,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
     pub checkpoints: Counter,
+    /// Kafka client, poll, commit and outcome-write errors of `tacet run`,
+    /// by kind (retried; logged at most every 10 s per kind).
+    pub kafka_errors: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,6 +93,12 @@ impl Metrics {
         let alerts = Family::<SinkLabels, Counter>::default();
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let checkpoints = Counter::default();
+        let kafka_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tacet_kafka_errors",
+            "Errors tacet run retried, by kind (client, poll, commit, outcome_write, repartition_poll)",
+            kafka_errors.clone(),
+        );
         registry.register(
             "tacet_consumer_lag",
             "Kafka records not yet consumed, by topic and partition",
@@ -140,6 +149,7 @@ impl Metrics {
             alerts,
             consumer_lag,
             checkpoints,
+            kafka_errors,
         })
     }
 

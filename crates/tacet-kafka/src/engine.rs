@@ -34,6 +34,7 @@ use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::OutcomeWriter;
 
 use crate::checkpoint::{self, CheckpointError, SnapshotHeader};
+use crate::errors::{ErrorKind, RunErrors};
 
 /// Errors that stop `tacet run`.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,7 @@ pub struct Engine {
     /// The alert thread (SLO rules over this consumer's decisions).
     alerts: Option<Sender<AlertProgress>>,
     alert_thread: Option<tacet_engine::pipeline::AlertThread>,
+    errors: Arc<RunErrors>,
     synthetic_attribute: String,
 }
 
@@ -160,6 +162,7 @@ impl Engine {
         layout: &Layout,
         opts: EngineOptions,
         metrics: Option<Arc<Metrics>>,
+        errors: Arc<RunErrors>,
     ) -> Result<Self, RunError> {
         let catalog = Arc::new(Catalog::new(config)?);
         let mut topics = Vec::new();
@@ -201,6 +204,7 @@ impl Engine {
         )
         .map_err(|e| RunError::Kafka(format!("cannot start the alert rules: {e}")))?;
         Ok(Self {
+            errors,
             alerts: Some(alerts),
             alert_thread: Some(alert_thread),
             synthetic_attribute: config.alerts.synthetic_attribute.clone(),
@@ -478,7 +482,8 @@ impl Engine {
                             self.counters.repartition_duplicates += 1;
                             return Ok(());
                         }
-                        g.origin_next[input] = Some(source_offset + 1);
+                        // The header is data: never overflow on it.
+                        g.origin_next[input] = Some(source_offset.saturating_add(1));
                         (input, (&origin.topic, q, source_offset))
                     }
                     // Not written by tacet's repartitioner (no or a bad origin):
@@ -570,7 +575,9 @@ impl Engine {
             if let Some(w) = g.watermarks.watermark(now) {
                 g.shard.advance(w);
             }
-            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600))) {
+            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600)))
+                && self.errors.note(ErrorKind::OutcomeWrite)
+            {
                 tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
             }
             open += g.shard.open_traces();
@@ -644,5 +651,83 @@ impl Engine {
             w.get_ref().sync_data().map_err(io)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tacet_core::Config;
+    use tacet_core::config::{SourceConfig, SourceKind};
+
+    fn repartitioned_engine(dir: &std::path::Path) -> Engine {
+        let mut config = Config::embedded_default();
+        config.sources = vec![SourceConfig {
+            name: "events".into(),
+            kind: Some(SourceKind::Kafka),
+            brokers: Some("127.0.0.1:9".into()),
+            topics: vec!["payments".into()],
+            group_id: Some("g".into()),
+            properties: Default::default(),
+            partitioning: tacet_core::config::Partitioning::Repartition,
+            fields: Default::default(),
+        }];
+        let plan = config.kafka_plan().unwrap();
+        let opts = EngineOptions {
+            out_dir: dir.to_path_buf(),
+            state_dir: dir.join("state"),
+            flush_rows: 1000,
+            max_open_journeys: 1000,
+            allowed_lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_line_bytes: 1 << 20,
+        };
+        let layout = Layout::Repartitioned {
+            source_partitions: vec![4],
+        };
+        let mut engine = Engine::new(&config, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
+        engine.assign(&[(0, 0)]).unwrap();
+        engine
+    }
+
+    /// One record of internal partition 0 carrying `origin` as its header.
+    fn feed(engine: &mut Engine, offset: i64, origin: &str, payload: &[u8]) {
+        let origin = origin.as_bytes();
+        let header = |name: &str| (name == crate::repartition::ORIGIN_HEADER).then_some(origin);
+        engine
+            .record(0, 0, offset, Some(payload), &header, Instant::now())
+            .unwrap();
+    }
+
+    const EVENT: &[u8] = br#"{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-1","service":"mobile-bff","event":"transfer.requested","status":"ok"}"#;
+
+    #[test]
+    fn copies_a_restarted_repartitioner_wrote_again_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = repartitioned_engine(dir.path());
+        feed(&mut engine, 0, "1/5", EVENT);
+        feed(&mut engine, 1, "1/6", EVENT);
+        // The repartitioner restarted from source offset 5: copies follow.
+        feed(&mut engine, 2, "1/5", EVENT);
+        feed(&mut engine, 3, "1/6", EVENT);
+        // Another source partition is independent.
+        feed(&mut engine, 4, "2/5", EVENT);
+        assert_eq!(engine.counters.repartition_duplicates, 2);
+        assert_eq!(engine.counters.decode.records, 3);
+        // A hostile header neither panics nor wraps into accepting the past.
+        feed(&mut engine, 5, &format!("3/{}", i64::MAX), EVENT);
+        feed(&mut engine, 6, "3/0", EVENT);
+        assert_eq!(engine.counters.repartition_duplicates, 3);
+    }
+
+    #[test]
+    fn dead_letters_name_the_source_position_not_the_internal_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = repartitioned_engine(dir.path());
+        feed(&mut engine, 9, "2/77", b"not json");
+        engine.checkpoint().unwrap();
+        let letters = std::fs::read_to_string(dir.path().join("dead-letter.ndjson")).unwrap();
+        let letter: serde_json::Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
+        assert_eq!(letter["position"], "payments/2/77");
     }
 }

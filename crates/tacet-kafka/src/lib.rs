@@ -24,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+pub mod errors;
 pub mod repartition;
 pub mod run;
 

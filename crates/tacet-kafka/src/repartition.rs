@@ -19,6 +19,7 @@
 //! are the source partitions, named by the same header.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -37,6 +38,7 @@ use tacet_core::{Catalog, Config, TraceKey};
 use tacet_ingest::Decoder;
 
 use crate::engine::RunError;
+use crate::errors::{ErrorKind, RunErrors};
 
 /// The header naming a re-keyed record's source partition and offset.
 pub const ORIGIN_HEADER: &str = "tacet-origin";
@@ -169,9 +171,13 @@ type Rekeyer = BaseProducer<Delivery>;
 /// partition starts after every record this one wrote).
 struct Source {
     producer: Arc<Rekeyer>,
-    next: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Source topic names, in plan order (the index keys `next`).
+    topics: Vec<String>,
+    /// Next offset per (topic index, partition), kept without allocating per record.
+    next: Mutex<BTreeMap<(usize, i32), i64>>,
     failed: Mutex<Option<RunError>>,
     progress: Arc<Progress>,
+    errors: Arc<RunErrors>,
 }
 
 /// What the run loop needs to tell "idle" from "still re-keying".
@@ -202,9 +208,11 @@ impl Source {
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in next.iter() {
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+            let _ = tpl.add_partition_offset(&self.topics[*topic], *partition, Offset::Offset(*offset));
         }
-        if let Err(e) = consumer.commit(&tpl, mode) {
+        if let Err(e) = consumer.commit(&tpl, mode)
+            && self.errors.note(ErrorKind::Commit)
+        {
             tracing::warn!(error = %e, "Repartition offset commit failed; the next one commits again.");
         }
         Ok(())
@@ -228,7 +236,9 @@ impl ConsumerContext for Source {
                 Ok(()) => {
                     let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
                     for e in tpl.elements() {
-                        next.remove(&(e.topic().to_owned(), e.partition()));
+                        if let Some(t) = self.topics.iter().position(|t| t == e.topic()) {
+                            next.remove(&(t, e.partition()));
+                        }
                     }
                 }
                 Err(e) => {
@@ -273,7 +283,12 @@ impl Repartitioner {
 
 /// Starts re-keying the plan's topics into their internal topics (which
 /// [`prepare`] created), committing every `interval`.
-pub fn spawn(config: &Config, plan: &KafkaPlan, interval: Duration) -> Result<Repartitioner, RunError> {
+pub fn spawn(
+    config: &Config,
+    plan: &KafkaPlan,
+    interval: Duration,
+    errors: Arc<RunErrors>,
+) -> Result<Repartitioner, RunError> {
     let catalog = Arc::new(Catalog::new(config)?);
     let decoders: Vec<(String, String, Decoder)> = plan
         .topics
@@ -307,6 +322,8 @@ pub fn spawn(config: &Config, plan: &KafkaPlan, interval: Duration) -> Result<Re
     );
     let progress = Arc::new(Progress::default());
     let source = Source {
+        topics: plan.topics.iter().map(|t| t.topic.clone()).collect(),
+        errors: errors.clone(),
         producer: producer.clone(),
         next: Mutex::new(BTreeMap::new()),
         failed: Mutex::new(None),
@@ -324,7 +341,7 @@ pub fn spawn(config: &Config, plan: &KafkaPlan, interval: Duration) -> Result<Re
     let stopped = stop.clone();
     let handle = std::thread::Builder::new()
         .name("repartition".into())
-        .spawn(move || rekey(&consumer, &producer, &decoders, interval, &stopped))
+        .spawn(move || rekey(&consumer, &producer, &decoders, interval, &stopped, &errors))
         .map_err(|e| RunError::Kafka(format!("cannot start the repartitioner: {e}")))?;
     Ok(Repartitioner { stop, handle, progress })
 }
@@ -336,20 +353,22 @@ fn rekey(
     decoders: &[(String, String, Decoder)],
     interval: Duration,
     stop: &AtomicBool,
+    errors: &RunErrors,
 ) -> Result<u64, RunError> {
     let source = consumer.context();
     let mut rekeyed = 0u64;
+    let mut origin = String::new();
     let mut last_commit = Instant::now();
-    let mut last_error_log: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if let Some(e) = source.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
-                let Some((_, internal, decoder)) = decoders.iter().find(|(t, _, _)| t == msg.topic()) else {
+                let Some(topic) = decoders.iter().position(|(t, _, _)| t == msg.topic()) else {
                     continue;
                 };
+                let (_, internal, decoder) = &decoders[topic];
                 let payload = msg.payload().unwrap_or(&[]);
                 let headers = msg.headers();
                 let header = |name: &str| headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value));
@@ -363,7 +382,8 @@ fn rekey(
                     bytes[8..].copy_from_slice(&k.lo.to_be_bytes());
                     bytes
                 });
-                let origin = format!("{}/{}", msg.partition(), msg.offset());
+                origin.clear();
+                let _ = write!(origin, "{}/{}", msg.partition(), msg.offset());
                 let mut out_headers = OwnedHeaders::new();
                 if let Some(h) = headers {
                     for x in h.iter() {
@@ -396,14 +416,13 @@ fn rekey(
                     .next
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
+                    .insert((topic, msg.partition()), msg.offset() + 1);
                 rekeyed += 1;
                 source.progress.rekeyed.store(rekeyed, Ordering::Relaxed);
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {
-                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    last_error_log = Some(Instant::now());
+                if errors.note(ErrorKind::RepartitionPoll) {
                     tracing::warn!(error = %e, "Repartition poll error; retrying.");
                 }
             }

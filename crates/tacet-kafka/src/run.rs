@@ -27,6 +27,7 @@ use tacet_core::config::{KafkaPlan, Partitioning};
 use tacet_engine::Metrics;
 
 use crate::engine::{Engine, EngineOptions, Layout, RunCounters, RunError};
+use crate::errors::{ErrorKind, RunErrors};
 use crate::repartition;
 
 /// How to run.
@@ -52,6 +53,8 @@ pub struct RunReport {
     pub active: Duration,
     /// Incidents the SLO rules opened, updated and resolved (in `<out>/incidents.ndjson`).
     pub alerts: tacet_alert::AlertStats,
+    /// Errors retried, by kind (see [`crate::errors`]).
+    pub errors: Vec<(&'static str, u64)>,
 }
 
 /// The consumer's context: the engine (behind a mutex only because
@@ -62,7 +65,7 @@ pub struct Context {
     metrics: Option<Arc<Metrics>>,
     lag: Mutex<i64>,
     failed: Mutex<Option<RunError>>,
-    last_error_log: Mutex<Option<Instant>>,
+    errors: Arc<RunErrors>,
 }
 
 impl Context {
@@ -108,9 +111,7 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka retries by itself; say so once every 10 s, not per retry.
-        let mut last = self.last_error_log.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
+        if self.errors.note(ErrorKind::Client) {
             tracing::warn!(error = %error, reason, "Kafka client error; librdkafka keeps retrying and tacet resumes when the broker is back.");
         }
     }
@@ -146,7 +147,7 @@ impl ConsumerContext for Context {
                 let gone = self.partitions(tpl);
                 let result = self.engine().revoke(&gone);
                 match result {
-                    Ok(offsets) => commit(consumer, &self.engine(), &offsets, CommitMode::Sync),
+                    Ok(offsets) => commit(consumer, &self.engine(), &offsets, CommitMode::Sync, &self.errors),
                     Err(e) => self.fail(e),
                 }
                 let _ = consumer.unassign();
@@ -161,7 +162,13 @@ impl ConsumerContext for Context {
 
 /// Commits `offsets` (the next offset to read, per topic and partition).
 /// Only a convenience for lag tools: recovery reads offsets from snapshots.
-fn commit(consumer: &BaseConsumer<Context>, engine: &Engine, offsets: &[(usize, i32, i64)], mode: CommitMode) {
+fn commit(
+    consumer: &BaseConsumer<Context>,
+    engine: &Engine,
+    offsets: &[(usize, i32, i64)],
+    mode: CommitMode,
+    errors: &RunErrors,
+) {
     if offsets.is_empty() {
         return;
     }
@@ -169,7 +176,9 @@ fn commit(consumer: &BaseConsumer<Context>, engine: &Engine, offsets: &[(usize, 
     for &(t, p, o) in offsets {
         let _ = tpl.add_partition_offset(engine.topic_name(t), p, Offset::Offset(o));
     }
-    if let Err(e) = consumer.commit(&tpl, mode) {
+    if let Err(e) = consumer.commit(&tpl, mode)
+        && errors.note(ErrorKind::Commit)
+    {
         tracing::warn!(error = %e, "Offset commit failed; the next checkpoint commits again.");
     }
 }
@@ -225,17 +234,25 @@ fn client_config(plan: &KafkaPlan) -> ClientConfig {
 pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let plan = config.kafka_plan()?;
     let started = Instant::now();
+    let errors = Arc::new(RunErrors::new(opts.metrics.clone()));
     // Repartition mode: a second stage re-keys the source topics into
     // internal ones, which this consumer then reads as co-partitioned topics.
     let (layout, mut repartitioner) = match plan.partitioning {
         Partitioning::Copartitioned => (Layout::Copartitioned, None),
         Partitioning::Repartition => {
             let source_partitions = repartition::prepare(&plan, &opts.stop)?;
-            let stage = repartition::spawn(config, &plan, opts.checkpoint_interval)?;
+            let stage = repartition::spawn(config, &plan, opts.checkpoint_interval, errors.clone())?;
             (Layout::Repartitioned { source_partitions }, Some(stage))
         }
     };
-    let engine = Engine::new(config, &plan, &layout, opts.engine.clone(), opts.metrics.clone())?;
+    let engine = Engine::new(
+        config,
+        &plan,
+        &layout,
+        opts.engine.clone(),
+        opts.metrics.clone(),
+        errors.clone(),
+    )?;
     let topics: Vec<String> = (0..plan.topics.len())
         .map(|i| engine.topic_name(i).to_owned())
         .collect();
@@ -244,7 +261,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         metrics: opts.metrics.clone(),
         lag: Mutex::new(0),
         failed: Mutex::new(None),
-        last_error_log: Mutex::new(None),
+        errors: errors.clone(),
     };
     let consumer: BaseConsumer<Context> = client_config(&plan)
         .create_with_context(context)
@@ -299,9 +316,8 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => {
-                let mut last = ctx.last_error_log.lock().unwrap_or_else(|p| p.into_inner());
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-                    *last = Some(Instant::now());
+                let log = ctx.errors.note(ErrorKind::Poll);
+                if log {
                     tracing::warn!(error = %e, "Kafka poll error; retrying.");
                 }
             }
@@ -315,7 +331,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             last_checkpoint = now;
             let mut engine = ctx.engine();
             let offsets = engine.checkpoint()?;
-            commit(&consumer, &engine, &offsets, CommitMode::Async);
+            commit(&consumer, &engine, &offsets, CommitMode::Async, &ctx.errors);
         }
         if now.duration_since(last_progress) >= Duration::from_secs(10) {
             let missing = unassigned_topics(&consumer, &topics);
@@ -380,7 +396,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     {
         let mut engine = ctx.engine();
         let offsets = engine.checkpoint()?;
-        commit(&consumer, &engine, &offsets, CommitMode::Sync);
+        commit(&consumer, &engine, &offsets, CommitMode::Sync, &ctx.errors);
     }
     // Leaving the group revokes (and checkpoints again, cheaply) before close.
     consumer.unsubscribe();
@@ -396,5 +412,6 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         elapsed: started.elapsed(),
         active: first_input.map_or(Duration::ZERO, |f| last_record.duration_since(f)),
         alerts,
+        errors: errors.counts(),
     })
 }

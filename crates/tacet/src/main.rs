@@ -618,6 +618,10 @@ fn run_kafka(
             out.display()
         );
     }
+    if !report.errors.is_empty() {
+        let errors: Vec<String> = report.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        eprintln!("Errors retried: {}.", errors.join(", "));
+    }
     if c.repartition_duplicates > 0 {
         eprintln!(
             "Skipped {} records the repartitioner had written twice (it restarted before committing them).",

@@ -482,5 +482,7 @@ fn a_broker_down_at_start_is_waited_for_and_consumed_without_a_restart() {
     wait_ok(run, "tacet run", Duration::from_secs(180));
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(log_text.contains("librdkafka keeps retrying"), "{log_text}");
+    // Every retried error is counted, not only logged.
+    assert!(log_text.contains("Errors retried: client"), "{log_text}");
     assert_exact(dir.path(), &out);
 }
