@@ -17,7 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
-use pgwire::api::results::{DataRowEncoder, FieldInfo};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use pgwire::types::ToSqlText;
@@ -43,6 +43,7 @@ pub fn pg_type(t: &DataType) -> Type {
 }
 
 /// Field descriptions of `schema`'s columns in the formats `format` asks for.
+/// A column the client sent no format code for is text (see [`check_codes`]).
 pub fn fields(schema: &datafusion::arrow::datatypes::Schema, format: &Format) -> Vec<FieldInfo> {
     schema
         .fields()
@@ -54,10 +55,32 @@ pub fn fields(schema: &datafusion::arrow::datatypes::Schema, format: &Format) ->
                 None,
                 None,
                 pg_type(f.data_type()),
-                format.format_for(i),
+                format_at(format, i),
             )
         })
         .collect()
+}
+
+/// The format of item `i`. pgwire's own `Format::format_for` indexes the
+/// client's codes unchecked; a Bind with fewer codes than items must be an
+/// error, not a panic.
+pub fn format_at(format: &Format, i: usize) -> FieldFormat {
+    match format {
+        Format::Individual(codes) if i >= codes.len() => FieldFormat::Text,
+        f => f.format_for(i),
+    }
+}
+
+/// Checks that a Bind gave one format code per item (or one, or none, which
+/// pgwire turns into a unified format), as the protocol requires.
+pub fn check_codes(format: &Format, items: usize, what: &str) -> Result<(), String> {
+    match format {
+        Format::Individual(codes) if codes.len() != items => Err(format!(
+            "bind message has {} {what} format codes for {items} {what}s",
+            codes.len()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A `timestamp` value: microseconds since the Unix epoch, UTC.
@@ -247,6 +270,18 @@ mod tests {
             }
         }
         fields
+    }
+
+    #[test]
+    fn too_few_format_codes_are_an_error_not_a_panic() {
+        let codes = Format::Individual(vec![1, 0]);
+        assert_eq!(format_at(&codes, 5), FieldFormat::Text);
+        assert!(check_codes(&codes, 2, "result column").is_ok());
+        let err = check_codes(&codes, 3, "result column").unwrap_err();
+        assert!(err.contains("2 result column format codes for 3"), "{err}");
+        assert!(check_codes(&Format::UnifiedBinary, 7, "parameter").is_ok());
+        let schema = Schema::new(vec![Field::new("a", DataType::Int64, true); 3]);
+        assert_eq!(fields(&schema, &codes).len(), 3);
     }
 
     #[test]

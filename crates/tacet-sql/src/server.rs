@@ -177,6 +177,7 @@ fn parameter(portal: &Portal<Planned>, i: usize, ty: &Type) -> PgWireResult<Scal
         }
         // Times and anything else: accepted in text format and cast by the
         // plan to the type it expects.
+        // (format codes were checked against the parameters in do_query)
         _ if !portal.parameter_format.is_binary(i) => ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?),
         _ => {
             return Err(user_error(format!(
@@ -206,6 +207,14 @@ impl ExtendedQueryHandler for QueryHandler {
     {
         let stored = &portal.statement;
         let planned = &stored.statement;
+        // pgwire indexes format codes unchecked: a malformed Bind is an error here, not a panic.
+        encode::check_codes(&portal.parameter_format, portal.parameter_len(), "parameter").map_err(user_error)?;
+        encode::check_codes(
+            &portal.result_column_format,
+            planned.plan.schema().fields().len(),
+            "result column",
+        )
+        .map_err(user_error)?;
         let mut values = Vec::with_capacity(portal.parameter_len());
         for i in 0..portal.parameter_len() {
             let inferred = planned.params.get(i).cloned().flatten();
