@@ -51,6 +51,8 @@ fn nisshi() -> PathBuf {
 fn main() {
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 100_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 3);
+    // Correlator threads of `tacet run`; 0 = one per core, as `[engine] shards = 0`.
+    let workers: usize = env_or("TACET_BENCH_WORKERS", 0);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -193,6 +195,7 @@ fn main() {
                 allowed_lateness: cfg.engine.allowed_lateness,
                 idle_timeout: cfg.engine.idle_timeout,
                 max_line_bytes: cfg.engine.max_line_bytes,
+                workers,
             },
             checkpoint_interval: Duration::from_secs(5),
             stop_when_idle: Some(Duration::from_secs(3)),

@@ -83,7 +83,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
-    /// Number of correlator shards; 0 means one per CPU core.
+    /// Number of correlator shards; 0 means one per CPU core. In `tacet run`
+    /// the correlator threads the partition groups are spread over.
     #[serde(default)]
     pub shards: usize,
     /// Number of decoder threads; 0 means one per CPU core.

@@ -1,9 +1,12 @@
-//! The per-partition correlator state of one consumer, and its checkpoints.
+//! The correlator side of one consumer, as the poll thread sees it.
 //!
 //! Partition `p` of every topic forms one group with its own shard, watermark
-//! inputs and outcome writer, so a rebalance moves whole groups: the owner
-//! that loses `p` checkpoints it, the one that gains `p` restores exactly that
-//! snapshot.
+//! inputs and outcome writer ([`crate::group`]), so a rebalance moves whole
+//! groups: the owner that loses `p` checkpoints it, the one that gains `p`
+//! restores exactly that snapshot. Groups are spread over correlator threads
+//! ([`crate::worker`]); the [`Engine`] places each group on one, copies each
+//! polled record into that thread's batch, and turns checkpoints, revokes and
+//! ticks into commands that follow the records polled before them.
 //!
 //! Watermark inputs are the topics in the co-partitioned layout. In the
 //! repartitioned layout the topics are tacet's internal ones, where the
@@ -13,28 +16,21 @@
 //! repartitioner's reading order.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-use smallvec::SmallVec;
-use tacet_alert::AlertFeed;
+use tacet_core::Catalog;
 use tacet_core::config::KafkaPlan;
-use tacet_core::outcome::Tee;
-use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
-use tacet_correlate::watermark::Watermarks;
-use tacet_correlate::{InFlight, Shard};
 use tacet_engine::Metrics;
-use tacet_engine::pipeline::{AlertProgress, AlertResult};
-use tacet_ingest::decode::AttrCow;
-use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
-use tacet_store::OutcomeWriter;
+use tacet_engine::pipeline::AlertResult;
+use tacet_ingest::Decoder;
 
-use crate::checkpoint::{self, CheckpointError, SnapshotHeader};
-use crate::errors::{ErrorKind, RunErrors};
+use crate::checkpoint::CheckpointError;
+use crate::errors::RunErrors;
+pub use crate::group::RunCounters;
+use crate::group::{CommitOffset, Origin, Shared, Topic};
+use crate::worker::{BATCH_RECORDS, Command, Worker};
 
 /// Errors that stop `tacet run`.
 #[derive(Debug, thiserror::Error)]
@@ -66,24 +62,9 @@ pub struct EngineOptions {
     pub allowed_lateness: Duration,
     pub idle_timeout: Duration,
     pub max_line_bytes: usize,
-}
-
-/// One consumed topic: its name and the decoder of its source's mapping.
-struct Topic {
-    name: String,
-    decoder: Decoder,
-    /// `tacet_events{source}`, looked up once.
-    events: Option<tacet_engine::metrics::Counter>,
-    /// Repartitioned layout: the source topic behind this internal one.
-    origin: Option<Origin>,
-}
-
-/// The source topic an internal topic re-keys.
-struct Origin {
-    topic: String,
-    /// Watermark input of source partition 0; partition `q` is `base + q`.
-    base: usize,
-    partitions: usize,
+    /// Correlator threads the partition groups are spread over; 0 means
+    /// one per CPU core (`[engine] shards`).
+    pub workers: usize,
 }
 
 /// How the consumed topics relate to what the producers wrote.
@@ -96,56 +77,25 @@ pub enum Layout {
     Repartitioned { source_partitions: Vec<usize> },
 }
 
-/// Decisions go to the group's outcome files and to the alert rules.
-type GroupSink = Tee<OutcomeWriter, AlertFeed>;
-
-/// Partition `p` of every topic.
-struct Group {
-    shard: Shard<GroupSink>,
-    watermarks: Watermarks,
-    /// Next offset per topic (index as in `Engine::topics`); `None` before
-    /// the first record when no snapshot said.
-    next: Vec<Option<i64>>,
-    /// Largest event time per watermark input (`Engine::inputs`).
-    max_seen: Vec<Option<EventTime>>,
-    /// Repartitioned layout: next source offset per input.
-    origin_next: Vec<Option<i64>>,
-    /// Last completed checkpoint of this partition.
-    seq: u64,
-}
-
-/// Counters of a run.
-#[derive(Debug, Clone, Default)]
-pub struct RunCounters {
-    pub decode: DecodeStats,
-    pub dead_letters: u64,
-    pub rows: u64,
-    pub checkpoints: u64,
-    pub discarded_files: u64,
-    /// Records the repartitioner wrote twice (it crashed between writing
-    /// them and committing its source offsets), recognised and skipped.
-    pub repartition_duplicates: u64,
-}
-
-/// All groups this consumer owns.
+/// All groups this consumer owns, on their correlator threads.
 pub struct Engine {
-    catalog: Arc<Catalog>,
-    topics: Vec<Topic>,
-    /// Names of the watermark inputs of every group (also snapshot keys).
-    inputs: Vec<String>,
-    groups: BTreeMap<i32, Group>,
-    opts: EngineOptions,
-    config_hash: u64,
-    dead: Option<BufWriter<File>>,
-    pub(crate) counters: RunCounters,
-    metrics: Option<Arc<Metrics>>,
+    shared: Arc<Shared>,
+    workers: Vec<Worker>,
+    /// Owned groups and the worker each lives on.
+    owner: BTreeMap<i32, usize>,
     /// Bumped by every assign and revoke.
     pub(crate) assignment_epoch: u64,
-    /// The alert thread (SLO rules over this consumer's decisions).
-    alerts: Option<Sender<AlertProgress>>,
+    /// Records handed to the correlator threads.
+    dispatched: u64,
+    /// What the engine itself counted (checkpoint rounds, discarded files),
+    /// and, once the threads stopped, theirs.
+    counters: RunCounters,
+    stopped: bool,
+    /// A correlator thread's failure, for the poll loop to stop on.
+    failed: Arc<Mutex<Option<RunError>>>,
+    /// The alert thread (SLO rules over this consumer's decisions); the
+    /// correlator threads hold its senders.
     alert_thread: Option<tacet_engine::pipeline::AlertThread>,
-    errors: Arc<RunErrors>,
-    synthetic_attribute: String,
 }
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
@@ -203,65 +153,216 @@ impl Engine {
             metrics.clone(),
         )
         .map_err(|e| RunError::Kafka(format!("cannot start the alert rules: {e}")))?;
-        Ok(Self {
-            errors,
-            alerts: Some(alerts),
-            alert_thread: Some(alert_thread),
-            synthetic_attribute: config.alerts.synthetic_attribute.clone(),
+        let threads = match opts.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let shared = Arc::new(Shared::new(
             catalog,
             topics,
             inputs,
-            groups: BTreeMap::new(),
             opts,
-            config_hash: config_hash(config),
-            dead: None,
-            counters: RunCounters::default(),
+            config_hash(config),
             metrics,
+            errors,
+            config.alerts.synthetic_attribute.clone(),
+        ));
+        let failed = Arc::new(Mutex::new(None));
+        let workers = (0..threads)
+            .map(|i| Worker::spawn(i, shared.clone(), Some(alerts.clone()), failed.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| RunError::Kafka(format!("cannot start a correlator thread: {e}")))?;
+        Ok(Self {
+            shared,
+            workers,
+            owner: BTreeMap::new(),
             assignment_epoch: 0,
+            dispatched: 0,
+            counters: RunCounters::default(),
+            stopped: false,
+            failed,
+            alert_thread: Some(alert_thread),
         })
     }
 
     /// The index of `topic`, if consumed.
     pub fn topic_index(&self, topic: &str) -> Option<usize> {
-        self.topics.iter().position(|t| t.name == topic)
+        self.shared.topics.iter().position(|t| t.name == topic)
     }
 
     pub fn topic_name(&self, index: usize) -> &str {
-        &self.topics[index].name
+        &self.shared.topics[index].name
     }
 
     /// Partitions owned now.
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.groups.keys().copied()
+        self.owner.keys().copied()
     }
 
+    /// Open journeys over every group (as of each thread's last batch).
     pub fn open_journeys(&self) -> usize {
-        self.groups.values().map(|g| g.shard.open_traces()).sum()
+        self.workers.iter().map(Worker::open_journeys).sum()
     }
 
-    /// Hands group `p`'s new decisions and watermark to the alert rules.
-    fn report_alerts(&mut self, p: i32, gone: bool) {
-        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(&p)) else {
-            return;
-        };
-        let max_time = g.max_seen.iter().flatten().copied().max().unwrap_or(EventTime::MIN);
-        let _ = tx.send(AlertProgress {
-            source: p as usize,
-            watermark: g.shard.watermark(),
-            max_time,
-            notes: g.shard.sink_mut().1.take(),
-            gone,
-        });
+    /// Records handed to the correlator threads so far.
+    pub fn records_dispatched(&self) -> u64 {
+        self.dispatched
     }
 
-    /// Stops the alert rules after the decisions reported so far; returns
-    /// what they did.
-    pub fn close_alerts(&mut self) -> Result<Option<AlertResult>, RunError> {
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
-        for p in ps {
-            self.report_alerts(p, false);
+    /// The first failure of a correlator thread, once.
+    pub fn take_failure(&self) -> Option<RunError> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Takes ownership of `partitions`, restoring each group from its
+    /// snapshot onto the correlator thread with the fewest groups.
+    /// Returns where to start consuming each `(topic index, partition)`:
+    /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
+    pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
+        self.assignment_epoch += 1;
+        let mut starts = Vec::with_capacity(partitions.len());
+        let mut restored: BTreeMap<i32, Vec<Option<i64>>> = BTreeMap::new();
+        for &(_, p) in partitions {
+            if self.owner.contains_key(&p) || restored.contains_key(&p) {
+                continue;
+            }
+            let (group, discarded) = self.shared.restore(p)?;
+            self.counters.discarded_files += discarded as u64;
+            restored.insert(p, group.next.clone());
+            let w = (0..self.workers.len())
+                .min_by_key(|&w| self.workers[w].groups)
+                .expect("at least one correlator thread");
+            self.workers[w].command(Command::Adopt(p, Box::new(group)))?;
+            self.workers[w].groups += 1;
+            self.owner.insert(p, w);
         }
-        self.alerts = None;
+        for &(t, p) in partitions {
+            starts.push((t, p, restored.get(&p).and_then(|next| next[t])));
+        }
+        Ok(starts)
+    }
+
+    /// Gives up `partitions`: checkpoints their groups and drops them.
+    /// Returns the offsets to commit.
+    pub fn revoke(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<CommitOffset>, RunError> {
+        self.assignment_epoch += 1;
+        let mut ps: Vec<i32> = partitions.iter().map(|&(_, p)| p).collect();
+        ps.sort_unstable();
+        ps.dedup();
+        let mut offsets = Vec::new();
+        for p in ps {
+            if let Some(w) = self.owner.remove(&p) {
+                offsets.extend(self.workers[w].ask(|reply| Command::Release(p, reply))??);
+                self.workers[w].groups -= 1;
+            }
+        }
+        Ok(offsets)
+    }
+
+    /// Checkpoints every group in the order SPEC §7 asks: outcomes durable,
+    /// then state, then (by the caller) offsets. Covers every record handed
+    /// over so far. Returns the offsets to commit.
+    pub fn checkpoint(&mut self) -> Result<Vec<CommitOffset>, RunError> {
+        // Ask every thread first, then wait: they checkpoint in parallel.
+        let mut replies = Vec::with_capacity(self.workers.len());
+        for w in &mut self.workers {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            w.command(Command::Checkpoint(tx))?;
+            replies.push(rx);
+        }
+        let mut offsets = Vec::new();
+        for rx in replies {
+            let result = rx
+                .recv()
+                .map_err(|_| RunError::Kafka("a correlator thread stopped".into()))?;
+            offsets.extend(result?);
+        }
+        self.counters.checkpoints += 1;
+        if let Some(m) = &self.shared.metrics {
+            m.checkpoints.inc();
+        }
+        Ok(offsets)
+    }
+
+    /// One Kafka record, copied into the batch of the thread that owns its
+    /// partition. `headers` are its record headers.
+    pub fn record<'h>(
+        &mut self,
+        topic: usize,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+        now: Instant,
+    ) -> Result<(), RunError> {
+        let Some(&w) = self.owner.get(&partition) else {
+            // A record of a partition we no longer own (fetched before a revoke).
+            return Ok(());
+        };
+        self.dispatched += 1;
+        let worker = &mut self.workers[w];
+        worker.pending.push(topic, partition, offset, payload, headers, now);
+        if worker.pending.len() >= BATCH_RECORDS {
+            worker.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every partly filled batch (the poll found nothing more for now).
+    pub fn flush(&mut self) -> Result<(), RunError> {
+        self.workers.iter_mut().try_for_each(Worker::flush)
+    }
+
+    /// Moves every group's watermark by wall clock (idleness), deciding what is due.
+    pub fn tick(&mut self, now: Instant) -> Result<(), RunError> {
+        for w in &mut self.workers {
+            w.command(Command::Tick(now))?;
+        }
+        if let Some(m) = &self.shared.metrics {
+            m.open_journeys.set(self.open_journeys() as i64);
+        }
+        Ok(())
+    }
+
+    /// End of a finite run: every group's watermark becomes the largest event
+    /// time this consumer has seen; what is still ahead stays in flight, in
+    /// the snapshot and in `<out>/state/in-flight-p<P>.ndjson`.
+    pub fn finish(&mut self) -> Result<usize, RunError> {
+        let mut max = None;
+        for w in &mut self.workers {
+            max = max.max(w.ask(Command::MaxSeen)?);
+        }
+        let Some(max) = max else {
+            return Ok(0);
+        };
+        let mut total = 0;
+        for w in &mut self.workers {
+            total += w.ask(|reply| Command::Finish(max, reply))??;
+        }
+        Ok(total)
+    }
+
+    /// Counters of the run so far (every record handed over is counted).
+    pub fn counters(&mut self) -> Result<RunCounters, RunError> {
+        let mut all = self.counters.clone();
+        if !self.stopped {
+            for w in &mut self.workers {
+                all.merge(&w.ask(Command::Counters)?);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Stops the correlator threads, then the alert rules after the
+    /// decisions reported so far; returns what the rules did.
+    pub fn close_alerts(&mut self) -> Result<Option<AlertResult>, RunError> {
+        if !self.stopped {
+            for w in &mut self.workers {
+                let counters = w.stop()?;
+                self.counters.merge(&counters);
+            }
+            self.stopped = true;
+        }
         match self.alert_thread.take() {
             None => Ok(None),
             Some(handle) => handle
@@ -270,387 +371,6 @@ impl Engine {
                 .map(Some)
                 .map_err(|e| RunError::Kafka(format!("alerts: {e}"))),
         }
-    }
-
-    fn feed(&self) -> AlertFeed {
-        AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute)
-    }
-
-    fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
-        OutcomeWriter::new(
-            self.catalog.clone(),
-            &checkpoint::staging_dir(&self.opts.out_dir, partition),
-            &checkpoint::writer_name(partition, seq),
-            self.opts.flush_rows,
-        )
-    }
-
-    /// Takes ownership of `partitions`, restoring each from its snapshot.
-    /// Returns where to start consuming each `(topic index, partition)`:
-    /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
-    pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
-        self.assignment_epoch += 1;
-        for &(_, p) in partitions {
-            if !self.groups.contains_key(&p) {
-                let group = self.restore(p)?;
-                self.groups.insert(p, group);
-                // Registered at once: the alert clock waits for this group
-                // from now on, not from its first tick.
-                self.report_alerts(p, false);
-            }
-        }
-        Ok(partitions
-            .iter()
-            .map(|&(t, p)| (t, p, self.groups.get(&p).and_then(|g| g.next[t])))
-            .collect())
-    }
-
-    fn restore(&mut self, p: i32) -> Result<Group, RunError> {
-        let now = Instant::now();
-        let mut watermarks = Watermarks::new(
-            self.inputs.len(),
-            self.opts.allowed_lateness,
-            Some(self.opts.idle_timeout),
-            now,
-        );
-        let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
-        let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
-        let discarded = checkpoint::discard_after(&self.opts.out_dir, p, seq)?;
-        self.counters.discarded_files += discarded as u64;
-        let writer = self.writer(p, seq + 1);
-        let mut next = vec![None; self.topics.len()];
-        let mut max_seen = vec![None; self.inputs.len()];
-        let mut origin_next = vec![None; self.inputs.len()];
-        let shard = match &snapshot {
-            Some(snap) => {
-                for (i, topic) in self.topics.iter().enumerate() {
-                    next[i] = snap.header.offsets.get(&topic.name).copied();
-                }
-                for (i, input) in self.inputs.iter().enumerate() {
-                    max_seen[i] = snap.header.max_seen.get(input).copied();
-                    origin_next[i] = snap.header.origin_offsets.get(input).copied();
-                    if let Some(t) = max_seen[i] {
-                        watermarks.observe(i, t, now);
-                    }
-                }
-                Shard::restore(
-                    self.catalog.clone(),
-                    self.opts.max_open_journeys,
-                    Tee(writer, self.feed()),
-                    &snap.shard,
-                )
-                .map_err(|source| RunError::Snapshot { partition: p, source })?
-            }
-            None => Shard::new(
-                self.catalog.clone(),
-                self.opts.max_open_journeys,
-                Tee(writer, self.feed()),
-            ),
-        };
-        tracing::info!(
-            partition = p,
-            checkpoint = seq,
-            open_journeys = shard.open_traces(),
-            discarded_files = discarded,
-            "Partition assigned; {}.",
-            if snapshot.is_some() {
-                "state restored from its snapshot"
-            } else {
-                "no snapshot, starting empty"
-            }
-        );
-        Ok(Group {
-            shard,
-            watermarks,
-            next,
-            max_seen,
-            origin_next,
-            seq,
-        })
-    }
-
-    /// Gives up `partitions`: checkpoints their groups and drops them.
-    /// Returns the offsets to commit.
-    pub fn revoke(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, i64)>, RunError> {
-        self.assignment_epoch += 1;
-        let mut ps: Vec<i32> = partitions.iter().map(|&(_, p)| p).collect();
-        ps.sort_unstable();
-        ps.dedup();
-        let mut offsets = Vec::new();
-        for p in ps {
-            if self.groups.contains_key(&p) {
-                offsets.extend(self.checkpoint_group(p)?);
-                self.report_alerts(p, true);
-                self.groups.remove(&p);
-                tracing::info!(partition = p, "Partition revoked after a checkpoint.");
-            }
-        }
-        self.sync_dead_letters()?;
-        Ok(offsets)
-    }
-
-    /// Checkpoints every group in the order SPEC §7 asks: outcomes durable,
-    /// then state, then (by the caller) offsets. Returns the offsets to commit.
-    pub fn checkpoint(&mut self) -> Result<Vec<(usize, i32, i64)>, RunError> {
-        // Dead letters first: a record refused before this checkpoint must not
-        // be lost if we crash after it.
-        self.sync_dead_letters()?;
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
-        let mut offsets = Vec::new();
-        for p in ps {
-            offsets.extend(self.checkpoint_group(p)?);
-        }
-        self.counters.checkpoints += 1;
-        if let Some(m) = &self.metrics {
-            m.checkpoints.inc();
-        }
-        Ok(offsets)
-    }
-
-    fn checkpoint_group(&mut self, p: i32) -> Result<Vec<(usize, i32, i64)>, RunError> {
-        let g = self.groups.get_mut(&p).expect("owned group");
-        g.shard.sink_mut().0.flush()?;
-        checkpoint::publish(&self.opts.out_dir, p)?;
-        let header = SnapshotHeader {
-            partition: p,
-            seq: g.seq + 1,
-            config_hash: self.config_hash,
-            offsets: self
-                .topics
-                .iter()
-                .zip(&g.next)
-                .filter_map(|(t, n)| n.map(|n| (t.name.clone(), n)))
-                .collect(),
-            max_seen: self
-                .inputs
-                .iter()
-                .zip(&g.max_seen)
-                .filter_map(|(input, m)| m.map(|m| (input.clone(), m)))
-                .collect(),
-            origin_offsets: self
-                .inputs
-                .iter()
-                .zip(&g.origin_next)
-                .filter_map(|(input, n)| n.map(|n| (input.clone(), n)))
-                .collect(),
-        };
-        let mut bytes = Vec::new();
-        g.shard.write_snapshot(&mut bytes);
-        checkpoint::write_snapshot(&self.opts.state_dir, &header, &bytes)?;
-        g.seq += 1;
-        let seq = g.seq;
-        let writer = self.writer(p, seq + 1);
-        let g = self.groups.get_mut(&p).expect("owned group");
-        // A fresh writer per checkpoint: file names carry the sequence.
-        let old = std::mem::replace(&mut g.shard.sink_mut().0, writer);
-        self.counters.rows += old.stats().rows;
-        Ok(g.next
-            .iter()
-            .enumerate()
-            .filter_map(|(t, n)| n.map(|n| (t, p, n)))
-            .collect())
-    }
-
-    /// One Kafka record.
-    pub fn record<'a>(
-        &mut self,
-        topic: usize,
-        partition: i32,
-        offset: i64,
-        payload: Option<&'a [u8]>,
-        header: &dyn Fn(&str) -> Option<&'a [u8]>,
-        now: Instant,
-    ) -> Result<(), RunError> {
-        let Some(g) = self.groups.get_mut(&partition) else {
-            // A record of a partition we no longer own (fetched before a revoke).
-            return Ok(());
-        };
-        if g.next[topic].is_some_and(|n| offset < n) {
-            return Ok(()); // already in the restored state
-        }
-        g.next[topic] = Some(offset + 1);
-        let t = &self.topics[topic];
-        // Where the record was written by its producer: the watermark input
-        // it feeds and the position dead letters name.
-        let (input, position) = match &t.origin {
-            None => (topic, (&t.name, partition, offset)),
-            Some(origin) => {
-                match header(crate::repartition::ORIGIN_HEADER).and_then(crate::repartition::parse_origin) {
-                    Some((q, source_offset)) if (q as usize) < origin.partitions => {
-                        let input = origin.base + q as usize;
-                        if g.origin_next[input].is_some_and(|n| source_offset < n) {
-                            self.counters.repartition_duplicates += 1;
-                            return Ok(());
-                        }
-                        // The header is data: never overflow on it.
-                        g.origin_next[input] = Some(source_offset.saturating_add(1));
-                        (input, (&origin.topic, q, source_offset))
-                    }
-                    // Not written by tacet's repartitioner (no or a bad origin):
-                    // still an event; it feeds the topic's first input.
-                    _ => (
-                        origin.base.min(self.inputs.len().saturating_sub(1)),
-                        (&t.name, partition, offset),
-                    ),
-                }
-            }
-        };
-        let stats = &mut self.counters.decode;
-        stats.records += 1;
-        let payload = payload.unwrap_or(&[]);
-        stats.bytes += payload.len() as u64;
-        let decoded = if payload.len() > self.opts.max_line_bytes {
-            Err(DecodeError::OversizedLine)
-        } else {
-            t.decoder.decode(payload, header)
-        };
-        let decoded = match decoded {
-            Ok(d) => d,
-            Err(reason) => {
-                stats.errors[reason.index()] += 1;
-                if let Some(m) = &self.metrics {
-                    m.decode_errors
-                        .get_or_create(&tacet_engine::metrics::ReasonLabels {
-                            reason: reason.as_str().to_owned(),
-                        })
-                        .inc();
-                }
-                let (position_topic, position_partition, position_offset) = position;
-                let letter = DeadLetter::new(
-                    t.decoder.source(),
-                    format!("{position_topic}/{position_partition}/{position_offset}"),
-                    reason,
-                    payload,
-                );
-                return self.dead_letter(&serde_json::to_value(&letter).expect("serializes"));
-            }
-        };
-        let Some(name) = decoded.name else {
-            stats.unmatched += 1;
-            return Ok(());
-        };
-        stats.events += 1;
-        let (key, canonical) = TraceKey::from_text(&decoded.trace_id);
-        let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
-        for (slot, value) in &decoded.attrs {
-            attrs.push((
-                *slot,
-                match value {
-                    AttrCow::Str(s) => AttrValue::Str(s),
-                    AttrCow::Num(n) => AttrValue::Num(*n),
-                    AttrCow::Bool(b) => AttrValue::Bool(*b),
-                },
-            ));
-        }
-        let event = Event {
-            trace: key,
-            trace_text: (!canonical).then_some(&*decoded.trace_id),
-            time: decoded.time,
-            name,
-            ok: decoded.ok,
-            fingerprint: decoded.fingerprint,
-            service: &decoded.service,
-            attrs: &attrs,
-        };
-        g.max_seen[input] = Some(g.max_seen[input].map_or(event.time, |m| m.max(event.time)));
-        g.watermarks.observe(input, event.time, now);
-        if let Some(w) = g.watermarks.watermark(now) {
-            g.shard.advance(w);
-        }
-        g.shard.apply(&event);
-        let evicted = g.shard.take_evicted();
-        if let Some(events) = &t.events {
-            events.inc();
-        }
-        for j in evicted {
-            self.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;
-        }
-        Ok(())
-    }
-
-    /// Moves every group's watermark by wall clock (idleness), deciding what is due.
-    pub fn tick(&mut self, now: Instant) {
-        let mut open = 0;
-        for g in self.groups.values_mut() {
-            if let Some(w) = g.watermarks.watermark(now) {
-                g.shard.advance(w);
-            }
-            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600)))
-                && self.errors.note(ErrorKind::OutcomeWrite)
-            {
-                tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
-            }
-            open += g.shard.open_traces();
-        }
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
-        for p in ps {
-            self.report_alerts(p, false);
-        }
-        if let Some(m) = &self.metrics {
-            m.open_journeys.set(open as i64);
-        }
-    }
-
-    /// End of a finite run: every group's watermark becomes the largest event
-    /// time this consumer has seen; what is still ahead stays in flight, in
-    /// the snapshot and in `<out>/state/in-flight-p<P>.ndjson`.
-    pub fn finish(&mut self) -> Result<usize, RunError> {
-        let max = self
-            .groups
-            .values()
-            .flat_map(|g| g.max_seen.iter().flatten().copied())
-            .max();
-        let Some(max) = max else {
-            return Ok(0);
-        };
-        let dir = self.opts.out_dir.join("state");
-        let mut total = 0;
-        for (p, g) in &mut self.groups {
-            let in_flight: Vec<InFlight> = g.shard.finish(max);
-            total += in_flight.len();
-            tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
-                .map_err(|e| RunError::Kafka(e.to_string()))?;
-        }
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
-        for p in ps {
-            self.report_alerts(p, false);
-        }
-        Ok(total)
-    }
-
-    fn dead_letter(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
-        let path = self.opts.out_dir.join("dead-letter.ndjson");
-        let io = |source| RunError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if self.dead.is_none() {
-            std::fs::create_dir_all(&self.opts.out_dir).map_err(io)?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io)?;
-            self.dead = Some(BufWriter::new(file));
-        }
-        let w = self.dead.as_mut().expect("opened");
-        serde_json::to_writer(&mut *w, record).map_err(|e| io(e.into()))?;
-        w.write_all(b"\n").map_err(io)?;
-        self.counters.dead_letters += 1;
-        Ok(())
-    }
-
-    fn sync_dead_letters(&mut self) -> Result<(), RunError> {
-        if let Some(w) = &mut self.dead {
-            let path = self.opts.out_dir.join("dead-letter.ndjson");
-            let io = |source| RunError::Io {
-                path: path.display().to_string(),
-                source,
-            };
-            w.flush().map_err(io)?;
-            w.get_ref().sync_data().map_err(io)?;
-        }
-        Ok(())
     }
 }
 
@@ -681,6 +401,7 @@ mod tests {
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_line_bytes: 1 << 20,
+            workers: 1,
         };
         let layout = Layout::Repartitioned {
             source_partitions: vec![4],
@@ -692,10 +413,9 @@ mod tests {
 
     /// One record of internal partition 0 carrying `origin` as its header.
     fn feed(engine: &mut Engine, offset: i64, origin: &str, payload: &[u8]) {
-        let origin = origin.as_bytes();
-        let header = |name: &str| (name == crate::repartition::ORIGIN_HEADER).then_some(origin);
+        let headers = [(crate::repartition::ORIGIN_HEADER, Some(origin.as_bytes()))];
         engine
-            .record(0, 0, offset, Some(payload), &header, Instant::now())
+            .record(0, 0, offset, Some(payload), headers.into_iter(), Instant::now())
             .unwrap();
     }
 
@@ -712,12 +432,13 @@ mod tests {
         feed(&mut engine, 3, "1/6", EVENT);
         // Another source partition is independent.
         feed(&mut engine, 4, "2/5", EVENT);
-        assert_eq!(engine.counters.repartition_duplicates, 2);
-        assert_eq!(engine.counters.decode.records, 3);
+        let counters = engine.counters().unwrap();
+        assert_eq!(counters.repartition_duplicates, 2);
+        assert_eq!(counters.decode.records, 3);
         // A hostile header neither panics nor wraps into accepting the past.
         feed(&mut engine, 5, &format!("3/{}", i64::MAX), EVENT);
         feed(&mut engine, 6, "3/0", EVENT);
-        assert_eq!(engine.counters.repartition_duplicates, 3);
+        assert_eq!(engine.counters().unwrap().repartition_duplicates, 3);
     }
 
     #[test]

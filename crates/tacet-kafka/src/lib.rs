@@ -5,11 +5,15 @@
 //! loses nor repeats a decision (SPEC §7).
 //!
 //! ## Layout
-//! - [`run`]: the consumer loop (rdkafka `BaseConsumer`, one thread), the
-//!   rebalance callback, lag from librdkafka statistics, stop and idle exit.
-//! - [`engine`]: per-partition groups (partition `p` of every topic: one
+//! - [`run`]: the consumer loop (rdkafka `BaseConsumer`, one poll thread),
+//!   the rebalance callback, lag from librdkafka statistics, stop and idle exit.
+//! - [`engine`]: what the poll thread drives: places partition groups on
+//!   correlator threads, hands them records in batches, turns checkpoints,
+//!   revokes and ticks into commands that follow those records.
+//! - [`group`]: per-partition groups (partition `p` of every topic: one
 //!   shard, one watermark input per topic, one outcome writer), records in,
-//!   checkpoints out.
+//!   checkpoints out; single-threaded.
+//! - [`worker`]: the correlator threads, their batches and commands.
 //! - [`repartition`]: for producers that do not key by trace id, a stage
 //!   that re-keys the source topics into internal topics first.
 //! - [`checkpoint`]: the files — partition snapshots, staged outcome files
@@ -25,8 +29,10 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod errors;
+pub mod group;
 pub mod repartition;
 pub mod run;
+pub mod worker;
 
 pub use engine::{EngineOptions, RunError};
 pub use run::{RunOptions, RunReport, run};

@@ -1,9 +1,12 @@
 //! The consumer loop of `tacet run`.
 //!
-//! One thread polls librdkafka and applies each record to its partition's
-//! group in the same call, so nothing is buffered between the consumer and
-//! the correlator: in-flight memory is librdkafka's prefetch, bounded by
-//! `queued.max.messages.kbytes` (set here unless the config overrides it).
+//! One thread polls librdkafka and copies each record into a batch for the
+//! correlator thread that owns its partition ([`crate::worker`]); decoding,
+//! correlation and Parquet encoding run there, in parallel with the polling.
+//! In-flight memory is bounded twice: librdkafka's prefetch by
+//! `queued.max.messages.kbytes` (set here unless the config overrides it),
+//! and the batches between the threads by a bounded channel, on which the
+//! poll thread waits when a correlator falls behind.
 //! Rebalances run inside `poll`, on this thread, through [`Context`]: a
 //! revoke checkpoints the groups it takes away before they are released; an
 //! assign restores each group's snapshot and starts its partitions at the
@@ -283,6 +286,9 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let mut last_progress = Instant::now();
     let mut records_at_progress = 0u64;
     let mut finished_in_flight = 0;
+    // After a poll that brought a record, poll again without waiting; once
+    // one comes back empty, hand the partly filled batches over and wait.
+    let mut drained = true;
     loop {
         if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
@@ -298,9 +304,15 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 _ => RunError::Kafka("the repartitioner stopped".into()),
             });
         }
-        let polled = consumer.poll(Duration::from_millis(100));
+        let wait = if drained {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        let polled = consumer.poll(wait);
         // One clock read per record: it stamps partition activity and drives the timers below.
         let now = Instant::now();
+        drained = false;
         match polled {
             Some(Ok(msg)) => {
                 last_input = now;
@@ -308,10 +320,12 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 first_input.get_or_insert(now);
                 let mut engine = ctx.engine();
                 if let Some(t) = engine.topic_index(msg.topic()) {
-                    let headers = msg.headers();
-                    let header =
-                        |name: &str| headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value));
-                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), &header, now)?;
+                    let headers = msg
+                        .headers()
+                        .into_iter()
+                        .flat_map(|h| h.iter())
+                        .map(|h| (h.key, h.value));
+                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), headers, now)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}
@@ -321,11 +335,18 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                     tracing::warn!(error = %e, "Kafka poll error; retrying.");
                 }
             }
-            None => {}
+            None => {
+                ctx.engine().flush()?;
+                drained = true;
+            }
         }
         if now.duration_since(last_tick) >= Duration::from_millis(200) {
             last_tick = now;
-            ctx.engine().tick(now);
+            let engine = &mut *ctx.engine();
+            if let Some(e) = engine.take_failure() {
+                return Err(e);
+            }
+            engine.tick(now)?;
         }
         if now.duration_since(last_checkpoint) >= opts.checkpoint_interval {
             last_checkpoint = now;
@@ -343,7 +364,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 );
             }
             let engine = ctx.engine();
-            let records = engine.counters.decode.records;
+            let records = engine.records_dispatched();
             let rate = (records - records_at_progress) as f64 / now.duration_since(last_progress).as_secs_f64();
             tracing::info!(
                 records,
@@ -405,7 +426,10 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         return Err(e);
     }
     let alerts = ctx.engine().close_alerts()?.map(|a| a.stats).unwrap_or_default();
-    let counters = ctx.engine().counters.clone();
+    if let Some(e) = ctx.engine().take_failure() {
+        return Err(e);
+    }
+    let counters = ctx.engine().counters()?;
     Ok(RunReport {
         counters,
         in_flight: finished_in_flight,

@@ -588,6 +588,7 @@ fn run_kafka(
             allowed_lateness: config.engine.allowed_lateness,
             idle_timeout: config.engine.idle_timeout,
             max_line_bytes: config.engine.max_line_bytes,
+            workers: config.engine.shards,
         },
         checkpoint_interval: config.checkpoint.interval,
         stop_when_idle,

@@ -1,0 +1,559 @@
+//! Partition groups: the correlator state of partition `p` of every topic,
+//! and what one correlator thread does with the groups it owns.
+//!
+//! A [`GroupSet`] is single-threaded and knows nothing of Kafka clients or
+//! threads: records in, checkpoints out. [`crate::worker`] runs one per
+//! correlator thread; [`crate::engine::Engine`] decides which set owns which
+//! group. What every set reads but nobody changes per record (decoders,
+//! options, the dead-letter file) is in [`Shared`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use smallvec::SmallVec;
+use tacet_alert::AlertFeed;
+use tacet_core::outcome::Tee;
+use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
+use tacet_correlate::watermark::Watermarks;
+use tacet_correlate::{InFlight, Shard};
+use tacet_engine::Metrics;
+use tacet_engine::pipeline::AlertProgress;
+use tacet_ingest::decode::AttrCow;
+use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
+use tacet_store::OutcomeWriter;
+
+use crate::checkpoint::{self, SnapshotHeader};
+use crate::engine::{EngineOptions, RunError};
+use crate::errors::{ErrorKind, RunErrors};
+
+/// One consumed topic: its name and the decoder of its source's mapping.
+pub(crate) struct Topic {
+    pub(crate) name: String,
+    pub(crate) decoder: Decoder,
+    /// `tacet_events{source}`, looked up once.
+    pub(crate) events: Option<tacet_engine::metrics::Counter>,
+    /// Repartitioned layout: the source topic behind this internal one.
+    pub(crate) origin: Option<Origin>,
+}
+
+/// The source topic an internal topic re-keys.
+pub(crate) struct Origin {
+    pub(crate) topic: String,
+    /// Watermark input of source partition 0; partition `q` is `base + q`.
+    pub(crate) base: usize,
+    pub(crate) partitions: usize,
+}
+
+/// Decisions go to the group's outcome files and to the alert rules.
+pub(crate) type GroupSink = Tee<OutcomeWriter, AlertFeed>;
+
+/// Partition `p` of every topic.
+pub(crate) struct Group {
+    pub(crate) shard: Shard<GroupSink>,
+    pub(crate) watermarks: Watermarks,
+    /// Next offset per topic (index as in `Shared::topics`); `None` before
+    /// the first record when no snapshot said.
+    pub(crate) next: Vec<Option<i64>>,
+    /// Largest event time per watermark input (`Shared::inputs`).
+    pub(crate) max_seen: Vec<Option<EventTime>>,
+    /// Repartitioned layout: next source offset per input.
+    pub(crate) origin_next: Vec<Option<i64>>,
+    /// Last completed checkpoint of this partition.
+    pub(crate) seq: u64,
+}
+
+/// Counters of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunCounters {
+    pub decode: DecodeStats,
+    pub dead_letters: u64,
+    pub rows: u64,
+    pub checkpoints: u64,
+    pub discarded_files: u64,
+    /// Records the repartitioner wrote twice (it crashed between writing
+    /// them and committing its source offsets), recognised and skipped.
+    pub repartition_duplicates: u64,
+}
+
+impl RunCounters {
+    /// Adds `other` into `self` (`checkpoints` counts rounds, not groups, and
+    /// is kept by the engine).
+    pub fn merge(&mut self, other: &RunCounters) {
+        self.decode.merge(&other.decode);
+        self.dead_letters += other.dead_letters;
+        self.rows += other.rows;
+        self.discarded_files += other.discarded_files;
+        self.repartition_duplicates += other.repartition_duplicates;
+    }
+}
+
+/// The next offset to commit: (topic index, partition, offset).
+pub(crate) type CommitOffset = (usize, i32, i64);
+
+/// What all correlator threads read, and the dead-letter file they share.
+pub(crate) struct Shared {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) topics: Vec<Topic>,
+    /// Names of the watermark inputs of every group (also snapshot keys).
+    pub(crate) inputs: Vec<String>,
+    pub(crate) opts: EngineOptions,
+    pub(crate) config_hash: u64,
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    pub(crate) errors: Arc<RunErrors>,
+    pub(crate) synthetic_attribute: String,
+    /// Opened on the first refused record. Refusals are rare, so one lock
+    /// for every thread costs nothing on the hot path.
+    dead: Mutex<Option<BufWriter<File>>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        topics: Vec<Topic>,
+        inputs: Vec<String>,
+        opts: EngineOptions,
+        config_hash: u64,
+        metrics: Option<Arc<Metrics>>,
+        errors: Arc<RunErrors>,
+        synthetic_attribute: String,
+    ) -> Self {
+        Self {
+            catalog,
+            topics,
+            inputs,
+            opts,
+            config_hash,
+            metrics,
+            errors,
+            synthetic_attribute,
+            dead: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn feed(&self) -> AlertFeed {
+        AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute)
+    }
+
+    pub(crate) fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
+        OutcomeWriter::new(
+            self.catalog.clone(),
+            &checkpoint::staging_dir(&self.opts.out_dir, partition),
+            &checkpoint::writer_name(partition, seq),
+            self.opts.flush_rows,
+        )
+    }
+
+    fn dead_path_error(&self, source: std::io::Error) -> RunError {
+        RunError::Io {
+            path: self.opts.out_dir.join("dead-letter.ndjson").display().to_string(),
+            source,
+        }
+    }
+
+    /// Appends one record to `<out>/dead-letter.ndjson`.
+    pub(crate) fn dead_letter(&self, record: &serde_json::Value) -> Result<(), RunError> {
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        if dead.is_none() {
+            std::fs::create_dir_all(&self.opts.out_dir).map_err(|e| self.dead_path_error(e))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.opts.out_dir.join("dead-letter.ndjson"))
+                .map_err(|e| self.dead_path_error(e))?;
+            *dead = Some(BufWriter::new(file));
+        }
+        let w = dead.as_mut().expect("opened");
+        serde_json::to_writer(&mut *w, record).map_err(|e| self.dead_path_error(e.into()))?;
+        w.write_all(b"\n").map_err(|e| self.dead_path_error(e))
+    }
+
+    /// Makes every dead letter written so far durable.
+    pub(crate) fn sync_dead_letters(&self) -> Result<(), RunError> {
+        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = dead.as_mut() {
+            w.flush().map_err(|e| self.dead_path_error(e))?;
+            w.get_ref().sync_data().map_err(|e| self.dead_path_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Group `p` as its snapshot left it (or empty), with the number of
+    /// outcome files of unfinished checkpoints that recovery discarded.
+    pub(crate) fn restore(&self, p: i32) -> Result<(Group, usize), RunError> {
+        let now = Instant::now();
+        let mut watermarks = Watermarks::new(
+            self.inputs.len(),
+            self.opts.allowed_lateness,
+            Some(self.opts.idle_timeout),
+            now,
+        );
+        let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
+        let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
+        let discarded = checkpoint::discard_after(&self.opts.out_dir, p, seq)?;
+        let writer = self.writer(p, seq + 1);
+        let mut next = vec![None; self.topics.len()];
+        let mut max_seen = vec![None; self.inputs.len()];
+        let mut origin_next = vec![None; self.inputs.len()];
+        let shard = match &snapshot {
+            Some(snap) => {
+                for (i, topic) in self.topics.iter().enumerate() {
+                    next[i] = snap.header.offsets.get(&topic.name).copied();
+                }
+                for (i, input) in self.inputs.iter().enumerate() {
+                    max_seen[i] = snap.header.max_seen.get(input).copied();
+                    origin_next[i] = snap.header.origin_offsets.get(input).copied();
+                    if let Some(t) = max_seen[i] {
+                        watermarks.observe(i, t, now);
+                    }
+                }
+                Shard::restore(
+                    self.catalog.clone(),
+                    self.opts.max_open_journeys,
+                    Tee(writer, self.feed()),
+                    &snap.shard,
+                )
+                .map_err(|source| RunError::Snapshot { partition: p, source })?
+            }
+            None => Shard::new(
+                self.catalog.clone(),
+                self.opts.max_open_journeys,
+                Tee(writer, self.feed()),
+            ),
+        };
+        tracing::info!(
+            partition = p,
+            checkpoint = seq,
+            open_journeys = shard.open_traces(),
+            discarded_files = discarded,
+            "Partition assigned; {}.",
+            if snapshot.is_some() {
+                "state restored from its snapshot"
+            } else {
+                "no snapshot, starting empty"
+            }
+        );
+        let group = Group {
+            shard,
+            watermarks,
+            next,
+            max_seen,
+            origin_next,
+            seq,
+        };
+        Ok((group, discarded))
+    }
+}
+
+/// One Kafka record as the correlator sees it.
+pub(crate) struct Record<'a> {
+    pub(crate) topic: usize,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) payload: Option<&'a [u8]>,
+}
+
+/// The groups one correlator thread owns, and its share of the counters.
+pub(crate) struct GroupSet {
+    shared: Arc<Shared>,
+    groups: BTreeMap<i32, Group>,
+    pub(crate) counters: RunCounters,
+    alerts: Option<Sender<AlertProgress>>,
+    /// Events per topic since the last [`GroupSet::publish_events`]: the
+    /// `tacet_events` counters are shared by every thread, so they are
+    /// bumped per batch, not per record.
+    events: Vec<u64>,
+}
+
+impl GroupSet {
+    pub(crate) fn new(shared: Arc<Shared>, alerts: Option<Sender<AlertProgress>>) -> Self {
+        let topics = shared.topics.len();
+        Self {
+            shared,
+            groups: BTreeMap::new(),
+            counters: RunCounters::default(),
+            alerts,
+            events: vec![0; topics],
+        }
+    }
+
+    pub(crate) fn open_journeys(&self) -> usize {
+        self.groups.values().map(|g| g.shard.open_traces()).sum()
+    }
+
+    /// Takes group `p` (restored by the engine) and registers it with the
+    /// alert clock at once, so the clock waits for it from now on.
+    pub(crate) fn adopt(&mut self, p: i32, group: Group) {
+        self.groups.insert(p, group);
+        self.report_alerts(p, false);
+    }
+
+    /// Checkpoints group `p` and drops it. Returns the offsets to commit.
+    pub(crate) fn release(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
+        if !self.groups.contains_key(&p) {
+            return Ok(Vec::new());
+        }
+        self.shared.sync_dead_letters()?;
+        let offsets = self.checkpoint_group(p)?;
+        self.report_alerts(p, true);
+        self.groups.remove(&p);
+        tracing::info!(partition = p, "Partition revoked after a checkpoint.");
+        Ok(offsets)
+    }
+
+    /// Checkpoints every group in the order SPEC §7 asks: dead letters and
+    /// outcomes durable, then state, then (by the caller) offsets.
+    pub(crate) fn checkpoint(&mut self) -> Result<Vec<CommitOffset>, RunError> {
+        // Dead letters first: a record refused before this checkpoint must not
+        // be lost if we crash after it.
+        self.shared.sync_dead_letters()?;
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        let mut offsets = Vec::new();
+        for p in ps {
+            offsets.extend(self.checkpoint_group(p)?);
+        }
+        Ok(offsets)
+    }
+
+    fn checkpoint_group(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
+        let shared = &self.shared;
+        let g = self.groups.get_mut(&p).expect("owned group");
+        g.shard.sink_mut().0.flush()?;
+        checkpoint::publish(&shared.opts.out_dir, p)?;
+        let header = SnapshotHeader {
+            partition: p,
+            seq: g.seq + 1,
+            config_hash: shared.config_hash,
+            offsets: shared
+                .topics
+                .iter()
+                .zip(&g.next)
+                .filter_map(|(t, n)| n.map(|n| (t.name.clone(), n)))
+                .collect(),
+            max_seen: shared
+                .inputs
+                .iter()
+                .zip(&g.max_seen)
+                .filter_map(|(input, m)| m.map(|m| (input.clone(), m)))
+                .collect(),
+            origin_offsets: shared
+                .inputs
+                .iter()
+                .zip(&g.origin_next)
+                .filter_map(|(input, n)| n.map(|n| (input.clone(), n)))
+                .collect(),
+        };
+        let mut bytes = Vec::new();
+        g.shard.write_snapshot(&mut bytes);
+        checkpoint::write_snapshot(&shared.opts.state_dir, &header, &bytes)?;
+        g.seq += 1;
+        // A fresh writer per checkpoint: file names carry the sequence.
+        let old = std::mem::replace(&mut g.shard.sink_mut().0, shared.writer(p, g.seq + 1));
+        self.counters.rows += old.stats().rows;
+        Ok(g.next
+            .iter()
+            .enumerate()
+            .filter_map(|(t, n)| n.map(|n| (t, p, n)))
+            .collect())
+    }
+
+    /// One Kafka record; `header` looks up its record headers.
+    pub(crate) fn record<'a>(
+        &mut self,
+        record: Record<'a>,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+        now: Instant,
+    ) -> Result<(), RunError> {
+        let Record {
+            topic,
+            partition,
+            offset,
+            payload,
+        } = record;
+        let shared = &*self.shared;
+        let Some(g) = self.groups.get_mut(&partition) else {
+            // A record of a partition we no longer own (fetched before a revoke).
+            return Ok(());
+        };
+        if g.next[topic].is_some_and(|n| offset < n) {
+            return Ok(()); // already in the restored state
+        }
+        g.next[topic] = Some(offset + 1);
+        let t = &shared.topics[topic];
+        // Where the record was written by its producer: the watermark input
+        // it feeds and the position dead letters name.
+        let (input, position) = match &t.origin {
+            None => (topic, (&t.name, partition, offset)),
+            Some(origin) => {
+                match header(crate::repartition::ORIGIN_HEADER).and_then(crate::repartition::parse_origin) {
+                    Some((q, source_offset)) if (q as usize) < origin.partitions => {
+                        let input = origin.base + q as usize;
+                        if g.origin_next[input].is_some_and(|n| source_offset < n) {
+                            self.counters.repartition_duplicates += 1;
+                            return Ok(());
+                        }
+                        // The header is data: never overflow on it.
+                        g.origin_next[input] = Some(source_offset.saturating_add(1));
+                        (input, (&origin.topic, q, source_offset))
+                    }
+                    // Not written by tacet's repartitioner (no or a bad origin):
+                    // still an event; it feeds the topic's first input.
+                    _ => (
+                        origin.base.min(shared.inputs.len().saturating_sub(1)),
+                        (&t.name, partition, offset),
+                    ),
+                }
+            }
+        };
+        let stats = &mut self.counters.decode;
+        stats.records += 1;
+        let payload = payload.unwrap_or(&[]);
+        stats.bytes += payload.len() as u64;
+        let decoded = if payload.len() > shared.opts.max_line_bytes {
+            Err(DecodeError::OversizedLine)
+        } else {
+            t.decoder.decode(payload, header)
+        };
+        let decoded = match decoded {
+            Ok(d) => d,
+            Err(reason) => {
+                stats.errors[reason.index()] += 1;
+                if let Some(m) = &shared.metrics {
+                    m.decode_errors
+                        .get_or_create(&tacet_engine::metrics::ReasonLabels {
+                            reason: reason.as_str().to_owned(),
+                        })
+                        .inc();
+                }
+                let (position_topic, position_partition, position_offset) = position;
+                let letter = DeadLetter::new(
+                    t.decoder.source(),
+                    format!("{position_topic}/{position_partition}/{position_offset}"),
+                    reason,
+                    payload,
+                );
+                shared.dead_letter(&serde_json::to_value(&letter).expect("serializes"))?;
+                self.counters.dead_letters += 1;
+                return Ok(());
+            }
+        };
+        let Some(name) = decoded.name else {
+            stats.unmatched += 1;
+            return Ok(());
+        };
+        stats.events += 1;
+        let (key, canonical) = TraceKey::from_text(&decoded.trace_id);
+        let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
+        for (slot, value) in &decoded.attrs {
+            attrs.push((
+                *slot,
+                match value {
+                    AttrCow::Str(s) => AttrValue::Str(s),
+                    AttrCow::Num(n) => AttrValue::Num(*n),
+                    AttrCow::Bool(b) => AttrValue::Bool(*b),
+                },
+            ));
+        }
+        let event = Event {
+            trace: key,
+            trace_text: (!canonical).then_some(&*decoded.trace_id),
+            time: decoded.time,
+            name,
+            ok: decoded.ok,
+            fingerprint: decoded.fingerprint,
+            service: &decoded.service,
+            attrs: &attrs,
+        };
+        g.max_seen[input] = Some(g.max_seen[input].map_or(event.time, |m| m.max(event.time)));
+        g.watermarks.observe(input, event.time, now);
+        if let Some(w) = g.watermarks.watermark(now) {
+            g.shard.advance(w);
+        }
+        g.shard.apply(&event);
+        let evicted = g.shard.take_evicted();
+        self.events[topic] += 1;
+        for j in evicted {
+            shared.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;
+            self.counters.dead_letters += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds the events counted since the last call to `tacet_events{source}`.
+    pub(crate) fn publish_events(&mut self) {
+        for (topic, n) in self.shared.topics.iter().zip(&mut self.events) {
+            if let Some(counter) = &topic.events
+                && *n > 0
+            {
+                counter.inc_by(*n);
+            }
+            *n = 0;
+        }
+    }
+
+    /// Moves every group's watermark by wall clock (idleness), deciding what
+    /// is due, and reports to the alert rules.
+    pub(crate) fn tick(&mut self, now: Instant) {
+        for g in self.groups.values_mut() {
+            if let Some(w) = g.watermarks.watermark(now) {
+                g.shard.advance(w);
+            }
+            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600)))
+                && self.shared.errors.note(ErrorKind::OutcomeWrite)
+            {
+                tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
+            }
+        }
+        self.report_all_alerts();
+    }
+
+    /// The largest event time any group has seen.
+    pub(crate) fn max_seen(&self) -> Option<EventTime> {
+        self.groups
+            .values()
+            .flat_map(|g| g.max_seen.iter().flatten().copied())
+            .max()
+    }
+
+    /// End of a finite run at watermark `max`: decides what is due and writes
+    /// what is still ahead to `<out>/state/in-flight-p<P>.ndjson`.
+    pub(crate) fn finish(&mut self, max: EventTime) -> Result<usize, RunError> {
+        let dir = self.shared.opts.out_dir.join("state");
+        let mut total = 0;
+        for (p, g) in &mut self.groups {
+            let in_flight: Vec<InFlight> = g.shard.finish(max);
+            total += in_flight.len();
+            tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
+                .map_err(|e| RunError::Kafka(e.to_string()))?;
+        }
+        self.report_all_alerts();
+        Ok(total)
+    }
+
+    /// Hands every group's new decisions and watermark to the alert rules.
+    pub(crate) fn report_all_alerts(&mut self) {
+        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        for p in ps {
+            self.report_alerts(p, false);
+        }
+    }
+
+    /// Hands group `p`'s new decisions and watermark to the alert rules.
+    fn report_alerts(&mut self, p: i32, gone: bool) {
+        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(&p)) else {
+            return;
+        };
+        let max_time = g.max_seen.iter().flatten().copied().max().unwrap_or(EventTime::MIN);
+        let _ = tx.send(AlertProgress {
+            source: p as usize,
+            watermark: g.shard.watermark(),
+            max_time,
+            notes: g.shard.sink_mut().1.take(),
+            gone,
+        });
+    }
+}

@@ -1,0 +1,301 @@
+//! Correlator threads: each owns some partition groups and applies the
+//! records the poll thread hands it, in batches, in the order they were
+//! polled.
+//!
+//! The poll thread copies each record into the [`Batch`] of the thread that
+//! owns its partition and sends full batches over a bounded channel. Control
+//! commands (checkpoint, revoke, tick, finish) travel on the same channel,
+//! after the records polled before them, so a checkpoint covers exactly what
+//! was polled before it was asked for. When a thread falls behind, the
+//! channel fills, the poll thread blocks, librdkafka's bounded prefetch fills
+//! and fetching pauses: backpressure all the way to the broker, with at most
+//! `QUEUED_BATCHES` batches in flight per thread.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+use tacet_core::EventTime;
+use tacet_engine::pipeline::AlertProgress;
+
+use crate::engine::RunError;
+use crate::group::{CommitOffset, Group, GroupSet, Record, RunCounters, Shared};
+
+/// Records per batch before it is sent.
+pub(crate) const BATCH_RECORDS: usize = 512;
+/// Batches queued per thread before the poll thread waits.
+const QUEUED_BATCHES: usize = 8;
+
+/// A record's place in a [`Batch`].
+struct Slot {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    payload: Option<Range<usize>>,
+    /// Its headers, in `Batch::headers`.
+    headers: Range<usize>,
+}
+
+/// Records copied out of librdkafka's buffers, one allocation per batch.
+pub(crate) struct Batch {
+    bytes: Vec<u8>,
+    slots: Vec<Slot>,
+    /// (name, value) ranges in `bytes`.
+    headers: Vec<(Range<usize>, Option<Range<usize>>)>,
+    /// When the first record was polled: partition activity and the
+    /// watermark clock of every record in the batch.
+    polled_at: Option<Instant>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::with_capacity(BATCH_RECORDS * 256),
+            slots: Vec::with_capacity(BATCH_RECORDS),
+            headers: Vec::new(),
+            polled_at: None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn copy(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        start..self.bytes.len()
+    }
+
+    /// Appends one record.
+    pub(crate) fn push<'h>(
+        &mut self,
+        topic: usize,
+        partition: i32,
+        offset: i64,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+        now: Instant,
+    ) {
+        self.polled_at.get_or_insert(now);
+        let payload = payload.map(|p| self.copy(p));
+        let first = self.headers.len();
+        for (name, value) in headers {
+            let name = self.copy(name.as_bytes());
+            let value = value.map(|v| self.copy(v));
+            self.headers.push((name, value));
+        }
+        self.slots.push(Slot {
+            topic,
+            partition,
+            offset,
+            payload,
+            headers: first..self.headers.len(),
+        });
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.slots.clear();
+        self.headers.clear();
+        self.polled_at = None;
+    }
+
+    /// Applies every record to `set`, stopping at the first error.
+    fn apply(&self, set: &mut GroupSet) -> Result<(), RunError> {
+        let now = self.polled_at.unwrap_or_else(Instant::now);
+        for slot in &self.slots {
+            let headers = &self.headers[slot.headers.clone()];
+            let header = |name: &str| {
+                headers
+                    .iter()
+                    .find(|(k, _)| &self.bytes[k.clone()] == name.as_bytes())
+                    .and_then(|(_, v)| v.clone().map(|v| &self.bytes[v]))
+            };
+            let record = Record {
+                topic: slot.topic,
+                partition: slot.partition,
+                offset: slot.offset,
+                payload: slot.payload.clone().map(|r| &self.bytes[r]),
+            };
+            set.record(record, &header, now)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the poll thread asks of a correlator thread.
+pub(crate) enum Command {
+    Records(Batch),
+    Adopt(i32, Box<Group>),
+    Release(i32, Sender<Result<Vec<CommitOffset>, RunError>>),
+    Checkpoint(Sender<Result<Vec<CommitOffset>, RunError>>),
+    Tick(Instant),
+    MaxSeen(Sender<Option<EventTime>>),
+    Finish(EventTime, Sender<Result<usize, RunError>>),
+    Counters(Sender<RunCounters>),
+}
+
+/// The poll thread's handle on one correlator thread.
+pub(crate) struct Worker {
+    commands: Option<Sender<Command>>,
+    /// Emptied batches coming back for reuse.
+    spare: Receiver<Batch>,
+    /// The batch being filled.
+    pub(crate) pending: Batch,
+    /// Open journeys of its groups, after its last batch or tick.
+    open: Arc<AtomicUsize>,
+    /// Groups it owns (kept by the engine, for placement).
+    pub(crate) groups: usize,
+    thread: Option<JoinHandle<RunCounters>>,
+}
+
+impl Worker {
+    /// Starts correlator thread `index`. Its first failure is written to
+    /// `failed` (the run stops on it); it applies nothing after that.
+    pub(crate) fn spawn(
+        index: usize,
+        shared: Arc<Shared>,
+        alerts: Option<Sender<AlertProgress>>,
+        failed: Arc<std::sync::Mutex<Option<RunError>>>,
+    ) -> std::io::Result<Self> {
+        let (commands, inbox) = crossbeam_channel::bounded(QUEUED_BATCHES);
+        let (give_back, spare) = crossbeam_channel::bounded(QUEUED_BATCHES + 2);
+        let open = Arc::new(AtomicUsize::new(0));
+        let open_here = open.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tacet-correlate-{index}"))
+            .spawn(move || {
+                let mut set = GroupSet::new(shared, alerts);
+                serve(&mut set, &inbox, &give_back, &open_here, &failed);
+                // The channel closed: the run is over. Last word to the alert rules.
+                set.report_all_alerts();
+                set.counters
+            })?;
+        Ok(Self {
+            commands: Some(commands),
+            spare,
+            pending: Batch::new(),
+            open,
+            groups: 0,
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, command: Command) -> Result<(), RunError> {
+        self.commands
+            .as_ref()
+            .and_then(|c| c.send(command).ok())
+            .ok_or_else(|| RunError::Kafka("a correlator thread stopped".into()))
+    }
+
+    /// Sends the batch being filled, if it has records.
+    pub(crate) fn flush(&mut self) -> Result<(), RunError> {
+        if self.pending.len() == 0 {
+            return Ok(());
+        }
+        let mut next = self.spare.try_recv().unwrap_or_else(|_| Batch::new());
+        next.clear();
+        let full = std::mem::replace(&mut self.pending, next);
+        self.send(Command::Records(full))
+    }
+
+    /// Sends `command` after the pending records.
+    pub(crate) fn command(&mut self, command: Command) -> Result<(), RunError> {
+        self.flush()?;
+        self.send(command)
+    }
+
+    /// Sends a command that answers, and waits for the answer.
+    pub(crate) fn ask<T>(&mut self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, RunError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(make(tx))?;
+        rx.recv()
+            .map_err(|_| RunError::Kafka("a correlator thread stopped".into()))
+    }
+
+    pub(crate) fn open_journeys(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Stops the thread after what was sent; returns its counters.
+    pub(crate) fn stop(&mut self) -> Result<RunCounters, RunError> {
+        self.flush()?;
+        self.commands = None;
+        match self.thread.take() {
+            None => Ok(RunCounters::default()),
+            Some(t) => t
+                .join()
+                .map_err(|_| RunError::Kafka("a correlator thread panicked".into())),
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.commands = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The correlator thread's loop: commands in order until the channel closes.
+fn serve(
+    set: &mut GroupSet,
+    inbox: &Receiver<Command>,
+    give_back: &Sender<Batch>,
+    open: &AtomicUsize,
+    failed: &std::sync::Mutex<Option<RunError>>,
+) {
+    let mut broken = false;
+    let fail = |e: RunError, broken: &mut bool| {
+        tracing::error!(error = %e, "Stopping: cannot continue safely.");
+        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        *broken = true;
+    };
+    for command in inbox {
+        match command {
+            Command::Records(batch) => {
+                if !broken && let Err(e) = batch.apply(set) {
+                    fail(e, &mut broken);
+                }
+                set.publish_events();
+                open.store(set.open_journeys(), Ordering::Relaxed);
+                let _ = give_back.try_send(batch);
+            }
+            Command::Adopt(p, group) => set.adopt(p, *group),
+            Command::Release(p, reply) => {
+                let _ = reply.send(if broken { Ok(Vec::new()) } else { set.release(p) });
+            }
+            Command::Checkpoint(reply) => {
+                // After a failure nothing may be made durable: the state
+                // no longer matches the offsets.
+                let result = if broken {
+                    Err(RunError::Kafka("a correlator thread failed".into()))
+                } else {
+                    set.checkpoint()
+                };
+                let _ = reply.send(result);
+            }
+            Command::Tick(now) => {
+                if !broken {
+                    set.tick(now);
+                }
+                open.store(set.open_journeys(), Ordering::Relaxed);
+            }
+            Command::MaxSeen(reply) => {
+                let _ = reply.send(set.max_seen());
+            }
+            Command::Finish(max, reply) => {
+                let _ = reply.send(set.finish(max));
+            }
+            Command::Counters(reply) => {
+                let _ = reply.send(set.counters.clone());
+            }
+        }
+    }
+}
