@@ -209,6 +209,11 @@ impl Engine {
         self.dispatched
     }
 
+    /// When a correlator thread last finished applying a batch of records.
+    pub fn last_applied(&self) -> Option<Instant> {
+        self.workers.iter().filter_map(Worker::applied_at).max()
+    }
+
     /// The first failure of a correlator thread, once.
     pub fn take_failure(&self) -> Option<RunError> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()

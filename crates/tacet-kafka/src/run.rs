@@ -52,7 +52,8 @@ pub struct RunReport {
     pub counters: RunCounters,
     pub in_flight: usize,
     pub elapsed: Duration,
-    /// From the first record to the last one (throughput without group joins and idle waits).
+    /// From the first record polled until the last one was applied by the
+    /// correlator threads (throughput without group joins and idle waits).
     pub active: Duration,
     /// Incidents the SLO rules opened, updated and resolved (in `<out>/incidents.ndjson`).
     pub alerts: tacet_alert::AlertStats,
@@ -430,11 +431,14 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         return Err(e);
     }
     let counters = ctx.engine().counters()?;
+    // The correlator threads may have applied the last records after they
+    // were polled: the active time runs until they had.
+    let last_applied = ctx.engine().last_applied().map_or(last_record, |a| a.max(last_record));
     Ok(RunReport {
         counters,
         in_flight: finished_in_flight,
         elapsed: started.elapsed(),
-        active: first_input.map_or(Duration::ZERO, |f| last_record.duration_since(f)),
+        active: first_input.map_or(Duration::ZERO, |f| last_applied.duration_since(f)),
         alerts,
         errors: errors.counts(),
     })

@@ -12,8 +12,8 @@
 //! `QUEUED_BATCHES` batches in flight per thread.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -148,6 +148,8 @@ pub(crate) struct Worker {
     pub(crate) pending: Batch,
     /// Open journeys of its groups, after its last batch or tick.
     open: Arc<AtomicUsize>,
+    /// When it finished applying its last batch of records.
+    applied_at: Arc<Mutex<Option<Instant>>>,
     /// Groups it owns (kept by the engine, for placement).
     pub(crate) groups: usize,
     thread: Option<JoinHandle<RunCounters>>,
@@ -160,17 +162,23 @@ impl Worker {
         index: usize,
         shared: Arc<Shared>,
         alerts: Option<Sender<AlertProgress>>,
-        failed: Arc<std::sync::Mutex<Option<RunError>>>,
+        failed: Arc<Mutex<Option<RunError>>>,
     ) -> std::io::Result<Self> {
         let (commands, inbox) = crossbeam_channel::bounded(QUEUED_BATCHES);
         let (give_back, spare) = crossbeam_channel::bounded(QUEUED_BATCHES + 2);
         let open = Arc::new(AtomicUsize::new(0));
         let open_here = open.clone();
+        let applied_at = Arc::new(Mutex::new(None));
+        let applied_here = applied_at.clone();
         let thread = std::thread::Builder::new()
             .name(format!("tacet-correlate-{index}"))
             .spawn(move || {
                 let mut set = GroupSet::new(shared, alerts);
-                serve(&mut set, &inbox, &give_back, &open_here, &failed);
+                let progress = Progress {
+                    open: &open_here,
+                    applied_at: &applied_here,
+                };
+                serve(&mut set, &inbox, &give_back, progress, &failed);
                 // The channel closed: the run is over. Last word to the alert rules.
                 set.report_all_alerts();
                 set.counters
@@ -180,6 +188,7 @@ impl Worker {
             spare,
             pending: Batch::new(),
             open,
+            applied_at,
             groups: 0,
             thread: Some(thread),
         })
@@ -221,6 +230,11 @@ impl Worker {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// When it finished applying the last batch it was sent, if any.
+    pub(crate) fn applied_at(&self) -> Option<Instant> {
+        *self.applied_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Stops the thread after what was sent; returns its counters.
     pub(crate) fn stop(&mut self) -> Result<RunCounters, RunError> {
         self.flush()?;
@@ -243,14 +257,21 @@ impl Drop for Worker {
     }
 }
 
+/// What a correlator thread publishes for the poll thread.
+struct Progress<'a> {
+    open: &'a AtomicUsize,
+    applied_at: &'a Mutex<Option<Instant>>,
+}
+
 /// The correlator thread's loop: commands in order until the channel closes.
 fn serve(
     set: &mut GroupSet,
     inbox: &Receiver<Command>,
     give_back: &Sender<Batch>,
-    open: &AtomicUsize,
-    failed: &std::sync::Mutex<Option<RunError>>,
+    progress: Progress<'_>,
+    failed: &Mutex<Option<RunError>>,
 ) {
+    let Progress { open, applied_at } = progress;
     let mut broken = false;
     let fail = |e: RunError, broken: &mut bool| {
         tracing::error!(error = %e, "Stopping: cannot continue safely.");
@@ -265,6 +286,7 @@ fn serve(
                 }
                 set.publish_events();
                 open.store(set.open_journeys(), Ordering::Relaxed);
+                *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 let _ = give_back.try_send(batch);
             }
             Command::Adopt(p, group) => set.adopt(p, *group),
