@@ -28,8 +28,8 @@ use tacet_ingest::Decoder;
 
 use crate::checkpoint::CheckpointError;
 use crate::errors::RunErrors;
-pub use crate::group::RunCounters;
 use crate::group::{CommitOffset, Origin, Shared, Topic};
+pub use crate::group::{Record, RunCounters};
 use crate::worker::{BATCH_RECORDS, Command, Worker};
 
 /// Errors that stop `tacet run`.
@@ -293,20 +293,17 @@ impl Engine {
     /// partition. `headers` are its record headers.
     pub fn record<'h>(
         &mut self,
-        topic: usize,
-        partition: i32,
-        offset: i64,
-        payload: Option<&[u8]>,
+        record: Record<'_>,
         headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
         now: Instant,
     ) -> Result<(), RunError> {
-        let Some(&w) = self.owner.get(&partition) else {
+        let Some(&w) = self.owner.get(&record.partition) else {
             // A record of a partition we no longer own (fetched before a revoke).
             return Ok(());
         };
         self.dispatched += 1;
         let worker = &mut self.workers[w];
-        worker.pending.push(topic, partition, offset, payload, headers, now);
+        worker.pending.push(record, headers, now);
         if worker.pending.len() >= BATCH_RECORDS {
             worker.flush()?;
         }
@@ -419,9 +416,13 @@ mod tests {
     /// One record of internal partition 0 carrying `origin` as its header.
     fn feed(engine: &mut Engine, offset: i64, origin: &str, payload: &[u8]) {
         let headers = [(crate::repartition::ORIGIN_HEADER, Some(origin.as_bytes()))];
-        engine
-            .record(0, 0, offset, Some(payload), headers.into_iter(), Instant::now())
-            .unwrap();
+        let record = Record {
+            topic: 0,
+            partition: 0,
+            offset,
+            payload: Some(payload),
+        };
+        engine.record(record, headers.into_iter(), Instant::now()).unwrap();
     }
 
     const EVENT: &[u8] = br#"{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-1","service":"mobile-bff","event":"transfer.requested","status":"ok"}"#;

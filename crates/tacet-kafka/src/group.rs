@@ -249,12 +249,14 @@ impl Shared {
     }
 }
 
-/// One Kafka record as the correlator sees it.
-pub(crate) struct Record<'a> {
-    pub(crate) topic: usize,
-    pub(crate) partition: i32,
-    pub(crate) offset: i64,
-    pub(crate) payload: Option<&'a [u8]>,
+/// Where one Kafka record sits, and its value.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// Index of its topic among the consumed ones ([`crate::engine::Engine::topic_index`]).
+    pub topic: usize,
+    pub partition: i32,
+    pub offset: i64,
+    pub payload: Option<&'a [u8]>,
 }
 
 /// The groups one correlator thread owns, and its share of the counters.

@@ -29,7 +29,7 @@ use tacet_core::Config;
 use tacet_core::config::{KafkaPlan, Partitioning};
 use tacet_engine::Metrics;
 
-use crate::engine::{Engine, EngineOptions, Layout, RunCounters, RunError};
+use crate::engine::{Engine, EngineOptions, Layout, Record, RunCounters, RunError};
 use crate::errors::{ErrorKind, RunErrors};
 use crate::repartition;
 
@@ -326,7 +326,13 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                         .into_iter()
                         .flat_map(|h| h.iter())
                         .map(|h| (h.key, h.value));
-                    engine.record(t, msg.partition(), msg.offset(), msg.payload(), headers, now)?;
+                    let record = Record {
+                        topic: t,
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        payload: msg.payload(),
+                    };
+                    engine.record(record, headers, now)?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) => {}

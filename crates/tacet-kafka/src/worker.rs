@@ -73,15 +73,12 @@ impl Batch {
     /// Appends one record.
     pub(crate) fn push<'h>(
         &mut self,
-        topic: usize,
-        partition: i32,
-        offset: i64,
-        payload: Option<&[u8]>,
+        record: Record<'_>,
         headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
         now: Instant,
     ) {
         self.polled_at.get_or_insert(now);
-        let payload = payload.map(|p| self.copy(p));
+        let payload = record.payload.map(|p| self.copy(p));
         let first = self.headers.len();
         for (name, value) in headers {
             let name = self.copy(name.as_bytes());
@@ -89,9 +86,9 @@ impl Batch {
             self.headers.push((name, value));
         }
         self.slots.push(Slot {
-            topic,
-            partition,
-            offset,
+            topic: record.topic,
+            partition: record.partition,
+            offset: record.offset,
             payload,
             headers: first..self.headers.len(),
         });
