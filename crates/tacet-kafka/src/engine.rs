@@ -241,6 +241,9 @@ impl Engine {
             self.workers[w].groups += 1;
             self.owner.insert(p, w);
         }
+        // A group owned already (never with the eager range assignor, which
+        // revokes everything before it assigns) starts at the committed
+        // offset: what it re-reads below its next offset is skipped.
         for &(t, p) in partitions {
             starts.push((t, p, restored.get(&p).and_then(|next| next[t])));
         }
