@@ -382,6 +382,11 @@ impl Decoder {
         &self.source
     }
 
+    /// Whether decoding looks at record headers (a `header:NAME` trace id).
+    pub fn reads_headers(&self) -> bool {
+        self.trace_header.is_some()
+    }
+
     /// Refuses lines longer than `bytes` as [`DecodeError::OversizedLine`].
     pub fn with_max_line(mut self, bytes: usize) -> Self {
         self.max_line = bytes;

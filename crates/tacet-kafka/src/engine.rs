@@ -194,6 +194,14 @@ impl Engine {
         &self.shared.topics[index].name
     }
 
+    /// Whether records of topic `index` need their headers: a `header:NAME`
+    /// trace id, or the repartitioner's origin. Parsing and copying them
+    /// otherwise is poll-thread time taken from the correlators.
+    pub fn reads_headers(&self, index: usize) -> bool {
+        let topic = &self.shared.topics[index];
+        topic.origin.is_some() || topic.decoder.reads_headers()
+    }
+
     /// Partitions owned now.
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.owner.keys().copied()
