@@ -305,7 +305,7 @@ impl Engine {
     pub fn record<'h>(
         &mut self,
         record: Record<'_>,
-        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
         now: Instant,
     ) -> Result<(), RunError> {
         let Some(&w) = self.owner.get(&record.partition) else {
@@ -426,7 +426,7 @@ mod tests {
 
     /// One record of internal partition 0 carrying `origin` as its header.
     fn feed(engine: &mut Engine, offset: i64, origin: &str, payload: &[u8]) {
-        let headers = [(crate::repartition::ORIGIN_HEADER, Some(origin.as_bytes()))];
+        let headers = [(crate::repartition::ORIGIN_HEADER.as_bytes(), Some(origin.as_bytes()))];
         let record = Record {
             topic: 0,
             partition: 0,

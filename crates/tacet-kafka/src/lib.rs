@@ -14,6 +14,8 @@
 //!   shard, one watermark input per topic, one outcome writer), records in,
 //!   checkpoints out; single-threaded.
 //! - [`worker`]: the correlator threads, their batches and commands.
+//! - `headers`: record headers with names as bytes (rdkafka's own reader
+//!   panics on a name that is not UTF-8).
 //! - [`repartition`]: for producers that do not key by trace id, a stage
 //!   that re-keys the source topics into internal topics first.
 //! - [`checkpoint`]: the files — partition snapshots, staged outcome files
@@ -30,6 +32,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod errors;
 pub mod group;
+mod headers;
 pub mod repartition;
 pub mod run;
 pub mod worker;

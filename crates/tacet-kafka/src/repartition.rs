@@ -29,7 +29,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{DeliveryResult, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::{ClientContext, error::KafkaError, types::RDKafkaErrorCode};
@@ -39,6 +39,7 @@ use tacet_ingest::Decoder;
 
 use crate::engine::RunError;
 use crate::errors::{ErrorKind, RunErrors};
+use crate::headers::RecordHeaders;
 
 /// The header naming a re-keyed record's source partition and offset.
 pub const ORIGIN_HEADER: &str = "tacet-origin";
@@ -370,8 +371,8 @@ fn rekey(
                 };
                 let (_, internal, decoder) = &decoders[topic];
                 let payload = msg.payload().unwrap_or(&[]);
-                let headers = msg.headers();
-                let header = |name: &str| headers.and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value));
+                let headers = RecordHeaders::of(&msg);
+                let header = |name: &str| headers.get(name.as_bytes());
                 // The trace id as the correlator will see it; a record that
                 // does not decode goes to any partition, where the correlator
                 // dead-letters it with its source position.
@@ -385,13 +386,15 @@ fn rekey(
                 origin.clear();
                 let _ = write!(origin, "{}/{}", msg.partition(), msg.offset());
                 let mut out_headers = OwnedHeaders::new();
-                if let Some(h) = headers {
-                    for x in h.iter() {
-                        out_headers = out_headers.insert(Header {
-                            key: x.key,
-                            value: x.value,
-                        });
-                    }
+                for (name, value) in headers {
+                    // rdkafka writes names as &str: a name that is not
+                    // UTF-8 is forwarded with its bad bytes replaced. The
+                    // correlator reads headers by configured (UTF-8) names
+                    // only, so no decision depends on it.
+                    out_headers = out_headers.insert(Header {
+                        key: &String::from_utf8_lossy(name),
+                        value,
+                    });
                 }
                 out_headers = out_headers.insert(Header {
                     key: ORIGIN_HEADER,

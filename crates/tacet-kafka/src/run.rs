@@ -20,7 +20,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -31,6 +31,7 @@ use tacet_engine::Metrics;
 
 use crate::engine::{Engine, EngineOptions, Layout, Record, RunCounters, RunError};
 use crate::errors::{ErrorKind, RunErrors};
+use crate::headers::RecordHeaders;
 use crate::repartition;
 
 /// How to run.
@@ -339,11 +340,9 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 if let Some(t) = engine.topic_index(msg.topic()) {
                     let headers = engine
                         .reads_headers(t)
-                        .then(|| msg.headers())
-                        .flatten()
+                        .then(|| RecordHeaders::of(&msg))
                         .into_iter()
-                        .flat_map(|h| h.iter())
-                        .map(|h| (h.key, h.value));
+                        .flatten();
                     let record = Record {
                         topic: t,
                         partition: msg.partition(),

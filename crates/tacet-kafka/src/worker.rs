@@ -74,14 +74,14 @@ impl Batch {
     pub(crate) fn push<'h>(
         &mut self,
         record: Record<'_>,
-        headers: impl Iterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
         now: Instant,
     ) {
         self.polled_at.get_or_insert(now);
         let payload = record.payload.map(|p| self.copy(p));
         let first = self.headers.len();
         for (name, value) in headers {
-            let name = self.copy(name.as_bytes());
+            let name = self.copy(name);
             let value = value.map(|v| self.copy(v));
             self.headers.push((name, value));
         }
