@@ -424,6 +424,101 @@ mod tests {
         engine
     }
 
+    /// The default journeys reading topic `payments` (co-partitioned) on
+    /// `workers` correlator threads, owning partitions `0..partitions`.
+    fn copartitioned_engine(dir: &std::path::Path, workers: usize, partitions: i32) -> (Engine, u64) {
+        let mut config = Config::embedded_default();
+        config.sources = vec![SourceConfig {
+            name: "events".into(),
+            kind: Some(SourceKind::Kafka),
+            brokers: Some("127.0.0.1:9".into()),
+            topics: vec!["payments".into()],
+            group_id: Some("g".into()),
+            properties: Default::default(),
+            partitioning: tacet_core::config::Partitioning::Copartitioned,
+            fields: Default::default(),
+        }];
+        let plan = config.kafka_plan().unwrap();
+        let opts = EngineOptions {
+            out_dir: dir.to_path_buf(),
+            state_dir: dir.join("state"),
+            flush_rows: 1000,
+            max_open_journeys: 1000,
+            allowed_lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_line_bytes: 1 << 20,
+            workers,
+        };
+        let mut engine = Engine::new(
+            &config,
+            &plan,
+            &Layout::Copartitioned,
+            opts,
+            None,
+            Arc::new(RunErrors::default()),
+        )
+        .unwrap();
+        let owned: Vec<(usize, i32)> = (0..partitions).map(|p| (0, p)).collect();
+        engine.assign(&owned).unwrap();
+        (engine, config_hash(&config))
+    }
+
+    fn plain(engine: &mut Engine, partition: i32, offset: i64, payload: &[u8]) {
+        let record = Record {
+            topic: 0,
+            partition,
+            offset,
+            payload: Some(payload),
+        };
+        engine.record(record, std::iter::empty(), Instant::now()).unwrap();
+    }
+
+    #[test]
+    fn a_checkpoint_covers_every_record_handed_over_before_it_on_every_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, hash) = copartitioned_engine(dir.path(), 2, 4);
+        // 1,000 per partition: whole batches and a partly filled one each.
+        for p in 0..4 {
+            for offset in 0..1000 {
+                let line = format!(
+                    r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}-{offset}","service":"mobile-bff","event":"transfer.requested"}}"#
+                );
+                plain(&mut engine, p, offset, line.as_bytes());
+            }
+        }
+        let mut offsets = engine.checkpoint().unwrap();
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..4).map(|p| (0, p, 1000)).collect::<Vec<_>>());
+        for p in 0..4 {
+            let snap = crate::checkpoint::read_snapshot(&dir.path().join("state"), p, hash)
+                .unwrap()
+                .unwrap();
+            assert_eq!(snap.header.offsets["payments"], 1000, "partition {p}");
+        }
+        let counters = engine.counters().unwrap();
+        assert_eq!(counters.decode.records, 4000);
+        assert_eq!(engine.open_journeys(), 4000);
+    }
+
+    #[test]
+    fn a_failed_correlator_makes_nothing_durable_or_final() {
+        let dir = tempfile::tempdir().unwrap();
+        // The dead-letter file cannot be opened: refusing a record fails.
+        std::fs::create_dir_all(dir.path().join("dead-letter.ndjson")).unwrap();
+        let (mut engine, hash) = copartitioned_engine(dir.path(), 1, 1);
+        plain(&mut engine, 0, 0, EVENT);
+        plain(&mut engine, 0, 1, b"not json");
+        plain(&mut engine, 0, 2, EVENT);
+        assert!(engine.checkpoint().is_err(), "no checkpoint after a failure");
+        assert!(matches!(engine.take_failure(), Some(RunError::Io { .. })));
+        assert!(engine.finish().is_err(), "no in-flight files from a broken state");
+        assert!(engine.revoke(&[(0, 0)]).is_err(), "no offsets to commit either");
+        let state = dir.path().join("state");
+        assert!(crate::checkpoint::read_snapshot(&state, 0, hash).unwrap().is_none());
+        // Nothing after the failing record was applied.
+        assert_eq!(engine.counters().unwrap().decode.records, 2);
+    }
+
     /// One record of internal partition 0 carrying `origin` as its header.
     fn feed(engine: &mut Engine, offset: i64, origin: &str, payload: &[u8]) {
         let headers = [(crate::repartition::ORIGIN_HEADER.as_bytes(), Some(origin.as_bytes()))];

@@ -249,6 +249,15 @@ impl Shared {
     }
 }
 
+/// The known values among `values`, keyed by the name at the same index
+/// (the snapshot header's offsets and event times per topic or input).
+fn by_name<'n>(names: impl Iterator<Item = &'n String>, values: &[Option<i64>]) -> BTreeMap<String, i64> {
+    names
+        .zip(values)
+        .filter_map(|(name, v)| v.map(|v| (name.clone(), v)))
+        .collect()
+}
+
 /// Where one Kafka record sits, and its value.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
@@ -330,24 +339,9 @@ impl GroupSet {
             partition: p,
             seq: g.seq + 1,
             config_hash: shared.config_hash,
-            offsets: shared
-                .topics
-                .iter()
-                .zip(&g.next)
-                .filter_map(|(t, n)| n.map(|n| (t.name.clone(), n)))
-                .collect(),
-            max_seen: shared
-                .inputs
-                .iter()
-                .zip(&g.max_seen)
-                .filter_map(|(input, m)| m.map(|m| (input.clone(), m)))
-                .collect(),
-            origin_offsets: shared
-                .inputs
-                .iter()
-                .zip(&g.origin_next)
-                .filter_map(|(input, n)| n.map(|n| (input.clone(), n)))
-                .collect(),
+            offsets: by_name(shared.topics.iter().map(|t| &t.name), &g.next),
+            max_seen: by_name(shared.inputs.iter(), &g.max_seen),
+            origin_offsets: by_name(shared.inputs.iter(), &g.origin_next),
         };
         let mut bytes = Vec::new();
         g.shard.write_snapshot(&mut bytes);
@@ -384,7 +378,8 @@ impl GroupSet {
         if g.next[topic].is_some_and(|n| offset < n) {
             return Ok(()); // already in the restored state
         }
-        g.next[topic] = Some(offset + 1);
+        // Offsets come from the broker: never overflow on one.
+        g.next[topic] = Some(offset.saturating_add(1));
         let t = &shared.topics[topic];
         // Where the record was written by its producer: the watermark input
         // it feeds and the position dead letters name.

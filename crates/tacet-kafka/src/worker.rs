@@ -287,18 +287,14 @@ fn serve(
                 let _ = give_back.try_send(batch);
             }
             Command::Adopt(p, group) => set.adopt(p, *group),
+            // After a failure nothing may be made durable or final: the
+            // state no longer matches the offsets. The next run replays
+            // from the last snapshot.
             Command::Release(p, reply) => {
-                let _ = reply.send(if broken { Ok(Vec::new()) } else { set.release(p) });
+                let _ = reply.send(unless_broken(broken, || set.release(p)));
             }
             Command::Checkpoint(reply) => {
-                // After a failure nothing may be made durable: the state
-                // no longer matches the offsets.
-                let result = if broken {
-                    Err(RunError::Kafka("a correlator thread failed".into()))
-                } else {
-                    set.checkpoint()
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(unless_broken(broken, || set.checkpoint()));
             }
             Command::Tick(now) => {
                 if !broken {
@@ -310,11 +306,22 @@ fn serve(
                 let _ = reply.send(set.max_seen());
             }
             Command::Finish(max, reply) => {
-                let _ = reply.send(set.finish(max));
+                let _ = reply.send(unless_broken(broken, || set.finish(max)));
             }
             Command::Counters(reply) => {
                 let _ = reply.send(set.counters.clone());
             }
         }
+    }
+}
+
+/// `work()`, unless this thread has failed before.
+fn unless_broken<T>(broken: bool, work: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
+    if broken {
+        Err(RunError::Kafka(
+            "a correlator thread failed earlier; see its error".into(),
+        ))
+    } else {
+        work()
     }
 }
