@@ -393,7 +393,14 @@ mod tests {
     use tacet_core::Config;
     use tacet_core::config::{SourceConfig, SourceKind};
 
-    fn repartitioned_engine(dir: &std::path::Path) -> Engine {
+    /// The default journeys reading topic `payments` on `workers`
+    /// correlator threads, owning partitions `0..partitions`; with the
+    /// config hash its snapshots carry.
+    fn test_engine(dir: &std::path::Path, layout: Layout, workers: usize, partitions: i32) -> (Engine, u64) {
+        let partitioning = match layout {
+            Layout::Copartitioned => tacet_core::config::Partitioning::Copartitioned,
+            Layout::Repartitioned { .. } => tacet_core::config::Partitioning::Repartition,
+        };
         let mut config = Config::embedded_default();
         config.sources = vec![SourceConfig {
             name: "events".into(),
@@ -402,40 +409,7 @@ mod tests {
             topics: vec!["payments".into()],
             group_id: Some("g".into()),
             properties: Default::default(),
-            partitioning: tacet_core::config::Partitioning::Repartition,
-            fields: Default::default(),
-        }];
-        let plan = config.kafka_plan().unwrap();
-        let opts = EngineOptions {
-            out_dir: dir.to_path_buf(),
-            state_dir: dir.join("state"),
-            flush_rows: 1000,
-            max_open_journeys: 1000,
-            allowed_lateness: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            max_line_bytes: 1 << 20,
-            workers: 1,
-        };
-        let layout = Layout::Repartitioned {
-            source_partitions: vec![4],
-        };
-        let mut engine = Engine::new(&config, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
-        engine.assign(&[(0, 0)]).unwrap();
-        engine
-    }
-
-    /// The default journeys reading topic `payments` (co-partitioned) on
-    /// `workers` correlator threads, owning partitions `0..partitions`.
-    fn copartitioned_engine(dir: &std::path::Path, workers: usize, partitions: i32) -> (Engine, u64) {
-        let mut config = Config::embedded_default();
-        config.sources = vec![SourceConfig {
-            name: "events".into(),
-            kind: Some(SourceKind::Kafka),
-            brokers: Some("127.0.0.1:9".into()),
-            topics: vec!["payments".into()],
-            group_id: Some("g".into()),
-            properties: Default::default(),
-            partitioning: tacet_core::config::Partitioning::Copartitioned,
+            partitioning,
             fields: Default::default(),
         }];
         let plan = config.kafka_plan().unwrap();
@@ -449,18 +423,22 @@ mod tests {
             max_line_bytes: 1 << 20,
             workers,
         };
-        let mut engine = Engine::new(
-            &config,
-            &plan,
-            &Layout::Copartitioned,
-            opts,
-            None,
-            Arc::new(RunErrors::default()),
-        )
-        .unwrap();
+        let mut engine = Engine::new(&config, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
         let owned: Vec<(usize, i32)> = (0..partitions).map(|p| (0, p)).collect();
         engine.assign(&owned).unwrap();
         (engine, config_hash(&config))
+    }
+
+    /// Repartitioned from a 4-partition source; internal partition 0 owned.
+    fn repartitioned_engine(dir: &std::path::Path) -> Engine {
+        let layout = Layout::Repartitioned {
+            source_partitions: vec![4],
+        };
+        test_engine(dir, layout, 1, 1).0
+    }
+
+    fn copartitioned_engine(dir: &std::path::Path, workers: usize, partitions: i32) -> (Engine, u64) {
+        test_engine(dir, Layout::Copartitioned, workers, partitions)
     }
 
     fn plain(engine: &mut Engine, partition: i32, offset: i64, payload: &[u8]) {
