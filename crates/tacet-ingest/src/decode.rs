@@ -18,6 +18,7 @@ use tacet_core::{AttrSlot, Catalog, EventTime, NameId, TraceKey};
 use crate::batch::{RawEvent, ShardBatch, Span, SpanValue};
 use crate::deadletter::{DeadLetter, DecodeError};
 use crate::reader::Chunk;
+use crate::time::parse_rfc3339;
 
 /// What a mapped path feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -661,13 +662,6 @@ impl Decoder {
         }
         batches
     }
-}
-
-/// RFC 3339 to epoch milliseconds.
-fn parse_rfc3339(s: &str) -> Option<EventTime> {
-    chrono::DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// `ok`/`success` and `error`/`failure` in any case, or an HTTP-like code.

@@ -13,11 +13,13 @@
 //! - [`reader::ChunkReader`]: NDJSON files (or stdin) cut into line-aligned
 //!   chunks, several files read round-robin as separate partitions.
 //! - [`deadletter`]: bad input, with its reason and source position.
+//! - [`time`]: RFC 3339 timestamps, the common shape parsed by position.
 
 pub mod batch;
 pub mod deadletter;
 pub mod decode;
 pub mod reader;
+pub mod time;
 
 pub use batch::ShardBatch;
 pub use deadletter::{DeadLetter, DecodeError};

@@ -1,0 +1,179 @@
+//! RFC 3339 timestamps to epoch milliseconds.
+//!
+//! Every event carries one, so parsing it is on the hot path. Producers
+//! almost always write the one shape `YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)`;
+//! that shape is parsed here by position. Anything else (a lowercase `t`, a
+//! leap second, an out-of-range field, trailing text) goes to chrono, which
+//! stays the authority: the property test below holds the two equal.
+
+use tacet_core::EventTime;
+
+/// RFC 3339 to epoch milliseconds, `None` when it is not a valid timestamp.
+pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
+    match fast(s.as_bytes()) {
+        Some(ms) => Some(ms),
+        None => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis()),
+    }
+}
+
+/// The common shape, or `None` to let chrono decide.
+fn fast(b: &[u8]) -> Option<EventTime> {
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(&b[0..4])?;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])?;
+    let minute = digits(&b[14..16])?;
+    let second = digits(&b[17..19])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    // Second 60 (a leap second) is chrono's to interpret.
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0i64;
+    if let [b'.', tail @ ..] = rest {
+        let n = tail.iter().take_while(|c| c.is_ascii_digit()).count();
+        // chrono reads at most nanoseconds; longer fractions are its call.
+        if n == 0 || n > 9 {
+            return None;
+        }
+        // Milliseconds truncate the fraction, as chrono's timestamp_millis does.
+        for (i, &c) in tail[..n.min(3)].iter().enumerate() {
+            millis += i64::from(c - b'0') * [100, 10, 1][i];
+        }
+        rest = &tail[n..];
+    }
+    let offset_minutes = match rest {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let total = hours * 60 + minutes;
+            if *sign == b'-' { -total } else { total }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1_000 + millis)
+}
+
+/// ASCII digits as a number; `None` if any byte is not a digit.
+#[inline]
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter()
+        .try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chrono_millis(s: &str) -> Option<EventTime> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis())
+    }
+
+    #[test]
+    fn the_common_shapes_take_the_fast_path_and_agree_with_chrono() {
+        for s in [
+            "2026-11-22T08:00:00.919Z",
+            "2026-11-22T08:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999Z",
+            "2024-02-29T12:30:45.1+02:00",
+            "2000-03-01T00:00:00.123456789-05:30",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999+23:59",
+        ] {
+            assert!(fast(s.as_bytes()).is_some(), "{s} should be fast");
+            assert_eq!(parse_rfc3339(s), chrono_millis(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_to_chrono() {
+        for s in [
+            "2026-11-22t08:00:00Z",            // lowercase t
+            "2026-11-22 08:00:00Z",            // space
+            "2016-12-31T23:59:60Z",            // leap second
+            "2023-02-29T00:00:00Z",            // no such day
+            "2026-13-01T00:00:00Z",            // no such month
+            "2026-11-22T24:00:00Z",            // no such hour
+            "2026-11-22T08:00:00.Z",           // empty fraction
+            "2026-11-22T08:00:00",             // no offset
+            "2026-11-22T08:00:00Zjunk",        // trailing text
+            "2026-11-22T08:00:00+0200",        // offset without colon
+            "2026-11-22T08:00:00.1234567890Z", // beyond nanoseconds
+            "+2026-11-22T08:00:00Z",
+            "",
+        ] {
+            assert!(fast(s.as_bytes()).is_none(), "{s} should not be fast");
+            assert_eq!(parse_rfc3339(s), chrono_millis(s), "{s}");
+        }
+    }
+
+    proptest! {
+        /// Any string of the fast path's shape, valid or not, parses exactly
+        /// as chrono parses it.
+        #[test]
+        fn agrees_with_chrono_on_the_fast_shape(
+            year in 0i64..=9999,
+            month in 0i64..=13,
+            day in 0i64..=32,
+            hour in 0i64..=25,
+            minute in 0i64..=60,
+            second in 0i64..=61,
+            fraction in proptest::option::of("[0-9]{0,10}"),
+            offset in prop_oneof![
+                Just("Z".to_string()),
+                (prop_oneof![Just('+'), Just('-')], 0i64..=24, 0i64..=60)
+                    .prop_map(|(s, h, m)| format!("{s}{h:02}:{m:02}")),
+                "[+Zz -]{0,3}[0-9:]{0,5}",
+            ],
+        ) {
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}{offset}");
+            prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
+        }
+
+        /// Arbitrary text never makes the two disagree either.
+        #[test]
+        fn agrees_with_chrono_on_any_text(s in "[0-9T:.Z+-]{18,32}") {
+            prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
+        }
+    }
+}
