@@ -25,10 +25,16 @@ pub(crate) struct RecordHeaders<'m> {
 impl<'m> RecordHeaders<'m> {
     /// The headers of `msg`.
     pub(crate) fn of(msg: &'m BorrowedMessage<'_>) -> Self {
+        // SAFETY: `msg.ptr()` is a live message for 'm.
+        unsafe { Self::of_raw_message(msg.ptr()) }
+    }
+
+    /// # Safety
+    /// `msg` is a live message that outlives `'m`.
+    pub(crate) unsafe fn of_raw_message(msg: *mut rdsys::rd_kafka_message_t) -> Self {
         let mut hdrs = std::ptr::null_mut();
-        // SAFETY: `msg.ptr()` is a live message for 'm, and librdkafka keeps
-        // the headers it returns alive with the message.
-        let err = unsafe { rdsys::rd_kafka_message_headers(msg.ptr(), &mut hdrs) };
+        // SAFETY: librdkafka keeps the headers it returns alive with the message.
+        let err = unsafe { rdsys::rd_kafka_message_headers(msg, &mut hdrs) };
         let hdrs = match err {
             rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => hdrs as *const _,
             _ => std::ptr::null(), // no headers (or none parsable): none to read

@@ -14,6 +14,8 @@
 //!   shard, one watermark input per topic, one outcome writer), records in,
 //!   checkpoints out; single-threaded.
 //! - [`worker`]: the correlator threads, their batches and commands.
+//! - `fetch`: batch polling: partitions' records are routed to one queue
+//!   drained many per call; the consumer queue keeps the events.
 //! - `headers`: record headers with names as bytes (rdkafka's own reader
 //!   panics on a name that is not UTF-8).
 //! - [`repartition`]: for producers that do not key by trace id, a stage
@@ -31,6 +33,7 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod errors;
+mod fetch;
 pub mod group;
 mod headers;
 pub mod repartition;

@@ -31,6 +31,7 @@ use tacet_engine::Metrics;
 
 use crate::engine::{Engine, EngineOptions, Layout, Record, RunCounters, RunError};
 use crate::errors::{ErrorKind, RunErrors};
+use crate::fetch::{self, FetchQueue, FetchedMessage, RawQueue};
 use crate::headers::RecordHeaders;
 use crate::repartition;
 
@@ -71,6 +72,9 @@ pub struct Context {
     lag: Mutex<i64>,
     failed: Mutex<Option<RunError>>,
     errors: Arc<RunErrors>,
+    /// Where assigned partitions' records are routed (see [`crate::fetch`]);
+    /// set while the poll loop's [`FetchQueue`] lives.
+    fetch_queue: Mutex<Option<RawQueue>>,
 }
 
 impl Context {
@@ -138,6 +142,15 @@ impl ConsumerContext for Context {
                                 }
                             }
                         }
+                        // Route before assigning: the fetchers start with the assign.
+                        if let Some(queue) = *self.fetch_queue.lock().unwrap_or_else(|p| p.into_inner()) {
+                            for e in tpl.elements() {
+                                // SAFETY: the queue is set only while its FetchQueue lives.
+                                if let Err(e) = unsafe { fetch::route(consumer, queue, e.topic(), e.partition()) } {
+                                    self.fail(RunError::Kafka(e));
+                                }
+                            }
+                        }
                         if let Err(e) = consumer.assign(tpl) {
                             self.fail(RunError::Kafka(format!("assign: {e}")));
                         }
@@ -163,6 +176,62 @@ impl ConsumerContext for Context {
             }
         }
     }
+}
+
+/// The poll loop's [`FetchQueue`], published to the rebalance callback for
+/// as long as it lives (and withdrawn before it is destroyed).
+struct Routed {
+    ctx: Arc<Context>,
+    queue: FetchQueue,
+}
+
+/// Records per batch poll: the engine's batch size, so one poll fills about
+/// one correlator batch.
+const POLL_BATCH: usize = 512;
+
+impl Routed {
+    fn new(consumer: &BaseConsumer<Context>, ctx: Arc<Context>) -> Self {
+        let queue = FetchQueue::new(consumer, POLL_BATCH);
+        *ctx.fetch_queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue.raw());
+        Self { ctx, queue }
+    }
+}
+
+impl Drop for Routed {
+    fn drop(&mut self) {
+        *self.ctx.fetch_queue.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Topic index by librdkafka topic handle: a name comparison only the first
+/// time a topic is seen.
+#[derive(Default)]
+struct TopicCache {
+    known: Vec<(usize, Option<usize>)>,
+}
+
+impl TopicCache {
+    fn index(&mut self, msg: &FetchedMessage<'_>, engine: &Engine) -> Option<usize> {
+        let handle = msg.topic_handle();
+        if let Some(&(_, t)) = self.known.iter().find(|(h, _)| *h == handle) {
+            return t;
+        }
+        let t = msg.topic().and_then(|name| engine.topic_index(name));
+        self.known.push((handle, t));
+        t
+    }
+}
+
+/// Hands one fetched record to the engine.
+fn record_fetched(engine: &mut Engine, topic: usize, msg: FetchedMessage<'_>, now: Instant) -> Result<(), RunError> {
+    let headers = engine.reads_headers(topic).then(|| msg.headers()).into_iter().flatten();
+    let record = Record {
+        topic,
+        partition: msg.partition(),
+        offset: msg.offset(),
+        payload: msg.payload(),
+    };
+    engine.record(record, headers, now)
 }
 
 /// Commits `offsets` (the next offset to read, per topic and partition).
@@ -267,6 +336,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         lag: Mutex::new(0),
         failed: Mutex::new(None),
         errors: errors.clone(),
+        fetch_queue: Mutex::new(None),
     };
     let consumer: BaseConsumer<Context> = client_config(&plan)
         .create_with_context(context)
@@ -278,6 +348,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     tracing::info!(brokers = %plan.brokers, group = %plan.group_id, ?topics, "Consuming.");
 
     let ctx = consumer.context().clone();
+    let mut fetched = Routed::new(&consumer, ctx.clone());
     let mut last_input = Instant::now();
     let mut first_input: Option<Instant> = None;
     let mut seen_epoch = 0u64;
@@ -288,50 +359,61 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let mut last_progress = Instant::now();
     let mut records_at_progress = 0u64;
     let mut finished_in_flight = 0;
-    // After a poll that brought a record, poll again without waiting; once
-    // one comes back empty, hand the partly filled batches over and wait.
+    // After a batch, poll again without waiting; once one comes back empty,
+    // hand the partly filled batches over and wait.
     let mut drained = true;
-    // The clock is read after a poll that waited or came back empty, and
-    // every CLOCK_EVERY records in between; the checks and timers below run
-    // only then. Reading it per record was a third of the poll thread's time,
-    // which the correlators, on the same cores, are short of.
-    const CLOCK_EVERY: u32 = 64;
-    let mut now = Instant::now();
-    let mut unclocked = 0u32;
-    let mut fresh = true;
+    let mut topic_of = TopicCache::default();
     loop {
-        if fresh {
-            if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                return Err(e);
-            }
-            if opts.stop.load(Ordering::Relaxed) {
-                tracing::info!("Stop requested; checkpointing and leaving the group.");
-                break;
-            }
-            if repartitioner.as_ref().is_some_and(|r| r.is_finished()) {
-                let error = repartitioner.take().map(|r| r.stop());
-                return Err(match error {
-                    Some(Err(e)) => e,
-                    _ => RunError::Kafka("the repartitioner stopped".into()),
-                });
-            }
+        if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
         }
-        let waited = drained;
+        if opts.stop.load(Ordering::Relaxed) {
+            tracing::info!("Stop requested; checkpointing and leaving the group.");
+            break;
+        }
+        if repartitioner.as_ref().is_some_and(|r| r.is_finished()) {
+            let error = repartitioner.take().map(|r| r.stop());
+            return Err(match error {
+                Some(Err(e)) => e,
+                _ => RunError::Kafka("the repartitioner stopped".into()),
+            });
+        }
         let wait = if drained {
             Duration::from_millis(100)
         } else {
             Duration::ZERO
         };
-        let polled = consumer.poll(wait);
-        drained = false;
-        unclocked += 1;
-        fresh = waited || !matches!(polled, Some(Ok(_))) || unclocked >= CLOCK_EVERY;
-        if fresh {
-            // It stamps partition activity and drives the timers below.
-            now = Instant::now();
-            unclocked = 0;
+        let batch = fetched.queue.poll(wait);
+        // One clock read per batch: it stamps partition activity and drives
+        // the timers below.
+        let now = Instant::now();
+        drained = batch.len() == 0;
+        if drained {
+            ctx.engine().flush()?;
+        } else {
+            last_input = now;
+            last_record = now;
+            first_input.get_or_insert(now);
+            let mut engine = ctx.engine();
+            for msg in batch.iter() {
+                if let Some(e) = msg.error() {
+                    if e != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
+                        && ctx.errors.note(ErrorKind::Poll)
+                    {
+                        tracing::warn!(error = %msg.error_text(), "Kafka fetch error; retrying.");
+                    }
+                    continue;
+                }
+                if let Some(t) = topic_of.index(&msg, &engine) {
+                    record_fetched(&mut engine, t, msg, now)?;
+                }
+            }
         }
-        match polled {
+        // The consumer queue: rebalances (served inside this call), errors,
+        // statistics, commit results. Records reach it only from a partition
+        // assigned before routing was set up, which does not happen; they are
+        // still taken in order if one does.
+        match consumer.poll(Duration::ZERO) {
             Some(Ok(msg)) => {
                 last_input = now;
                 last_record = now;
@@ -352,20 +434,12 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                     engine.record(record, headers, now)?;
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => {
-                let log = ctx.errors.note(ErrorKind::Poll);
-                if log {
+                if ctx.errors.note(ErrorKind::Poll) {
                     tracing::warn!(error = %e, "Kafka poll error; retrying.");
                 }
             }
-            None => {
-                ctx.engine().flush()?;
-                drained = true;
-            }
-        }
-        if !fresh {
-            continue;
         }
         if now.duration_since(last_tick) >= Duration::from_millis(200) {
             last_tick = now;
@@ -407,7 +481,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         // Idle means owning partitions and getting nothing from them: the
         // time spent joining the group or waiting for an assignment does not
         // count. (Only looked at when this poll brought no record.)
-        if last_input != now {
+        if drained {
             let (epoch, owns) = {
                 let engine = ctx.engine();
                 (engine.assignment_epoch, engine.partitions().next().is_some())

@@ -1,0 +1,207 @@
+//! Batch polling: records come off librdkafka many per call.
+//!
+//! rdkafka's `BaseConsumer::poll` hands out one message per call, and each
+//! call costs a clock read in Rust, two more inside librdkafka (its
+//! `max.poll.interval.ms` bookkeeping), and a queue lock: measured, the clock
+//! alone was a third of the poll thread's time. librdkafka's own batch call,
+//! `rd_kafka_consume_batch_queue`, pays those once per batch — but on the
+//! consumer queue it would also swallow rebalance events, which must reach
+//! [`crate::run::Context`] through rdkafka.
+//!
+//! So the records take another road. Before a partition is assigned, its
+//! fetch queue is forwarded to one application queue, [`FetchQueue`], which
+//! the poll thread drains in batches. The consumer queue keeps everything
+//! else (rebalances, errors, statistics, commit results) and is polled
+//! without waiting once per batch. Forwarding is set before the assign that
+//! starts the partition's fetcher, so none of its records can reach the
+//! consumer queue first and be read out of order; librdkafka keeps an
+//! application's forwarding across later reassignments.
+//!
+//! librdkafka's prefetch bound (`queued.max.messages.kbytes`) still holds:
+//! it measures a partition's fetch queue through its forwarding, as it did
+//! when the queue forwarded to the consumer queue.
+
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use rdkafka::bindings as rdsys;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+
+use crate::headers::RecordHeaders;
+
+/// The application queue every assigned partition's records are routed to.
+/// Must be dropped before the consumer it was made from.
+pub(crate) struct FetchQueue {
+    queue: *mut rdsys::rd_kafka_queue_t,
+    /// The messages of the last [`FetchQueue::poll`], destroyed by the next.
+    batch: Vec<*mut rdsys::rd_kafka_message_t>,
+}
+
+// SAFETY: librdkafka queues are thread-safe; the messages in `batch` are
+// only read through `&self` and destroyed through `&mut self`.
+unsafe impl Send for FetchQueue {}
+
+impl FetchQueue {
+    /// A new queue on `consumer`'s client, taking up to `batch` records per poll.
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, batch: usize) -> Self {
+        // SAFETY: a live client; the queue is destroyed in `Drop`.
+        let queue = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
+        Self {
+            queue,
+            batch: Vec::with_capacity(batch.max(1)),
+        }
+    }
+
+    /// The raw queue, for [`route`] from the rebalance callback.
+    pub(crate) fn raw(&self) -> RawQueue {
+        RawQueue(self.queue)
+    }
+
+    /// Waits up to `timeout` for records and returns those available, up to
+    /// the batch size. The previous batch is released first.
+    pub(crate) fn poll(&mut self, timeout: Duration) -> Fetched<'_> {
+        self.release();
+        let capacity = self.batch.capacity();
+        let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `batch` has room for `capacity` pointers; librdkafka
+        // writes at most that many and returns how many (or -1).
+        let n =
+            unsafe { rdsys::rd_kafka_consume_batch_queue(self.queue, timeout_ms, self.batch.as_mut_ptr(), capacity) };
+        // SAFETY: the first `n` slots were written by librdkafka.
+        unsafe { self.batch.set_len(n.max(0) as usize) };
+        Fetched { messages: &self.batch }
+    }
+
+    fn release(&mut self) {
+        for m in self.batch.drain(..) {
+            // SAFETY: each was returned by librdkafka and is destroyed once.
+            unsafe { rdsys::rd_kafka_message_destroy(m) };
+        }
+    }
+}
+
+impl Drop for FetchQueue {
+    fn drop(&mut self) {
+        self.release();
+        // SAFETY: made in `new`, destroyed once, before the client (see the type's doc).
+        unsafe { rdsys::rd_kafka_queue_destroy(self.queue) };
+    }
+}
+
+/// A queue pointer for the rebalance callback, which runs inside the
+/// consumer's poll while the [`FetchQueue`] is alive.
+#[derive(Clone, Copy)]
+pub(crate) struct RawQueue(*mut rdsys::rd_kafka_queue_t);
+
+// SAFETY: only used from the poll thread, while the queue lives.
+unsafe impl Send for RawQueue {}
+unsafe impl Sync for RawQueue {}
+
+/// Routes `topic`/`partition`'s records to `queue`. Call before assigning it.
+///
+/// # Safety
+/// `queue` comes from a [`FetchQueue`] of this consumer that is still alive.
+pub(crate) unsafe fn route<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    queue: RawQueue,
+    topic: &str,
+    partition: i32,
+) -> Result<(), String> {
+    let name = CString::new(topic).map_err(|_| format!("topic name {topic:?} contains NUL"))?;
+    // SAFETY: a live client and a NUL-terminated name; librdkafka creates
+    // the partition if it does not know it yet. Our handle on the
+    // partition's queue is released right away: the forwarding stays.
+    unsafe {
+        let partition_queue =
+            rdsys::rd_kafka_queue_get_partition(consumer.client().native_ptr(), name.as_ptr(), partition);
+        if partition_queue.is_null() {
+            return Err(format!("librdkafka has no queue for {topic}/{partition}"));
+        }
+        rdsys::rd_kafka_queue_forward(partition_queue, queue.0);
+        rdsys::rd_kafka_queue_destroy(partition_queue);
+    }
+    Ok(())
+}
+
+/// One batch of fetched records, valid until the next poll.
+pub(crate) struct Fetched<'q> {
+    messages: &'q [*mut rdsys::rd_kafka_message_t],
+}
+
+impl<'q> Fetched<'q> {
+    pub(crate) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = FetchedMessage<'q>> + '_ {
+        self.messages.iter().map(|&ptr| FetchedMessage {
+            ptr,
+            _batch: PhantomData,
+        })
+    }
+}
+
+/// A record (or a per-partition error) of a batch.
+#[derive(Clone, Copy)]
+pub(crate) struct FetchedMessage<'q> {
+    ptr: *mut rdsys::rd_kafka_message_t,
+    _batch: PhantomData<&'q ()>,
+}
+
+impl<'q> FetchedMessage<'q> {
+    fn raw(&self) -> &'q rdsys::rd_kafka_message_t {
+        // SAFETY: alive until the batch is released, which needs `&mut FetchQueue`.
+        unsafe { &*self.ptr }
+    }
+
+    /// The error librdkafka put in place of a record, if any.
+    pub(crate) fn error(&self) -> Option<rdsys::rd_kafka_resp_err_t> {
+        let err = self.raw().err;
+        (err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(err)
+    }
+
+    /// The topic handle, stable for the consumer's life: a cheap cache key.
+    pub(crate) fn topic_handle(&self) -> usize {
+        self.raw().rkt as usize
+    }
+
+    /// The topic's name (`None` if it is not UTF-8, which no subscribed topic is).
+    pub(crate) fn topic(&self) -> Option<&'q str> {
+        let rkt = self.raw().rkt;
+        if rkt.is_null() {
+            return None;
+        }
+        // SAFETY: a live topic handle; librdkafka's names are NUL-terminated.
+        unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(rkt)) }.to_str().ok()
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.raw().partition
+    }
+
+    pub(crate) fn offset(&self) -> i64 {
+        self.raw().offset
+    }
+
+    pub(crate) fn payload(&self) -> Option<&'q [u8]> {
+        let m = self.raw();
+        // SAFETY: `len` bytes at `payload`, alive with the message.
+        (!m.payload.is_null()).then(|| unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) })
+    }
+
+    pub(crate) fn headers(&self) -> RecordHeaders<'q> {
+        // SAFETY: the message lives for 'q.
+        unsafe { RecordHeaders::of_raw_message(self.ptr) }
+    }
+
+    /// The error text for a log line.
+    pub(crate) fn error_text(&self) -> String {
+        self.error().map_or_else(String::new, |e| {
+            // SAFETY: librdkafka returns a static string for any code.
+            unsafe { CStr::from_ptr(rdsys::rd_kafka_err2str(e)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
