@@ -1,9 +1,13 @@
-//! The decoder: one serde_json pass per line, steered by a trie of the field
-//! mapping's JSON pointers.
+//! The decoder: one pass per line, steered by a trie of the field mapping's
+//! JSON pointers.
 //!
 //! At each object level only keys on a mapped path are descended into; every
-//! other value is skipped with `IgnoredAny`, which builds nothing. Captured
-//! strings are borrowed from the input unless JSON escaped them.
+//! other value is skipped, building nothing. Captured strings are borrowed
+//! from the input unless JSON escaped them.
+//!
+//! The pass is [`crate::scan`]'s hand-written scanner for the plain case;
+//! on anything else it falls back to the serde_json pass here, which stays
+//! the authority on what a line means (and on every refusal).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -22,7 +26,7 @@ use crate::time::parse_rfc3339;
 
 /// What a mapped path feeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     TraceId,
     Time,
     Event,
@@ -34,9 +38,13 @@ enum Target {
 
 /// One level of the pointer trie.
 #[derive(Debug, Default)]
-struct Node {
-    children: Vec<(String, Node)>,
-    targets: SmallVec<[Target; 2]>,
+pub(crate) struct Node {
+    pub(crate) children: Vec<(String, Node)>,
+    /// [`key_signature`] of each child's key, in the same order: most keys
+    /// of an event are not mapped, and the signatures reject them without
+    /// touching the keys themselves.
+    signatures: Vec<u64>,
+    pub(crate) targets: SmallVec<[Target; 2]>,
 }
 
 impl Node {
@@ -48,6 +56,7 @@ impl Node {
                     Some(i) => i,
                     None => {
                         self.children.push((head.clone(), Node::default()));
+                        self.signatures.push(key_signature(head));
                         self.children.len() - 1
                     }
                 };
@@ -56,21 +65,38 @@ impl Node {
         }
     }
 
-    /// The child for `key`. Most keys of an event are not mapped, so the
-    /// length and first byte reject them before any full comparison.
+    /// The child for `key`.
     #[inline]
-    fn child(&self, key: &str) -> Option<&Node> {
-        let (len, first) = (key.len(), key.as_bytes().first());
-        self.children
+    pub(crate) fn child(&self, key: &str) -> Option<&Node> {
+        let signature = key_signature(key);
+        self.signatures
             .iter()
-            .find(|(k, _)| k.len() == len && k.as_bytes().first() == first && k == key)
-            .map(|(_, n)| n)
+            .zip(&self.children)
+            .find(|(s, (k, _))| **s == signature && k == key)
+            .map(|(_, (_, n))| n)
+    }
+}
+
+/// Length, first, second, middle and last byte of a key in one word.
+#[inline]
+fn key_signature(key: &str) -> u64 {
+    let b = key.as_bytes();
+    match b {
+        [] => 0,
+        [first, .., last] | [first @ last] => {
+            let at = |i: usize| u64::from(b.get(i).copied().unwrap_or(0));
+            (b.len() as u64 & 0xffff)
+                | u64::from(*first) << 16
+                | at(1) << 24
+                | at(b.len() / 2) << 32
+                | u64::from(*last) << 40
+        }
     }
 }
 
 /// A captured JSON value.
 #[derive(Debug, Clone, Default)]
-enum Raw<'de> {
+pub(crate) enum Raw<'de> {
     #[default]
     Missing,
     Null,
@@ -83,8 +109,8 @@ enum Raw<'de> {
 }
 
 #[derive(Debug, Default)]
-struct Fields<'de> {
-    is_object: bool,
+pub(crate) struct Fields<'de> {
+    pub(crate) is_object: bool,
     trace: Raw<'de>,
     time: Raw<'de>,
     event: Raw<'de>,
@@ -111,7 +137,7 @@ impl<'de> Fields<'de> {
         self.attrs.clear();
     }
 
-    fn capture(&mut self, targets: &[Target], value: Raw<'de>) {
+    pub(crate) fn capture(&mut self, targets: &[Target], value: Raw<'de>) {
         for target in targets {
             let slot = match target {
                 Target::TraceId => &mut self.trace,
@@ -130,10 +156,17 @@ impl<'de> Fields<'de> {
     }
 }
 
-struct NodeSeed<'n, 'f, 'de> {
+pub(crate) struct NodeSeed<'n, 'f, 'de> {
     node: &'n Node,
     out: &'f mut Fields<'de>,
     root: bool,
+}
+
+impl<'n, 'f, 'de> NodeSeed<'n, 'f, 'de> {
+    /// Captures one value below the root into `node`'s targets.
+    pub(crate) fn new(node: &'n Node, out: &'f mut Fields<'de>) -> Self {
+        Self { node, out, root: false }
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
@@ -417,8 +450,18 @@ impl Decoder {
         line: &'a str,
         header: &dyn Fn(&str) -> Option<&'a [u8]>,
     ) -> Result<Decoded<'a>, DecodeError> {
+        self.decode_with(line, header, Self::parse)
+    }
+
+    /// Decodes one record, capturing its fields with `parse`.
+    fn decode_with<'a>(
+        &self,
+        line: &'a str,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+        parse: impl FnOnce(&Self, &'a str, &mut Fields<'a>) -> Result<(), DecodeError>,
+    ) -> Result<Decoded<'a>, DecodeError> {
         let mut fields = Fields::default();
-        self.parse(line, &mut fields)?;
+        parse(self, line, &mut fields)?;
         let head = self.interpret(&mut fields, header)?;
         let attrs = fields
             .attrs
@@ -437,8 +480,17 @@ impl Decoder {
         })
     }
 
-    /// One serde_json pass over `line`, capturing the mapped fields.
+    /// Captures the mapped fields of `line` into (reset) `fields`.
     fn parse<'a>(&self, line: &'a str, fields: &mut Fields<'a>) -> Result<(), DecodeError> {
+        if crate::scan::scan(line, &self.root, fields) == crate::scan::Scan::Done {
+            return Ok(());
+        }
+        fields.reset();
+        self.parse_with_serde(line, fields)
+    }
+
+    /// One serde_json pass over `line`, capturing the mapped fields.
+    fn parse_with_serde<'a>(&self, line: &'a str, fields: &mut Fields<'a>) -> Result<(), DecodeError> {
         let mut de = serde_json::Deserializer::from_str(line);
         NodeSeed {
             node: &self.root,
@@ -672,5 +724,240 @@ fn parse_status(s: &str) -> Option<bool> {
         Some(false)
     } else {
         s.trim().parse::<u16>().ok().map(|code| code < 400)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scanner against the serde_json pass: same decisions on every line.
+
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use tacet_core::config::Config;
+
+    use super::*;
+    use crate::scan::{Scan, scan};
+
+    const JOURNEY: &str = r#"
+[[journey]]
+name = "transfer"
+start = "transfer.requested"
+ack_ok = "transfer.accepted"
+complete = ["ledger.posted"]
+deadline = "2m"
+ack_timeout = "30s"
+slo = 0.999
+attributes = { amount = "/amount", customer = "/customer_id", first_tag = "/tags/0", region = "/geo/region" }
+"#;
+
+    const NESTED: &str = r#"
+[[source]]
+name = "mobile"
+[source.fields]
+trace_id = "/ctx/traceparent"
+time = "/meta/epoch_ms"
+event = "/meta/type"
+service = "/meta/emitter/name"
+status = "/http/code"
+event_id = "/meta/ids/0"
+"#;
+
+    fn decoder(extra: &str) -> Decoder {
+        let config = Config::from_toml(&format!("{JOURNEY}{extra}"), Path::new("t.toml")).unwrap();
+        let catalog = Arc::new(Catalog::new(&config).unwrap());
+        let (_, mapping) = config.replay_mapping(None).unwrap();
+        Decoder::new(catalog, &mapping)
+    }
+
+    /// The flat default mapping and a nested one, with attributes under both.
+    static DECODERS: std::sync::LazyLock<[Decoder; 2]> = std::sync::LazyLock::new(|| [decoder(""), decoder(NESTED)]);
+
+    /// Both paths on one line: the fast one (with its fallback) and serde_json alone.
+    fn both<'a>(d: &Decoder, line: &'a str) -> (Result<Decoded<'a>, DecodeError>, Result<Decoded<'a>, DecodeError>) {
+        (
+            d.decode_str(line, &|_| None),
+            d.decode_with(line, &|_| None, Decoder::parse_with_serde),
+        )
+    }
+
+    fn takes_fast_path(d: &Decoder, line: &str) -> bool {
+        scan(line, &d.root, &mut Fields::default()) == Scan::Done
+    }
+
+    #[test]
+    fn plain_events_take_the_fast_path() {
+        let d = decoder("");
+        for line in [
+            r#"{"ts":"2026-11-22T08:00:00.919Z","trace_id":"b2039459e84be74464c8dc89c43e42d1","service":"mobile-bff","event":"transfer.requested","status":"ok","event_id":"ev-1a13b8647","amount":375.59,"currency":"EUR","customer_id":"c-90877","channel":"mobile","region":"eu-west","level":"info","host":"pod-1"}"#,
+            r#" { "ts" : 17 , "trace_id" : "t" , "event" : "ledger.posted" , "x" : [ 1 , -2.5e3 , { "y" : null } ] , "tags" : [ "a" , "b" ] } "#,
+            r#"{"trace_id":"t","ts":1,"event":"x","skipped":"esc\"aped \u00e9","geo":{"region":"eu","n":[true,false]}}"#,
+        ] {
+            assert!(takes_fast_path(&d, line), "{line}");
+            let (fast, serde) = both(&d, line);
+            assert!(fast.is_ok(), "{line}");
+            assert_eq!(fast, serde, "{line}");
+        }
+        let nested = decoder(NESTED);
+        let line = r#"{"meta":{"type":"ledger.posted","epoch_ms":1795342503123,"emitter":{"name":"core-ledger"},"ids":["ev-1","x"]},"ctx":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},"http":{"code":503}}"#;
+        assert!(takes_fast_path(&nested, line));
+        let (fast, serde) = both(&nested, line);
+        assert!(fast.is_ok());
+        assert_eq!(fast, serde);
+    }
+
+    #[test]
+    fn unusual_lines_fall_back_and_decide_as_serde_json_does() {
+        let d = decoder("");
+        for line in [
+            r#"{"trace_id":"t\u0041","ts":1,"event":"ledger.posted"}"#, // escape in a captured string
+            r#"{"tr\u0061ce_id":"t","ts":1,"event":"ledger.posted"}"#,  // escape in a mapped-level key
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted","amount":1e400}"#, // out of range
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted","x":01}"#, // leading zero
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted",}"#,      // trailing comma
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted"} x"#,     // trailing text
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted","x":"\q"}"#, // bad escape, ignored value
+            r#"{"trace_id":"t","ts":1,"event":"ledger.posted","x":"a	b"}"#, // control character
+            r#"[{"trace_id":"t"}]"#,
+            r#""just a string""#,
+            "",
+        ] {
+            assert!(!takes_fast_path(&d, line), "{line}");
+            let (fast, serde) = both(&d, line);
+            assert_eq!(fast, serde, "{line}");
+        }
+        let deep = format!(
+            r#"{{"trace_id":"t","ts":1,"event":"ledger.posted","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(!takes_fast_path(&d, &deep));
+        let (fast, serde) = both(&d, &deep);
+        assert!(fast.is_ok(), "serde_json skips ignored values at any depth");
+        assert_eq!(fast, serde);
+    }
+
+    /// JSON values as producers write them, escapes and odd numbers included.
+    fn value(depth: u32) -> BoxedStrategy<String> {
+        let leaf = prop_oneof![
+            4 => "[a-z0-9 ._-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            1 => r#""([a-z]|\\[nrt"\\/]|\\u00[0-9a-f]{2}|é|€){0,6}""#,
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+            1 => any::<u64>().prop_map(|n| n.to_string()),
+            1 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| f.to_string()),
+            1 => "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,6})?([eE][+-]?[0-9]{1,3})?",
+            1 => Just("true".to_string()),
+            1 => Just("false".to_string()),
+            1 => Just("null".to_string()),
+            1 => Just("\"2026-11-22T08:00:00.919Z\"".to_string()),
+        ];
+        if depth == 0 {
+            return leaf.boxed();
+        }
+        let inner = value(depth - 1);
+        prop_oneof![
+            3 => leaf,
+            1 => prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            1 => prop::collection::vec((key(), inner), 0..4).prop_map(|v| {
+                let members: Vec<String> = v.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", members.join(","))
+            }),
+        ]
+        .boxed()
+    }
+
+    /// Keys: mostly the mapped ones, so captures and nesting happen.
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => prop::sample::select(vec![
+                "ts", "trace_id", "service", "event", "status", "event_id", "amount", "customer_id", "tags", "geo",
+                "region", "meta", "type", "epoch_ms", "emitter", "name", "ids", "ctx", "traceparent", "http", "code",
+                "0",
+            ])
+            .prop_map(str::to_owned),
+            3 => "[a-z_]{1,8}",
+            1 => Just("tr\\u0061ce_id".to_string()),
+        ]
+    }
+
+    /// An event object: mapped fields with plausible values, then anything.
+    fn line() -> impl Strategy<Value = String> {
+        let members = prop::collection::vec((key(), value(3)), 0..10);
+        let plausible = (
+            prop_oneof![
+                Just("\"ledger.posted\"".to_string()),
+                Just("\"transfer.requested\"".to_string()),
+                value(0)
+            ],
+            prop_oneof![
+                Just("1795342503123".to_string()),
+                Just("\"2026-11-22T08:00:00.919Z\"".to_string()),
+                value(0)
+            ],
+            prop_oneof![Just("\"4bf92f3577b34da6a3ce929d0e0e4736\"".to_string()), value(0)],
+        );
+        (plausible, members, prop::sample::select(vec!["", " ", "\t", " \r\n "])).prop_map(
+            |((event, ts, trace), members, ws)| {
+                let mut all = vec![
+                    format!("\"event\"{ws}:{ws}{event}"),
+                    format!("\"ts\":{ts}"),
+                    format!("\"trace_id\":{trace}"),
+                ];
+                all.extend(members.into_iter().map(|(k, v)| format!("\"{k}\":{ws}{v}")));
+                format!("{ws}{{{}}}{ws}", all.join(&format!("{ws},")))
+            },
+        )
+    }
+
+    /// The equivalence below would hold trivially if everything fell back.
+    #[test]
+    fn most_generated_lines_take_the_fast_path() {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let strategy = line();
+        let (mut fast, total) = (0, 1000);
+        for _ in 0..total {
+            let line = strategy.new_tree(&mut runner).unwrap().current();
+            fast += usize::from(takes_fast_path(&DECODERS[0], &line));
+        }
+        assert!(fast * 2 > total, "only {fast} of {total} took the fast path");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Generated events decode identically on both paths.
+        #[test]
+        fn generated_lines_decode_as_serde_json_decodes_them(line in line()) {
+            for d in &*DECODERS {
+                let (fast, serde) = both(d, &line);
+                prop_assert_eq!(fast, serde, "{}", line);
+            }
+        }
+
+        /// So do broken ones: a byte deleted, replaced or inserted anywhere.
+        #[test]
+        fn mutated_lines_decode_as_serde_json_decodes_them(
+            line in line(),
+            at in any::<prop::sample::Index>(),
+            edit in 0u8..3,
+            byte in prop::sample::select(b"{}[]\",:\\ 0123456789.eE+-tfnulx\t\n".to_vec()),
+        ) {
+            let mut bytes = line.into_bytes();
+            let i = at.index(bytes.len() + 1);
+            match edit {
+                0 if i < bytes.len() => { bytes.remove(i); }
+                1 if i < bytes.len() => bytes[i] = byte,
+                _ => bytes.insert(i, byte),
+            }
+            // Only UTF-8 reaches this stage; a cut multi-byte char is the
+            // UTF-8 check's business, not the scanner's.
+            if let Ok(line) = String::from_utf8(bytes) {
+                for d in &*DECODERS {
+                    let (fast, serde) = both(d, &line);
+                    prop_assert_eq!(fast, serde, "{}", line);
+                }
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 //! the file source.
 //!
 //! ## Layout
-//! - [`decode::Decoder`]: one pass of serde_json over each line, steered by a
-//!   trie of the mapping's JSON pointers. Fields the mapping does not name are
+//! - [`decode::Decoder`]: one pass over each line, steered by a trie of the
+//!   mapping's JSON pointers: a hand-written scanner (`scan`) for the plain
+//!   case, serde_json for everything else. Fields the mapping does not name are
 //!   skipped without being built; strings are borrowed from the input where
 //!   JSON has no escapes. No `serde_json::Value`, no allocation per event.
 //! - [`batch::ShardBatch`]: the decoded events of one input chunk bound for
@@ -19,6 +20,7 @@ pub mod batch;
 pub mod deadletter;
 pub mod decode;
 pub mod reader;
+mod scan;
 pub mod time;
 
 pub use batch::ShardBatch;

@@ -1,0 +1,412 @@
+//! The decoder's fast path: one hand-written pass over an event line.
+//!
+//! serde_json drives a visitor through every token, mapped or not, and that
+//! machinery was most of the decoding time. This scanner walks the bytes
+//! once: at mapped levels it reads keys and looks them up in the pointer
+//! trie, captures mapped scalars, and skips everything else with a strict
+//! syntax check and nothing built.
+//!
+//! It does not decide anything on its own. Whenever a line is not the plain
+//! case — any syntax it is not sure of, an escape in a key or a captured
+//! string, a captured number that is not a short integer, nesting deeper than
+//! [`MAX_DEPTH`] — it answers [`Scan::Fallback`] and the serde_json pass
+//! decodes the line from scratch, errors included. What it does accept it
+//! captures exactly as that pass would: same values, same order, duplicates
+//! included. The decoder's property tests hold the two paths equal on
+//! generated and mutated lines.
+
+use std::borrow::Cow;
+
+use serde::de::DeserializeSeed;
+
+use crate::decode::{Fields, Node, NodeSeed, Raw};
+
+/// Nesting deeper than this is left to serde_json (which skips ignored
+/// values iteratively, at any depth).
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// What the fast path made of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// `fields` hold what the serde_json pass would have captured.
+    Done,
+    /// Decode with serde_json instead (`fields` may be partly filled).
+    Fallback,
+}
+
+/// Scans `line` (one JSON object) into `out`.
+pub(crate) fn scan<'a>(line: &'a str, root: &Node, out: &mut Fields<'a>) -> Scan {
+    let mut s = Scanner {
+        text: line,
+        bytes: line.as_bytes(),
+        at: 0,
+    };
+    let done = (|| {
+        s.whitespace();
+        if s.peek()? != b'{' {
+            return None; // serde_json's error, or not an object
+        }
+        s.at += 1;
+        out.is_object = true;
+        out.capture(&root.targets, Raw::Compound);
+        s.object(Some(root), out, 1)?;
+        s.whitespace();
+        (s.at == s.bytes.len()).then_some(())
+    })();
+    match done {
+        Some(()) => Scan::Done,
+        None => Scan::Fallback,
+    }
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// `None` everywhere below means "fall back", never "invalid".
+type Step<T = ()> = Option<T>;
+
+impl<'a> Scanner<'a> {
+    #[inline]
+    fn peek(&self) -> Step<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    #[inline]
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    #[inline]
+    fn eat(&mut self, byte: u8) -> Step {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// The members of an object whose `{` was just read. `node` is the trie
+    /// level of a mapped object, `None` for one that is only skipped.
+    fn object(&mut self, node: Option<&Node>, out: &mut Fields<'a>, depth: usize) -> Step {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.whitespace();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.eat(b'"')?;
+            match node {
+                Some(node) => {
+                    let key = self.plain_string()?;
+                    self.whitespace();
+                    self.eat(b':')?;
+                    self.whitespace();
+                    match node.child(key) {
+                        Some(child) => self.mapped(child, out, depth)?,
+                        None => self.skip(out, depth)?,
+                    }
+                }
+                None => {
+                    self.skip_string()?;
+                    self.whitespace();
+                    self.eat(b':')?;
+                    self.whitespace();
+                    self.skip(out, depth)?;
+                }
+            }
+            self.whitespace();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.whitespace();
+                }
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// The elements of an array whose `[` was just read; element `i` of a
+    /// mapped array is looked up as key `"i"`, as the serde_json pass does.
+    fn array(&mut self, node: Option<&Node>, out: &mut Fields<'a>, depth: usize) -> Step {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.whitespace();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(());
+        }
+        let mut index = 0usize;
+        let mut key = itoa_buffer();
+        loop {
+            let child = match node {
+                Some(n) if !n.children.is_empty() => n.child(format_index(&mut key, index)),
+                _ => None,
+            };
+            match child {
+                Some(child) => self.mapped(child, out, depth)?,
+                None => self.skip(out, depth)?,
+            }
+            index += 1;
+            self.whitespace();
+            match self.peek()? {
+                b',' => {
+                    self.at += 1;
+                    self.whitespace();
+                }
+                b']' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A value on a mapped path: captured into `node`'s targets.
+    fn mapped(&mut self, node: &Node, out: &mut Fields<'a>, depth: usize) -> Step {
+        let raw = match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                out.capture(&node.targets, Raw::Compound);
+                return self.object(Some(node), out, depth + 1);
+            }
+            b'[' => {
+                self.at += 1;
+                out.capture(&node.targets, Raw::Compound);
+                return self.array(Some(node), out, depth + 1);
+            }
+            b'"' => {
+                self.at += 1;
+                Raw::Str(Cow::Borrowed(self.plain_string()?))
+            }
+            b't' => self.literal(b"true").map(|()| Raw::Bool(true))?,
+            b'f' => self.literal(b"false").map(|()| Raw::Bool(false))?,
+            b'n' => self.literal(b"null").map(|()| Raw::Null)?,
+            b'-' | b'0'..=b'9' => {
+                let start = self.at;
+                self.skip_number()?;
+                let token = &self.text[start..self.at];
+                match short_integer(token) {
+                    Some(n) => Raw::Int(n),
+                    // Any other number is read by serde_json itself, so that
+                    // floats round and overflow exactly as in its full pass.
+                    None => return number_by_serde(token, node, out),
+                }
+            }
+            _ => return None,
+        };
+        out.capture(&node.targets, raw);
+        Some(())
+    }
+
+    /// Skips any value, checking its syntax as serde_json's `ignore_value`
+    /// does. (`out` is only passed through: nothing below is mapped.)
+    fn skip(&mut self, out: &mut Fields<'a>, depth: usize) -> Step {
+        match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                self.object(None, out, depth + 1)
+            }
+            b'[' => {
+                self.at += 1;
+                self.array(None, out, depth + 1)
+            }
+            b'"' => {
+                self.at += 1;
+                self.skip_string()
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Step {
+        let end = self.at + word.len();
+        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    /// The rest of a string whose `"` was just read, when it has no escape
+    /// and no control character (anything else falls back).
+    #[inline]
+    fn plain_string(&mut self) -> Step<&'a str> {
+        let start = self.at;
+        let end = special_byte(self.bytes, start);
+        if *self.bytes.get(end)? != b'"' {
+            return None;
+        }
+        self.at = end + 1;
+        // Quotes are ASCII: both ends are char boundaries.
+        Some(&self.text[start..end])
+    }
+
+    /// The rest of an ignored string: escapes checked for syntax only, as in
+    /// serde_json's `ignore_str`.
+    fn skip_string(&mut self) -> Step {
+        loop {
+            self.at = special_byte(self.bytes, self.at);
+            match *self.bytes.get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    self.at += 1;
+                    match *self.bytes.get(self.at)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 1,
+                        b'u' => {
+                            let hex = self.bytes.get(self.at + 1..self.at + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.at += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn skip_number(&mut self) -> Step {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            self.digits();
+        }
+        Some(())
+    }
+
+    #[inline]
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+}
+
+/// The first `"`, `\\` or control character at or after `from` (or the
+/// end): eight bytes per step, as serde_json's own string scan does.
+#[inline]
+fn special_byte(bytes: &[u8], mut from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(from..from + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // Per byte, the high bit is set where the byte is zero (or, for the
+        // last term, below 0x20); the lowest such byte is exact.
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if found != 0 {
+            return from + (found.trailing_zeros() / 8) as usize;
+        }
+        from += 8;
+    }
+    while bytes.get(from).is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20) {
+        from += 1;
+    }
+    from
+}
+
+/// A non-negative integer of at most 18 digits (so it fits in `i64`), which
+/// serde_json would hand over as that same integer.
+#[inline]
+fn short_integer(token: &str) -> Option<i64> {
+    let b = token.as_bytes();
+    if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(b.iter().fold(0i64, |n, &c| n * 10 + i64::from(c - b'0')))
+}
+
+/// Captures a number token through serde_json, exactly as its full pass would.
+fn number_by_serde<'a>(token: &'a str, node: &Node, out: &mut Fields<'a>) -> Step {
+    let mut de = serde_json::Deserializer::from_str(token);
+    NodeSeed::new(node, out).deserialize(&mut de).ok()?;
+    de.end().ok()
+}
+
+/// Room for any `usize` in decimal.
+fn itoa_buffer() -> String {
+    String::with_capacity(20)
+}
+
+fn format_index(buffer: &mut String, index: usize) -> &str {
+    use std::fmt::Write;
+    buffer.clear();
+    let _ = write!(buffer, "{index}");
+    buffer
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::special_byte;
+
+    fn naive(bytes: &[u8], from: usize) -> usize {
+        (from..bytes.len())
+            .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
+            .unwrap_or(bytes.len())
+    }
+
+    proptest! {
+        /// The eight-at-a-time scan finds the same byte as one at a time.
+        #[test]
+        fn special_byte_is_the_first_quote_backslash_or_control(
+            bytes in prop::collection::vec(prop_oneof![
+                8 => 0x20u8..=0x7e,
+                1 => Just(b'"'),
+                1 => Just(b'\\'),
+                1 => 0u8..0x20,
+                2 => 0x80u8..=0xff,
+            ], 0..40),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            prop_assert_eq!(special_byte(&bytes, from), naive(&bytes, from));
+        }
+    }
+}
