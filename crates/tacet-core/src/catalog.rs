@@ -74,7 +74,9 @@ pub struct AttributeColumn {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     names: Vec<String>,
-    name_ids: HashMap<String, NameId>,
+    /// Looked up once per event: hashbrown's foldhash, not std's SipHash
+    /// (only lookups come from input; the map is built from the config).
+    name_ids: hashbrown::HashMap<String, NameId>,
     journeys: Vec<JourneySpec>,
     /// Per name: the journey it opens and how (start / ack), if any.
     openers: Vec<Option<(JourneyId, Role)>>,
@@ -105,7 +107,7 @@ impl Catalog {
         }
         let mut catalog = Catalog {
             names: Vec::new(),
-            name_ids: HashMap::new(),
+            name_ids: hashbrown::HashMap::new(),
             journeys: Vec::new(),
             openers: Vec::new(),
             orphan_journey: Vec::new(),
