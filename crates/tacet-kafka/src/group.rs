@@ -22,7 +22,7 @@ use tacet_correlate::watermark::Watermarks;
 use tacet_correlate::{InFlight, Shard};
 use tacet_engine::Metrics;
 use tacet_engine::pipeline::AlertProgress;
-use tacet_ingest::decode::AttrCow;
+use tacet_ingest::decode::{AttrCow, Decoded};
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::OutcomeWriter;
 
@@ -268,6 +268,13 @@ pub struct Record<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
+/// A record decoded ahead of being applied.
+pub(crate) struct Prepared<'a> {
+    decoded: Result<Decoded<'a>, DecodeError>,
+    /// The trace key of a decoded event of some journey.
+    trace: Option<(TraceKey, bool)>,
+}
+
 /// The groups one correlator thread owns, and its share of the counters.
 pub(crate) struct GroupSet {
     shared: Arc<Shared>,
@@ -357,10 +364,33 @@ impl GroupSet {
             .collect())
     }
 
-    /// One Kafka record; `header` looks up its record headers.
+    /// Decodes `record` ahead of [`GroupSet::record`] and starts loading
+    /// its journey's state into the cache. Decoding depends on the record
+    /// alone, so the correlator decodes the next record while it applies
+    /// this one, and the lookup's cache misses overlap the work.
+    pub(crate) fn prepare<'a>(&self, record: &Record<'a>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Prepared<'a> {
+        let payload = record.payload.unwrap_or(&[]);
+        let decoded = if payload.len() > self.shared.opts.max_line_bytes {
+            Err(DecodeError::OversizedLine)
+        } else {
+            self.shared.topics[record.topic].decoder.decode(payload, header)
+        };
+        let trace = match &decoded {
+            Ok(d) if d.name.is_some() => Some(TraceKey::from_text(&d.trace_id)),
+            _ => None,
+        };
+        if let (Some((key, _)), Some(g)) = (&trace, self.groups.get(&record.partition)) {
+            g.shard.prefetch(key);
+        }
+        Prepared { decoded, trace }
+    }
+
+    /// One Kafka record, decoded by [`GroupSet::prepare`]; `header` looks up
+    /// its record headers.
     pub(crate) fn record<'a>(
         &mut self,
         record: Record<'a>,
+        prepared: Prepared<'a>,
         header: &dyn Fn(&str) -> Option<&'a [u8]>,
         now: Instant,
     ) -> Result<(), RunError> {
@@ -410,11 +440,7 @@ impl GroupSet {
         stats.records += 1;
         let payload = payload.unwrap_or(&[]);
         stats.bytes += payload.len() as u64;
-        let decoded = if payload.len() > shared.opts.max_line_bytes {
-            Err(DecodeError::OversizedLine)
-        } else {
-            t.decoder.decode(payload, header)
-        };
+        let Prepared { decoded, trace } = prepared;
         let decoded = match decoded {
             Ok(d) => d,
             Err(reason) => {
@@ -443,7 +469,7 @@ impl GroupSet {
             return Ok(());
         };
         stats.events += 1;
-        let (key, canonical) = TraceKey::from_text(&decoded.trace_id);
+        let (key, canonical) = trace.unwrap_or_else(|| TraceKey::from_text(&decoded.trace_id));
         let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
         for (slot, value) in &decoded.attrs {
             attrs.push((

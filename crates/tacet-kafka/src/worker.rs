@@ -101,26 +101,40 @@ impl Batch {
         self.polled_at = None;
     }
 
-    /// Applies every record to `set`, stopping at the first error.
+    /// Applies every record to `set`, stopping at the first error. Each
+    /// record is decoded one step ahead (see [`GroupSet::prepare`]).
     fn apply(&self, set: &mut GroupSet) -> Result<(), RunError> {
         let now = self.polled_at.unwrap_or_else(Instant::now);
-        for slot in &self.slots {
-            let headers = &self.headers[slot.headers.clone()];
-            let header = |name: &str| {
-                headers
-                    .iter()
-                    .find(|(k, _)| &self.bytes[k.clone()] == name.as_bytes())
-                    .and_then(|(_, v)| v.clone().map(|v| &self.bytes[v]))
-            };
-            let record = Record {
-                topic: slot.topic,
-                partition: slot.partition,
-                offset: slot.offset,
-                payload: slot.payload.clone().map(|r| &self.bytes[r]),
-            };
-            set.record(record, &header, now)?;
+        let prepare = |set: &GroupSet, slot: &Slot| {
+            let (record, header) = self.view(slot);
+            set.prepare(&record, &header)
+        };
+        let mut next = self.slots.first().map(|s| prepare(set, s));
+        for (i, slot) in self.slots.iter().enumerate() {
+            let prepared = next.take().expect("prepared one step ahead");
+            next = self.slots.get(i + 1).map(|s| prepare(set, s));
+            let (record, header) = self.view(slot);
+            set.record(record, prepared, &header, now)?;
         }
         Ok(())
+    }
+
+    /// The record in `slot` and a lookup of its headers.
+    fn view<'b>(&'b self, slot: &Slot) -> (Record<'b>, impl Fn(&str) -> Option<&'b [u8]>) {
+        let headers = &self.headers[slot.headers.clone()];
+        let header = move |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| &self.bytes[k.clone()] == name.as_bytes())
+                .and_then(|(_, v)| v.clone().map(|v| &self.bytes[v]))
+        };
+        let record = Record {
+            topic: slot.topic,
+            partition: slot.partition,
+            offset: slot.offset,
+            payload: slot.payload.clone().map(|r| &self.bytes[r]),
+        };
+        (record, header)
     }
 }
 
