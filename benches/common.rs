@@ -1,5 +1,5 @@
 //! Helpers shared by the benchmarks: sizes from the environment, medians,
-//! resident memory.
+//! resident memory, generated traffic.
 
 use std::time::Duration;
 
@@ -22,4 +22,21 @@ pub fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// `journeys` generated journeys as NDJSON event lines (truth discarded).
+pub fn generated_events(catalog: &tacet_core::Catalog, journeys: u64, seed: u64) -> Vec<u8> {
+    let mut events = Vec::new();
+    tacet_gen::generate(
+        catalog,
+        &tacet_gen::GenOptions {
+            journeys,
+            seed,
+            ..Default::default()
+        },
+        &mut events,
+        &mut std::io::sink(),
+    )
+    .expect("generating into memory cannot fail");
+    events
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tacet_bench::{env_or, median};
+use tacet_bench::{env_or, generated_events, median};
 use tacet_core::{Catalog, Config};
 use tacet_ingest::Decoder;
 
@@ -21,18 +21,7 @@ fn main() {
     let runs: usize = env_or("TACET_BENCH_RUNS", 7);
     let config = Config::embedded_default();
     let catalog = Arc::new(Catalog::new(&config).unwrap());
-    let mut events = Vec::new();
-    tacet_gen::generate(
-        &catalog,
-        &tacet_gen::GenOptions {
-            journeys,
-            seed: 5,
-            ..Default::default()
-        },
-        &mut events,
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    let events = generated_events(&catalog, journeys, 5);
     let lines: Vec<&[u8]> = events.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
     let (_, mapping) = config.replay_mapping(None).unwrap();
     let decoder = Decoder::new(catalog, &mapping);

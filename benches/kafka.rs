@@ -22,7 +22,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tacet_bench::{env_or, median};
+use tacet_bench::{env_or, generated_events, median};
 use tacet_core::{Catalog, Config};
 
 #[global_allocator]
@@ -85,18 +85,7 @@ fn main() {
     // Traffic: generated events, keyed by trace id, routed by step family.
     let config = Config::embedded_default();
     let catalog = Catalog::new(&config).unwrap();
-    let mut events = Vec::new();
-    tacet_gen::generate(
-        &catalog,
-        &tacet_gen::GenOptions {
-            journeys,
-            seed: 3,
-            ..Default::default()
-        },
-        &mut events,
-        &mut std::io::sink(),
-    )
-    .unwrap();
+    let events = generated_events(&catalog, journeys, 3);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("linger.ms", "20")

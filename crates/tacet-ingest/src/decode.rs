@@ -739,29 +739,9 @@ mod tests {
     use super::*;
     use crate::scan::{Scan, scan};
 
-    const JOURNEY: &str = r#"
-[[journey]]
-name = "transfer"
-start = "transfer.requested"
-ack_ok = "transfer.accepted"
-complete = ["ledger.posted"]
-deadline = "2m"
-ack_timeout = "30s"
-slo = 0.999
-attributes = { amount = "/amount", customer = "/customer_id", first_tag = "/tags/0", region = "/geo/region" }
-"#;
+    const JOURNEY: &str = include_str!("../../../testdata/decode/transfer-journey.toml");
 
-    const NESTED: &str = r#"
-[[source]]
-name = "mobile"
-[source.fields]
-trace_id = "/ctx/traceparent"
-time = "/meta/epoch_ms"
-event = "/meta/type"
-service = "/meta/emitter/name"
-status = "/http/code"
-event_id = "/meta/ids/0"
-"#;
+    const NESTED: &str = include_str!("../../../testdata/decode/nested-source.toml");
 
     fn decoder(extra: &str) -> Decoder {
         let config = Config::from_toml(&format!("{JOURNEY}{extra}"), Path::new("t.toml")).unwrap();

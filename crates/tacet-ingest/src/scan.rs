@@ -92,9 +92,7 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.whitespace();
-        if self.peek()? == b'}' {
-            self.at += 1;
+        if self.closes(b'}')? {
             return Some(());
         }
         loop {
@@ -118,17 +116,8 @@ impl<'a> Scanner<'a> {
                     self.skip(out, depth)?;
                 }
             }
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b'}')? {
+                return Some(());
             }
         }
     }
@@ -139,16 +128,14 @@ impl<'a> Scanner<'a> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
+        if self.closes(b']')? {
             return Some(());
         }
         let mut index = 0usize;
-        let mut key = itoa_buffer();
+        let mut digits = [0u8; 20];
         loop {
             let child = match node {
-                Some(n) if !n.children.is_empty() => n.child(format_index(&mut key, index)),
+                Some(n) if !n.children.is_empty() => n.child(decimal(&mut digits, index)),
                 _ => None,
             };
             match child {
@@ -156,18 +143,39 @@ impl<'a> Scanner<'a> {
                 None => self.skip(out, depth)?,
             }
             index += 1;
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b']' => {
-                    self.at += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if !self.more(b']')? {
+                return Some(());
             }
+        }
+    }
+
+    /// Right after an opening bracket: whether `close` follows at once.
+    #[inline]
+    fn closes(&mut self, close: u8) -> Step<bool> {
+        self.whitespace();
+        let empty = self.peek()? == close;
+        if empty {
+            self.at += 1;
+        }
+        Some(empty)
+    }
+
+    /// After a member or element: `true` past a `,` (another follows),
+    /// `false` past `close`.
+    #[inline]
+    fn more(&mut self, close: u8) -> Step<bool> {
+        self.whitespace();
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                self.whitespace();
+                Some(true)
+            }
+            c if c == close => {
+                self.at += 1;
+                Some(false)
+            }
+            _ => None,
         }
     }
 
@@ -368,23 +376,33 @@ fn number_by_serde<'a>(token: &'a str, node: &Node, out: &mut Fields<'a>) -> Ste
     de.end().ok()
 }
 
-/// Room for any `usize` in decimal.
-fn itoa_buffer() -> String {
-    String::with_capacity(20)
-}
-
-fn format_index(buffer: &mut String, index: usize) -> &str {
-    use std::fmt::Write;
-    buffer.clear();
-    let _ = write!(buffer, "{index}");
-    buffer
+/// `n` in decimal, written into `buffer` (room for any `usize`).
+fn decimal(buffer: &mut [u8; 20], mut n: usize) -> &str {
+    let mut at = buffer.len();
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buffer[at..]).expect("ASCII digits")
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
-    use super::special_byte;
+    use super::{decimal, special_byte};
+
+    #[test]
+    fn array_indexes_are_written_as_the_serde_json_pass_writes_them() {
+        let mut buffer = [0u8; 20];
+        for n in [0, 7, 10, 99, 12345, usize::MAX] {
+            assert_eq!(decimal(&mut buffer, n), n.to_string());
+        }
+    }
 
     fn naive(bytes: &[u8], from: usize) -> usize {
         (from..bytes.len())

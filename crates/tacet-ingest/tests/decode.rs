@@ -9,29 +9,9 @@ use tacet_core::{Catalog, TraceKey};
 use tacet_ingest::decode::AttrCow;
 use tacet_ingest::{Chunk, DecodeError, DecodeStats, Decoder};
 
-const JOURNEY: &str = r#"
-[[journey]]
-name = "transfer"
-start = "transfer.requested"
-ack_ok = "transfer.accepted"
-complete = ["ledger.posted"]
-deadline = "2m"
-ack_timeout = "30s"
-slo = 0.999
-attributes = { amount = "/amount", customer = "/customer_id" }
-"#;
+const JOURNEY: &str = include_str!("../../../testdata/decode/transfer-journey.toml");
 
-const NESTED: &str = r#"
-[[source]]
-name = "mobile"
-[source.fields]
-trace_id = "/ctx/traceparent"
-time = "/meta/epoch_ms"
-event = "/meta/type"
-service = "/meta/emitter/name"
-status = "/http/code"
-event_id = "/meta/ids/0"
-"#;
+const NESTED: &str = include_str!("../../../testdata/decode/nested-source.toml");
 
 fn decoder(extra: &str, journey: &str) -> Decoder {
     let config = Config::from_toml(&format!("{journey}{extra}"), Path::new("t.toml")).unwrap();
