@@ -38,10 +38,6 @@ pub(crate) struct FetchQueue {
     batch: Vec<*mut rdsys::rd_kafka_message_t>,
 }
 
-// SAFETY: librdkafka queues are thread-safe; the messages in `batch` are
-// only read through `&self` and destroyed through `&mut self`.
-unsafe impl Send for FetchQueue {}
-
 impl FetchQueue {
     /// A new queue on `consumer`'s client, taking up to `batch` records per poll.
     pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, batch: usize) -> Self {
