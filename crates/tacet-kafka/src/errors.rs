@@ -22,14 +22,19 @@ pub enum ErrorKind {
     OutcomeWrite,
     /// An error returned by the repartitioner's poll.
     RepartitionPoll,
+    /// A record that reached the consumer queue instead of tacet's fetch
+    /// queue (its partition was fetched before it was routed): still
+    /// applied, in order, but a sign that batch polling was bypassed.
+    Unrouted,
 }
 
-const KINDS: [ErrorKind; 5] = [
+const KINDS: [ErrorKind; 6] = [
     ErrorKind::Client,
     ErrorKind::Poll,
     ErrorKind::Commit,
     ErrorKind::OutcomeWrite,
     ErrorKind::RepartitionPoll,
+    ErrorKind::Unrouted,
 ];
 
 impl ErrorKind {
@@ -40,6 +45,7 @@ impl ErrorKind {
             ErrorKind::Commit => "commit",
             ErrorKind::OutcomeWrite => "outcome_write",
             ErrorKind::RepartitionPoll => "repartition_poll",
+            ErrorKind::Unrouted => "unrouted",
         }
     }
 }

@@ -34,6 +34,7 @@ use crate::errors::{ErrorKind, RunErrors};
 use crate::fetch::{self, FetchQueue, FetchedMessage, RawQueue};
 use crate::headers::RecordHeaders;
 use crate::repartition;
+use crate::worker::BATCH_RECORDS;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -185,13 +186,10 @@ struct Routed {
     queue: FetchQueue,
 }
 
-/// Records per batch poll: the engine's batch size, so one poll fills about
-/// one correlator batch.
-const POLL_BATCH: usize = 512;
-
 impl Routed {
     fn new(consumer: &BaseConsumer<Context>, ctx: Arc<Context>) -> Self {
-        let queue = FetchQueue::new(consumer, POLL_BATCH);
+        // One poll fills about one correlator batch.
+        let queue = FetchQueue::new(consumer, BATCH_RECORDS);
         *ctx.fetch_queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue.raw());
         Self { ctx, queue }
     }
@@ -222,15 +220,18 @@ impl TopicCache {
     }
 }
 
-/// Hands one fetched record to the engine.
-fn record_fetched(engine: &mut Engine, topic: usize, msg: FetchedMessage<'_>, now: Instant) -> Result<(), RunError> {
-    let headers = engine.reads_headers(topic).then(|| msg.headers()).into_iter().flatten();
-    let record = Record {
-        topic,
-        partition: msg.partition(),
-        offset: msg.offset(),
-        payload: msg.payload(),
-    };
+/// Hands one record to the engine, reading its headers only for topics
+/// that use them.
+fn hand_over<'m, H>(
+    engine: &mut Engine,
+    record: Record<'_>,
+    headers: impl FnOnce() -> H,
+    now: Instant,
+) -> Result<(), RunError>
+where
+    H: Iterator<Item = (&'m [u8], Option<&'m [u8]>)>,
+{
+    let headers = engine.reads_headers(record.topic).then(headers).into_iter().flatten();
     engine.record(record, headers, now)
 }
 
@@ -387,13 +388,8 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         // One clock read per batch: it stamps partition activity and drives
         // the timers below.
         let now = Instant::now();
-        drained = batch.len() == 0;
-        if drained {
-            ctx.engine().flush()?;
-        } else {
-            last_input = now;
-            last_record = now;
-            first_input.get_or_insert(now);
+        let mut handed_over = false;
+        if batch.len() > 0 {
             let mut engine = ctx.engine();
             for msg in batch.iter() {
                 if let Some(e) = msg.error() {
@@ -404,34 +400,44 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                     }
                     continue;
                 }
-                if let Some(t) = topic_of.index(&msg, &engine) {
-                    record_fetched(&mut engine, t, msg, now)?;
-                }
-            }
-        }
-        // The consumer queue: rebalances (served inside this call), errors,
-        // statistics, commit results. Records reach it only from a partition
-        // assigned before routing was set up, which does not happen; they are
-        // still taken in order if one does.
-        match consumer.poll(Duration::ZERO) {
-            Some(Ok(msg)) => {
-                last_input = now;
-                last_record = now;
-                first_input.get_or_insert(now);
-                let mut engine = ctx.engine();
-                if let Some(t) = engine.topic_index(msg.topic()) {
-                    let headers = engine
-                        .reads_headers(t)
-                        .then(|| RecordHeaders::of(&msg))
-                        .into_iter()
-                        .flatten();
+                // Only routed partitions reach this queue: of subscribed,
+                // hence known, topics.
+                if let Some(topic) = topic_of.index(&msg, &engine) {
                     let record = Record {
-                        topic: t,
+                        topic,
                         partition: msg.partition(),
                         offset: msg.offset(),
                         payload: msg.payload(),
                     };
-                    engine.record(record, headers, now)?;
+                    hand_over(&mut engine, record, || msg.headers(), now)?;
+                    handed_over = true;
+                }
+            }
+        }
+        // The consumer queue: rebalances (served inside this call), errors,
+        // statistics, commit results. A record reaches it only from a
+        // partition fetched before it was routed, which routing in the
+        // rebalance callback rules out; one that does is still applied, in
+        // order, and counted.
+        match consumer.poll(Duration::ZERO) {
+            Some(Ok(msg)) => {
+                if ctx.errors.note(ErrorKind::Unrouted) {
+                    tracing::warn!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        "A record reached the consumer queue, not tacet's fetch queue; applied, but batch polling is bypassed."
+                    );
+                }
+                let mut engine = ctx.engine();
+                if let Some(topic) = engine.topic_index(msg.topic()) {
+                    let record = Record {
+                        topic,
+                        partition: msg.partition(),
+                        offset: msg.offset(),
+                        payload: msg.payload(),
+                    };
+                    hand_over(&mut engine, record, || RecordHeaders::of(&msg), now)?;
+                    handed_over = true;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
@@ -440,6 +446,14 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                     tracing::warn!(error = %e, "Kafka poll error; retrying.");
                 }
             }
+        }
+        drained = !handed_over;
+        if handed_over {
+            last_input = now;
+            last_record = now;
+            first_input.get_or_insert(now);
+        } else {
+            ctx.engine().flush()?;
         }
         if now.duration_since(last_tick) >= Duration::from_millis(200) {
             last_tick = now;

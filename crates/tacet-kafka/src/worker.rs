@@ -107,20 +107,20 @@ impl Batch {
         let now = self.polled_at.unwrap_or_else(Instant::now);
         let prepare = |set: &GroupSet, slot: &Slot| {
             let (record, header) = self.view(slot);
-            set.prepare(&record, &header)
+            let prepared = set.prepare(&record, &header);
+            (record, header, prepared)
         };
         let mut next = self.slots.first().map(|s| prepare(set, s));
-        for (i, slot) in self.slots.iter().enumerate() {
-            let prepared = next.take().expect("prepared one step ahead");
+        for i in 0..self.slots.len() {
+            let (record, header, prepared) = next.take().expect("prepared one step ahead");
             next = self.slots.get(i + 1).map(|s| prepare(set, s));
-            let (record, header) = self.view(slot);
             set.record(record, prepared, &header, now)?;
         }
         Ok(())
     }
 
     /// The record in `slot` and a lookup of its headers.
-    fn view<'b>(&'b self, slot: &Slot) -> (Record<'b>, impl Fn(&str) -> Option<&'b [u8]>) {
+    fn view<'b>(&'b self, slot: &Slot) -> (Record<'b>, impl Fn(&str) -> Option<&'b [u8]> + use<'b>) {
         let headers = &self.headers[slot.headers.clone()];
         let header = move |name: &str| {
             headers

@@ -230,6 +230,7 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
     let run = tacet_run(&config, &out, Some("6s"), &dir.path().join("tacet.log"));
     wait_ok(run, "tacet run", Duration::from_secs(180));
     assert_exact(dir.path(), &out);
+    assert_routed(&std::fs::read_to_string(dir.path().join("tacet.log")).unwrap());
 
     // Malformed records: dead-lettered with topic/partition/offset, one each.
     let events = std::fs::read(dir.path().join("events.ndjson")).unwrap();
@@ -411,7 +412,15 @@ fn a_survivor_takes_over_the_partitions_of_a_killed_instance() {
         survivor_log.contains("state restored from its snapshot"),
         "the survivor restored the partitions of the dead instance:\n{survivor_log}"
     );
+    assert_routed(&survivor_log);
     assert_exact(dir.path(), &out);
+}
+
+/// Every record came off tacet's own fetch queue, in batches, also after a
+/// rebalance: none reached the consumer queue unrouted.
+fn assert_routed(log: &str) {
+    assert!(log.contains("Consuming."), "a log of tacet run:\n{log}");
+    assert!(!log.contains("unrouted"), "records bypassed the fetch queue:\n{log}");
 }
 
 /// SIGKILL: no chance to checkpoint or leave the group.
