@@ -42,12 +42,12 @@ struct Routed {
     line: std::ops::Range<usize>,
 }
 
-/// CPU time (user + system) of this process's threads named `prefix*`.
-fn thread_cpu(prefix: &str) -> Duration {
+/// CPU time (user, system) of this process's threads named `prefix*`.
+fn thread_cpu(prefix: &str) -> (Duration, Duration) {
     // Linux reports it in clock ticks; 100 per second on every kernel tacet
     // supports (USER_HZ).
     const TICKS_PER_S: f64 = 100.0;
-    let mut ticks = 0u64;
+    let (mut user, mut system) = (0u64, 0u64);
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
@@ -62,9 +62,11 @@ fn thread_cpu(prefix: &str) -> Duration {
         let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
         // utime and stime are fields 14 and 15 of stat(5); `state` is the 3rd.
         let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        ticks += field(14) + field(15);
+        user += field(14);
+        system += field(15);
     }
-    Duration::from_secs_f64(ticks as f64 / TICKS_PER_S)
+    let time = |ticks: u64| Duration::from_secs_f64(ticks as f64 / TICKS_PER_S);
+    (time(user), time(system))
 }
 
 fn main() {
@@ -172,14 +174,19 @@ fn main() {
         // Answered after every batch sent before it: all records applied.
         let counters = engine.counters().unwrap();
         let wall = started.elapsed();
-        let cpu = thread_cpu("tacet-correlat").saturating_sub(cpu_before);
+        let cpu_after = thread_cpu("tacet-correlat");
+        let user = cpu_after.0.saturating_sub(cpu_before.0);
+        let system = cpu_after.1.saturating_sub(cpu_before.1);
+        let cpu = user + system;
         assert_eq!(counters.decode.records, total, "every record applied");
         engine.close_alerts().unwrap();
         let per = |d: Duration| d.as_nanos() as f64 / total as f64;
         eprintln!(
-            "run {run}: {:.0} ns/record wall, {:.0} ns/record correlator CPU",
+            "run {run}: {:.0} ns/record wall, {:.0} ns/record correlator CPU ({:.0} user, {:.0} system)",
             per(wall),
-            per(cpu)
+            per(cpu),
+            per(user),
+            per(system)
         );
         walls.push(wall);
         cpus.push(cpu);
@@ -187,7 +194,9 @@ fn main() {
     let per = |d: Duration| d.as_nanos() as f64 / total as f64;
     let wall = median(walls);
     let cpu = median(cpus);
-    println!("Correlator benchmark ({total} records, 3 topics x 4 partitions, {workers} thread(s), {runs} runs, medians)");
+    println!(
+        "Correlator benchmark ({total} records, 3 topics x 4 partitions, {workers} thread(s), {runs} runs, medians)"
+    );
     println!(
         "  wall                    {:>8.0} ns/record ({:.0} records/s)",
         per(wall),
