@@ -44,6 +44,10 @@ pub(crate) struct Node {
     /// of an event are not mapped, and the signatures reject them without
     /// touching the keys themselves.
     signatures: Vec<u64>,
+    /// Open-addressed index of the signatures: slot `h` holds a child's
+    /// index plus one (0: empty), probed linearly from the signature's
+    /// hash. A lookup is one or two probes, not a pass over every child.
+    index: Vec<u16>,
     pub(crate) targets: SmallVec<[Target; 2]>,
 }
 
@@ -57,6 +61,7 @@ impl Node {
                     None => {
                         self.children.push((head.clone(), Node::default()));
                         self.signatures.push(key_signature(head));
+                        self.reindex();
                         self.children.len() - 1
                     }
                 };
@@ -65,16 +70,44 @@ impl Node {
         }
     }
 
+    /// Rebuilds `index` for the children so far, at most half full.
+    fn reindex(&mut self) {
+        let slots = (2 * self.children.len()).next_power_of_two().max(8);
+        self.index = vec![0; slots];
+        for (i, &signature) in self.signatures.iter().enumerate() {
+            let mut h = index_slot(signature, slots);
+            while self.index[h] != 0 {
+                h = (h + 1) & (slots - 1);
+            }
+            // A mapping has a handful of pointers: far below u16::MAX keys.
+            self.index[h] = u16::try_from(i + 1).expect("fewer than 65,535 keys per object");
+        }
+    }
+
     /// The child for `key`.
     #[inline]
     pub(crate) fn child(&self, key: &str) -> Option<&Node> {
+        if self.index.is_empty() {
+            return None;
+        }
         let signature = key_signature(key);
-        self.signatures
-            .iter()
-            .zip(&self.children)
-            .find(|(s, (k, _))| **s == signature && k == key)
-            .map(|(_, (_, n))| n)
+        let mask = self.index.len() - 1;
+        let mut h = index_slot(signature, self.index.len());
+        loop {
+            let i = usize::from(self.index[h]).checked_sub(1)?;
+            if self.signatures[i] == signature && self.children[i].0 == key {
+                return Some(&self.children[i].1);
+            }
+            h = (h + 1) & mask;
+        }
     }
+}
+
+/// Where a signature's probe starts in an index of `slots` (a power of two).
+#[inline]
+fn index_slot(signature: u64, slots: usize) -> usize {
+    // Fibonacci hashing: the top bits of the product mix every byte.
+    (signature.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (slots - 1)
 }
 
 /// Length, first, second, middle and last byte of a key in one word.
@@ -138,20 +171,29 @@ impl<'de> Fields<'de> {
     }
 
     pub(crate) fn capture(&mut self, targets: &[Target], value: Raw<'de>) {
-        for target in targets {
-            let slot = match target {
-                Target::TraceId => &mut self.trace,
-                Target::Time => &mut self.time,
-                Target::Event => &mut self.event,
-                Target::Service => &mut self.service,
-                Target::Status => &mut self.status,
-                Target::EventId => &mut self.event_id,
-                Target::Attr(s) => {
-                    self.attrs.push((*s, value.clone()));
-                    continue;
+        // Nearly every mapped path feeds one target: move the value there.
+        match targets {
+            [] => {}
+            [only] => self.put(*only, value),
+            [first @ .., last] => {
+                for &target in first {
+                    self.put(target, value.clone());
                 }
-            };
-            *slot = value.clone();
+                self.put(*last, value);
+            }
+        }
+    }
+
+    #[inline]
+    fn put(&mut self, target: Target, value: Raw<'de>) {
+        match target {
+            Target::TraceId => self.trace = value,
+            Target::Time => self.time = value,
+            Target::Event => self.event = value,
+            Target::Service => self.service = value,
+            Target::Status => self.status = value,
+            Target::EventId => self.event_id = value,
+            Target::Attr(s) => self.attrs.push((s, value)),
         }
     }
 }
@@ -763,6 +805,30 @@ mod tests {
 
     fn takes_fast_path(d: &Decoder, line: &str) -> bool {
         scan(line, &d.root, &mut Fields::default()) == Scan::Done
+    }
+
+    proptest! {
+        /// The indexed lookup finds exactly the child with that key. Keys
+        /// from three letters collide in signature (length, first, second,
+        /// middle and last byte) all the time, so the index must compare
+        /// keys, not only signatures.
+        #[test]
+        fn a_child_is_found_by_its_key_and_only_by_it(
+            keys in prop::collection::vec("[abc]{0,6}", 0..40),
+            asked in prop::collection::vec("[abc]{0,6}", 0..40),
+        ) {
+            let mut node = Node::default();
+            for (i, key) in keys.iter().enumerate() {
+                node.insert(std::slice::from_ref(key), Target::Attr(i as AttrSlot));
+            }
+            for key in keys.iter().chain(&asked) {
+                let naive = node.children.iter().find(|(k, _)| k == key).map(|(_, n)| n);
+                prop_assert!(
+                    std::ptr::eq(node.child(key).map_or(std::ptr::null(), |n| n), naive.map_or(std::ptr::null(), |n| n)),
+                    "{key:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -44,6 +44,26 @@ fn reference_shape() {
 }
 
 #[test]
+fn one_field_feeding_several_targets_fills_each() {
+    // `/service` is both the service and an attribute: one pointer, two targets.
+    let journey = JOURNEY.replace(
+        r#"region = "/geo/region" }"#,
+        r#"region = "/geo/region", emitter = "/service" }"#,
+    );
+    let d = decoder("", &journey);
+    let line =
+        br#"{"ts":1,"trace_id":"t-1","service":"api-gateway","event":"transfer.requested","geo":{"region":"eu-west"}}"#;
+    let e = d.decode(line, &|_| None).unwrap();
+    assert_eq!(e.service, "api-gateway");
+    let mut attrs: Vec<_> = e.attrs.iter().map(|(_, v)| v.clone()).collect();
+    attrs.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(
+        attrs,
+        [AttrCow::Str("api-gateway".into()), AttrCow::Str("eu-west".into())]
+    );
+}
+
+#[test]
 fn nested_mapping_with_traceparent_epoch_ms_and_http_codes() {
     let d = decoder(NESTED, JOURNEY);
     let line = br#"{"meta":{"type":"ledger.posted","epoch_ms":1795342503123,"emitter":{"name":"core-ledger"},"ids":["ev-1","x"]},"ctx":{"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},"http":{"code":503}}"#;
