@@ -14,16 +14,18 @@
 //! - [`ShardStats`]: counters per journey and outcome, merged for summaries.
 //!
 //! Memory per open journey is the budget that matters at scale (SPEC asks for
-//! millions open at once): a journey is one 128-byte slab entry, a 4-byte
-//! table bucket, a 16-byte timer and a small attribute blob. State is freed the
-//! moment a journey is decided; a compact tombstone remembers the trace for
+//! millions open at once): a journey is one 128-byte slab entry, an 8-byte
+//! index bucket (the index is at most 3/4 full), a 16-byte timer and a small
+//! attribute blob. State is freed the moment a journey is decided; a compact tombstone remembers the trace for
 //! `late_horizon` so that late events never open a second journey.
 
 mod attrs;
+mod index;
 mod shard;
 mod slab;
 mod snapshot;
 mod stats;
+mod timers;
 pub mod watermark;
 
 pub use shard::{Evicted, InFlight, Shard};

@@ -7,8 +7,7 @@
 //! and `stalled`, first-seen + `orphan_timeout` for `orphan`. Two engines that
 //! see the same events per trace therefore write the same rows.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -17,8 +16,10 @@ use tacet_core::outcome::OutcomeSink;
 use tacet_core::{AttrValue, Catalog, Event, EventTime, JourneyId, NameId, Outcome, OutcomeRecord, Role, TraceKey};
 
 use crate::attrs::Blob;
+use crate::index::TraceIndex;
 use crate::slab::{Slab, Vacant};
 use crate::stats::ShardStats;
+use crate::timers::TimerQueue;
 
 /// `journey` of a trace that has steps but no start or ack yet.
 pub(crate) const PENDING: u16 = u16::MAX;
@@ -168,9 +169,9 @@ impl Interner {
 pub struct Shard<S> {
     catalog: Arc<Catalog>,
     sink: S,
-    table: HashTable<u32>,
+    table: TraceIndex,
     pub(crate) slab: Slab<OpenTrace>,
-    timers: BinaryHeap<Reverse<(EventTime, u32, u32)>>,
+    timers: TimerQueue,
     pub(crate) tombs: HashTable<Tomb>,
     tomb_buckets: BTreeMap<i64, Vec<TraceKey>>,
     pub(crate) silent: HashMap<TraceKey, SilentTomb>,
@@ -193,9 +194,9 @@ impl<S: OutcomeSink> Shard<S> {
         Self {
             catalog,
             sink,
-            table: HashTable::new(),
+            table: TraceIndex::default(),
             slab: Slab::new(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::new(),
             tombs: HashTable::new(),
             tomb_buckets: BTreeMap::new(),
             silent: HashMap::new(),
@@ -247,10 +248,10 @@ impl<S: OutcomeSink> Shard<S> {
         std::mem::take(&mut self.evicted)
     }
 
-    /// Bytes of state held per open trace beyond the slab entry (blobs and
-    /// spilled event lists), for memory reports.
+    /// Bytes of state held for the open traces: slab entries, timers,
+    /// blobs, spilled event lists and the index, for memory reports.
     pub fn approx_state_bytes(&self) -> usize {
-        let per_entry = std::mem::size_of::<OpenTrace>() + 4 + 16;
+        let per_entry = std::mem::size_of::<OpenTrace>() + 16;
         self.slab
             .iter()
             .map(|t| {
@@ -262,7 +263,8 @@ impl<S: OutcomeSink> Shard<S> {
                         0
                     }
             })
-            .sum()
+            .sum::<usize>()
+            + self.table.heap_bytes()
     }
 
     /// Moves the watermark to `watermark` (never backwards) and decides every
@@ -273,18 +275,14 @@ impl<S: OutcomeSink> Shard<S> {
             return;
         }
         self.watermark = watermark;
-        while let Some(&Reverse((at, slot, generation))) = self.timers.peek() {
-            if at >= watermark {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, slot, generation)) = self.timers.pop_before(watermark) {
             let t = self.slab.get(slot);
             if t.is_vacant() || t.generation != generation {
                 continue;
             }
             if t.timer_at > at {
                 // The timer moved later since this entry was pushed: re-arm.
-                self.timers.push(Reverse((t.timer_at, slot, generation)));
+                self.timers.push((t.timer_at, slot, generation));
                 continue;
             }
             self.on_timer(slot);
@@ -292,15 +290,22 @@ impl<S: OutcomeSink> Shard<S> {
         self.sweep_tombstones();
     }
 
-    /// A hint that an event of `trace` comes soon: starts loading its open
-    /// trace into the cache and changes nothing. Looking a trace up costs
-    /// two cache misses (the table, then the slab entry); a caller that
-    /// knows the next event while it applies this one can overlap them.
+    /// A hint that an event of `trace` comes in two events' time: starts
+    /// loading the index bucket where its lookup begins. Changes nothing.
+    /// A lookup costs two cache misses (the index, then the slab entry); a
+    /// caller that knows the events ahead overlaps them with its work.
+    #[inline]
+    pub fn prefetch_index(&self, trace: &TraceKey) {
+        self.table.prefetch(trace.table_hash());
+    }
+
+    /// A hint that an event of `trace` comes next: starts loading its open
+    /// trace (best after [`Shard::prefetch_index`]). Changes nothing.
     #[inline]
     pub fn prefetch(&self, trace: &TraceKey) {
-        // Candidates by hash alone: comparing keys would wait for the very
-        // load this is meant to start.
-        for &slot in self.table.iter_hash(trace.table_hash()).take(2) {
+        // By tag alone: comparing keys would wait for the very load this is
+        // meant to start.
+        if let Some(slot) = self.table.find(trace.table_hash(), |_| true) {
             prefetch_read(std::ptr::from_ref(self.slab.get(slot)).cast());
         }
     }
@@ -310,8 +315,8 @@ impl<S: OutcomeSink> Shard<S> {
         self.stats.events += 1;
         let hash = e.trace.table_hash();
         // An open trace has no tombstone, so most events need one probe.
-        let slot = match self.table.find(hash, |&s| self.slab.get(s).key == e.trace) {
-            Some(&slot) => slot,
+        let slot = match self.table.find(hash, |s| self.slab.get(s).key == e.trace) {
+            Some(slot) => slot,
             None => {
                 if let Ok(entry) = self.tombs.find_entry(hash, |t| t.key == e.trace) {
                     if entry.get().expires >= self.watermark {
@@ -393,10 +398,9 @@ impl<S: OutcomeSink> Shard<S> {
         trace.generation = t.generation.wrapping_add(1);
         let (at, generation, hash) = (trace.timer_at, trace.generation, trace.key.table_hash());
         *t = trace;
-        let Self { table, slab, .. } = self;
-        table.insert_unique(hash, slot, |&s| slab.get(s).key.table_hash());
+        self.table.insert(hash, slot);
         if at != EventTime::MIN {
-            self.timers.push(Reverse((at, slot, generation)));
+            self.timers.push((at, slot, generation));
         }
         self.stats.peak_open = self.stats.peak_open.max(self.slab.len() as u64);
     }
@@ -416,8 +420,7 @@ impl<S: OutcomeSink> Shard<S> {
         if let Some(text) = e.trace_text {
             t.blob.set_trace_text(text);
         }
-        let Self { table, slab, .. } = self;
-        table.insert_unique(hash, slot, |&s| slab.get(s).key.table_hash());
+        self.table.insert(hash, slot);
         let open = self.slab.len() as u64;
         self.stats.peak_open = self.stats.peak_open.max(open);
         if self.evicting && (open as f64) < self.max_open as f64 * EVICTION_EPISODE_END {
@@ -540,7 +543,7 @@ impl<S: OutcomeSink> Shard<S> {
         }
         t.generation = t.generation.wrapping_add(1);
         t.timer_at = at;
-        self.timers.push(Reverse((at, slot, t.generation)));
+        self.timers.push((at, slot, t.generation));
     }
 
     /// Writes the decision, frees the trace and leaves a tombstone.
@@ -635,9 +638,7 @@ impl<S: OutcomeSink> Shard<S> {
 
     fn release(&mut self, slot: u32) -> OpenTrace {
         let hash = self.slab.get(slot).key.table_hash();
-        if let Ok(entry) = self.table.find_entry(hash, |&s| s == slot) {
-            entry.remove();
-        }
+        self.table.remove(hash, slot);
         let t = self.slab.get_mut(slot);
         let generation = t.generation.wrapping_add(1);
         let trace = std::mem::take(t);
@@ -681,7 +682,7 @@ impl<S: OutcomeSink> Shard<S> {
     /// closest to its timer goes to the dead-letter sink, counted and
     /// tombstoned so its later events are counted as late, not re-opened.
     fn evict_one(&mut self) {
-        while let Some(Reverse((_, slot, generation))) = self.timers.pop() {
+        while let Some((_, slot, generation)) = self.timers.pop() {
             let t = self.slab.get(slot);
             if t.is_vacant() || t.generation != generation {
                 continue;
@@ -715,7 +716,7 @@ impl<S: OutcomeSink> Shard<S> {
 /// Asks the CPU to start loading the cache lines at `at` (an open trace is
 /// two lines). Only a hint: no effect on what the program computes.
 #[inline]
-fn prefetch_read(at: *const u8) {
+pub(crate) fn prefetch_read(at: *const u8) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

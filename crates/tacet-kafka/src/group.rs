@@ -365,9 +365,10 @@ impl GroupSet {
     }
 
     /// Decodes `record` ahead of [`GroupSet::record`] and starts loading
-    /// its journey's state into the cache. Decoding depends on the record
-    /// alone, so the correlator decodes the next record while it applies
-    /// this one, and the lookup's cache misses overlap the work.
+    /// the index bucket of its journey into the cache. Decoding depends on
+    /// the record alone, so the correlator decodes two records ahead of the
+    /// one it applies, and the lookup's cache misses overlap the work (see
+    /// [`GroupSet::prefetch`] for the second).
     pub(crate) fn prepare<'a>(&self, record: &Record<'a>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Prepared<'a> {
         let payload = record.payload.unwrap_or(&[]);
         let decoded = if payload.len() > self.shared.opts.max_line_bytes {
@@ -380,9 +381,18 @@ impl GroupSet {
             _ => None,
         };
         if let (Some((key, _)), Some(g)) = (&trace, self.groups.get(&record.partition)) {
-            g.shard.prefetch(key);
+            g.shard.prefetch_index(key);
         }
         Prepared { decoded, trace }
+    }
+
+    /// Starts loading the open journey of a prepared record, one record
+    /// before it is applied (its index bucket is in the cache by then).
+    #[inline]
+    pub(crate) fn prefetch(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
+        if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(&record.partition)) {
+            g.shard.prefetch(key);
+        }
     }
 
     /// One Kafka record, decoded by [`GroupSet::prepare`]; `header` looks up
@@ -390,7 +400,7 @@ impl GroupSet {
     pub(crate) fn record<'a>(
         &mut self,
         record: Record<'a>,
-        prepared: Prepared<'a>,
+        prepared: &Prepared<'a>,
         header: &dyn Fn(&str) -> Option<&'a [u8]>,
         now: Instant,
     ) -> Result<(), RunError> {
@@ -443,7 +453,7 @@ impl GroupSet {
         let Prepared { decoded, trace } = prepared;
         let decoded = match decoded {
             Ok(d) => d,
-            Err(reason) => {
+            &Err(reason) => {
                 stats.errors[reason.index()] += 1;
                 if let Some(m) = &shared.metrics {
                     m.decode_errors
