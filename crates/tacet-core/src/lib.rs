@@ -20,6 +20,7 @@
 pub mod catalog;
 pub mod config;
 pub mod event;
+pub mod hint;
 pub mod outcome;
 pub mod pointer;
 

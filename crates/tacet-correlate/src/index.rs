@@ -122,7 +122,7 @@ impl TraceIndex {
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         if !self.buckets.is_empty() {
-            crate::shard::prefetch_read(std::ptr::from_ref(&self.buckets[self.home(tag(hash))]).cast());
+            tacet_core::hint::prefetch_line(std::ptr::from_ref(&self.buckets[self.home(tag(hash))]).cast());
         }
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use smallvec::SmallVec;
+use tacet_core::hint::prefetch_line;
 use tacet_core::outcome::OutcomeSink;
 use tacet_core::{AttrValue, Catalog, Event, EventTime, JourneyId, NameId, Outcome, OutcomeRecord, Role, TraceKey};
 
@@ -306,7 +307,10 @@ impl<S: OutcomeSink> Shard<S> {
         // By tag alone: comparing keys would wait for the very load this is
         // meant to start.
         if let Some(slot) = self.table.find(trace.table_hash(), |_| true) {
-            prefetch_read(std::ptr::from_ref(self.slab.get(slot)).cast());
+            // An open trace is two cache lines.
+            let at: *const u8 = std::ptr::from_ref(self.slab.get(slot)).cast();
+            prefetch_line(at);
+            prefetch_line(at.wrapping_add(64));
         }
     }
 
@@ -713,23 +717,6 @@ impl<S: OutcomeSink> Shard<S> {
 }
 
 /// The earliest event time of a trace.
-/// Asks the CPU to start loading the cache lines at `at` (an open trace is
-/// two lines). Only a hint: no effect on what the program computes.
-#[inline]
-pub(crate) fn prefetch_read(at: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: prefetching never faults, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(at.cast());
-            _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(64).cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = at;
-}
-
 fn first_seen(events: &[Seen]) -> EventTime {
     events.iter().map(|s| s.time).min().unwrap_or(EventTime::MAX)
 }

@@ -115,6 +115,11 @@ impl Batch {
             ahead[i] = Some(self.prepare(set, slot));
         }
         for i in 0..self.slots.len() {
+            // The poll thread wrote the payloads on another core: start
+            // moving the one decoded next-but-one step into this core's cache.
+            if let Some(range) = self.slots.get(i + DEPTH).and_then(|s| s.payload.clone()) {
+                tacet_core::hint::prefetch_bytes(&self.bytes[range]);
+            }
             if let Some(later) = self.slots.get(i + DEPTH - 1) {
                 ahead[(i + DEPTH - 1) % DEPTH] = Some(self.prepare(set, later));
             }
