@@ -16,23 +16,52 @@ const FROM_START: u8 = 0x80;
 /// Longest string kept (a two-byte varint length): 32 KiB.
 const MAX_STR: usize = (1 << 15) - 1;
 
+/// Slots below this are mirrored in [`Blob`]'s masks.
+const MASKED_SLOTS: AttrSlot = 32;
+
 #[derive(Default)]
-pub(crate) struct Blob(Option<Box<[u8]>>);
+pub(crate) struct Blob {
+    bytes: Option<Box<[u8]>>,
+    /// Bit `s`: slot `s` (below [`MASKED_SLOTS`]) has a value in `bytes`.
+    /// Most events bring nothing new (their journey has their attributes
+    /// already), and these masks tell so without reading `bytes`, a
+    /// separate allocation and so a cache miss.
+    present: u32,
+    /// Bit `s`: slot `s`'s value came from the start event.
+    from_start: u32,
+}
 
 impl Blob {
     pub(crate) fn clear(&mut self) {
-        self.0 = None;
+        *self = Self::default();
     }
 
     fn entries(&self) -> Entries<'_> {
         Entries {
-            rest: self.0.as_deref().unwrap_or(&[]),
+            rest: self.bytes.as_deref().unwrap_or(&[]),
         }
     }
 
+    /// Replaces the bytes, and the masks with theirs.
+    fn set_bytes(&mut self, bytes: &[u8]) {
+        // A fresh exact-size allocation: shrinking in place would keep the larger block.
+        self.bytes = (!bytes.is_empty()).then(|| Box::from(bytes));
+        (self.present, self.from_start) = (0, 0);
+        for e in (Entries { rest: bytes }) {
+            if e.tag != TAG_TRACE_TEXT && e.slot < MASKED_SLOTS {
+                self.present |= 1 << e.slot;
+                if e.flags & FROM_START != 0 {
+                    self.from_start |= 1 << e.slot;
+                }
+            }
+        }
+    }
+
+    /// The trace id text, always the first entry when there is one.
     pub(crate) fn trace_text(&self) -> Option<&str> {
         self.entries()
-            .find(|e| e.tag == TAG_TRACE_TEXT)
+            .next()
+            .filter(|e| e.tag == TAG_TRACE_TEXT)
             .map(|e| std::str::from_utf8(e.payload).expect("stored from &str"))
     }
 
@@ -48,22 +77,28 @@ impl Blob {
             })
     }
 
+    /// Sets the trace id text (once, before any attribute).
     pub(crate) fn set_trace_text(&mut self, text: &str) {
-        let mut out = self.0.take().map(Vec::from).unwrap_or_default();
+        let mut out = Vec::new();
         push(&mut out, 0, TAG_TRACE_TEXT, text.as_bytes());
-        // A fresh exact-size allocation: shrinking in place would keep the larger block.
-        self.0 = Some(Box::from(&out[..]));
+        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+            push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
+        }
+        self.set_bytes(&out);
     }
 
     /// Merges an event's attributes: a slot keeps its first value unless the
     /// new one comes from the start event and the old one did not.
     pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrValue<'_>)], from_start: bool) {
-        // One pass over the blob: which slots are present, which from the start.
-        let (mut present, mut from_start_mask) = (0u128, 0u128);
-        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
-            present |= 1 << e.slot;
-            if e.flags & FROM_START != 0 {
-                from_start_mask |= 1 << e.slot;
+        // Which slots are present, which from the start: from the masks
+        // when they cover every slot of the event, else one pass over the blob.
+        let (mut present, mut from_start_mask) = (u128::from(self.present), u128::from(self.from_start));
+        if attrs.iter().any(|(slot, _)| *slot >= MASKED_SLOTS) {
+            for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+                present |= 1 << e.slot;
+                if e.flags & FROM_START != 0 {
+                    from_start_mask |= 1 << e.slot;
+                }
             }
         }
         let mut replaced = 0u128;
@@ -76,7 +111,7 @@ impl Blob {
         if replaced == 0 {
             return;
         }
-        let mut out = Vec::with_capacity(self.0.as_ref().map_or(0, |b| b.len()) + 64);
+        let mut out = Vec::with_capacity(self.heap_bytes() + 64);
         for e in self.entries() {
             if e.tag == TAG_TRACE_TEXT || replaced & (1 << e.slot) == 0 {
                 push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
@@ -103,8 +138,7 @@ impl Blob {
                 AttrValue::Bool(false) => push(&mut out, head, TAG_FALSE, &[]),
             }
         }
-        // A fresh exact-size allocation: shrinking in place would keep the larger block.
-        self.0 = Some(Box::from(&out[..]));
+        self.set_bytes(&out);
     }
 
     /// Every attribute value by slot, in one pass: `f(slot, value)`.
@@ -126,17 +160,23 @@ impl Blob {
 
     /// The packed bytes, for a state snapshot.
     pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
-        self.0.as_deref()
+        self.bytes.as_deref()
     }
 
     /// A blob from snapshot bytes, or `None` when they are not a well-formed
-    /// blob (checked here so that reading it later never goes out of bounds).
+    /// blob (checked here so that reading it later never goes out of bounds,
+    /// and a trace id text is only ever first).
     pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Blob> {
         let mut rest = bytes;
+        let mut first = true;
         while !rest.is_empty() {
             let [_, tag, tail @ ..] = rest else {
                 return None;
             };
+            if *tag == TAG_TRACE_TEXT && !first {
+                return None;
+            }
+            first = false;
             rest = match *tag {
                 TAG_STR | TAG_TRACE_TEXT => {
                     let (len, head) = match tail {
@@ -153,11 +193,13 @@ impl Blob {
                 _ => return None,
             };
         }
-        Some(Blob((!bytes.is_empty()).then(|| Box::from(bytes))))
+        let mut blob = Blob::default();
+        blob.set_bytes(bytes);
+        Some(blob)
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |b| b.len())
+        self.bytes.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -222,7 +264,83 @@ impl<'a> Iterator for Entries<'a> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Value {
+        Str(String),
+        Num(f64),
+        Bool(bool),
+    }
+
+    impl Value {
+        fn as_attr(&self) -> AttrValue<'_> {
+            match self {
+                Value::Str(s) => AttrValue::Str(s),
+                Value::Num(n) => AttrValue::Num(*n),
+                Value::Bool(b) => AttrValue::Bool(*b),
+            }
+        }
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "[a-z]{0,12}".prop_map(Value::Str),
+            (-1e6f64..1e6).prop_map(Value::Num),
+            any::<bool>().prop_map(Value::Bool),
+        ]
+    }
+
+    proptest! {
+        /// The blob against a map of slot → (value, from start), through
+        /// merges of slots on both sides of the masks' reach, a trace text
+        /// set at any point, and snapshot round trips.
+        #[test]
+        fn merges_as_the_first_value_rule_says(
+            merges in prop::collection::vec(
+                (prop::collection::vec((0u16..40, value()), 0..6), any::<bool>()),
+                0..12,
+            ),
+            text_at in 0usize..13,
+        ) {
+            let mut blob = Blob::default();
+            let mut model: BTreeMap<AttrSlot, (Value, bool)> = BTreeMap::new();
+            for (i, (attrs, from_start)) in merges.iter().enumerate() {
+                if i == text_at {
+                    blob.set_trace_text("order-17");
+                }
+                let values: Vec<(AttrSlot, AttrValue<'_>)> = attrs.iter().map(|(s, v)| (*s, v.as_attr())).collect();
+                blob.merge(&values, *from_start);
+                let mut seen = Vec::new();
+                for (slot, v) in attrs {
+                    if seen.contains(slot) {
+                        continue; // a slot listed twice keeps its first value
+                    }
+                    seen.push(*slot);
+                    let replace = match model.get(slot) {
+                        None => true,
+                        Some((_, old_from_start)) => *from_start && !old_from_start,
+                    };
+                    if replace {
+                        model.insert(*slot, (v.clone(), *from_start));
+                    }
+                }
+                // Through a snapshot and back, half of the time.
+                if i % 2 == 1 {
+                    blob = Blob::from_bytes(blob.as_bytes().unwrap_or(&[])).expect("well formed");
+                }
+                for slot in 0u16..40 {
+                    let expected = model.get(&slot).map(|(v, _)| v.as_attr());
+                    prop_assert_eq!(blob.attr(slot), expected, "slot {}", slot);
+                }
+                prop_assert_eq!(blob.trace_text(), (i >= text_at).then_some("order-17"));
+            }
+        }
+    }
 
     #[test]
     fn first_value_wins_unless_start_overrides() {
@@ -238,6 +356,19 @@ mod tests {
         assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)), "the first start value stays");
         assert_eq!(b.trace_text(), Some("order-17"));
         assert_eq!(b.attr(3), None);
+    }
+
+    #[test]
+    fn a_trace_text_after_an_attribute_is_not_a_well_formed_blob() {
+        let mut bytes = Vec::new();
+        push(&mut bytes, 0, TAG_NUM, &1.0f64.to_le_bytes());
+        push(&mut bytes, 0, TAG_TRACE_TEXT, b"order-17");
+        assert!(Blob::from_bytes(&bytes).is_none());
+        let mut b = Blob::default();
+        b.merge(&[(0, AttrValue::Num(1.0))], false);
+        b.set_trace_text("order-17");
+        let restored = Blob::from_bytes(b.as_bytes().unwrap()).expect("written first");
+        assert_eq!(restored.trace_text(), Some("order-17"));
     }
 
     #[test]
