@@ -16,45 +16,23 @@ const FROM_START: u8 = 0x80;
 /// Longest string kept (a two-byte varint length): 32 KiB.
 const MAX_STR: usize = (1 << 15) - 1;
 
-/// Slots below this are mirrored in [`Blob`]'s masks.
-const MASKED_SLOTS: AttrSlot = 32;
-
 #[derive(Default)]
-pub(crate) struct Blob {
-    bytes: Option<Box<[u8]>>,
-    /// Bit `s`: slot `s` (below [`MASKED_SLOTS`]) has a value in `bytes`.
-    /// Most events bring nothing new (their journey has their attributes
-    /// already), and these masks tell so without reading `bytes`, a
-    /// separate allocation and so a cache miss.
-    present: u32,
-    /// Bit `s`: slot `s`'s value came from the start event.
-    from_start: u32,
-}
+pub(crate) struct Blob(Option<Box<[u8]>>);
 
 impl Blob {
     pub(crate) fn clear(&mut self) {
-        *self = Self::default();
+        self.0 = None;
     }
 
     fn entries(&self) -> Entries<'_> {
         Entries {
-            rest: self.bytes.as_deref().unwrap_or(&[]),
+            rest: self.0.as_deref().unwrap_or(&[]),
         }
     }
 
-    /// Replaces the bytes, and the masks with theirs.
     fn set_bytes(&mut self, bytes: &[u8]) {
         // A fresh exact-size allocation: shrinking in place would keep the larger block.
-        self.bytes = (!bytes.is_empty()).then(|| Box::from(bytes));
-        (self.present, self.from_start) = (0, 0);
-        for e in (Entries { rest: bytes }) {
-            if e.tag != TAG_TRACE_TEXT && e.slot < MASKED_SLOTS {
-                self.present |= 1 << e.slot;
-                if e.flags & FROM_START != 0 {
-                    self.from_start |= 1 << e.slot;
-                }
-            }
-        }
+        self.0 = (!bytes.is_empty()).then(|| Box::from(bytes));
     }
 
     /// The trace id text, always the first entry when there is one.
@@ -90,15 +68,12 @@ impl Blob {
     /// Merges an event's attributes: a slot keeps its first value unless the
     /// new one comes from the start event and the old one did not.
     pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrValue<'_>)], from_start: bool) {
-        // Which slots are present, which from the start: from the masks
-        // when they cover every slot of the event, else one pass over the blob.
-        let (mut present, mut from_start_mask) = (u128::from(self.present), u128::from(self.from_start));
-        if attrs.iter().any(|(slot, _)| *slot >= MASKED_SLOTS) {
-            for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
-                present |= 1 << e.slot;
-                if e.flags & FROM_START != 0 {
-                    from_start_mask |= 1 << e.slot;
-                }
+        // One pass over the blob: which slots are present, which from the start.
+        let (mut present, mut from_start_mask) = (0u128, 0u128);
+        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+            present |= 1 << e.slot;
+            if e.flags & FROM_START != 0 {
+                from_start_mask |= 1 << e.slot;
             }
         }
         let mut replaced = 0u128;
@@ -160,7 +135,7 @@ impl Blob {
 
     /// The packed bytes, for a state snapshot.
     pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
-        self.bytes.as_deref()
+        self.0.as_deref()
     }
 
     /// A blob from snapshot bytes, or `None` when they are not a well-formed
@@ -199,7 +174,7 @@ impl Blob {
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.bytes.as_ref().map_or(0, |b| b.len())
+        self.0.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -297,8 +272,7 @@ mod tests {
 
     proptest! {
         /// The blob against a map of slot → (value, from start), through
-        /// merges of slots on both sides of the masks' reach, a trace text
-        /// set at any point, and snapshot round trips.
+        /// merges, a trace text set at any point, and snapshot round trips.
         #[test]
         fn merges_as_the_first_value_rule_says(
             merges in prop::collection::vec(

@@ -366,9 +366,10 @@ impl GroupSet {
 
     /// Decodes `record` ahead of [`GroupSet::record`] and starts loading
     /// the index bucket of its journey into the cache. Decoding depends on
-    /// the record alone, so the correlator decodes two records ahead of the
-    /// one it applies, and the lookup's cache misses overlap the work (see
-    /// [`GroupSet::prefetch`] for the second).
+    /// the record alone, so the correlator decodes three records ahead of
+    /// the one it applies, and the lookup's cache misses overlap the work
+    /// (see [`GroupSet::prefetch`] and [`GroupSet::prefetch_attrs`] for the
+    /// next ones).
     pub(crate) fn prepare<'a>(&self, record: &Record<'a>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Prepared<'a> {
         let payload = record.payload.unwrap_or(&[]);
         let decoded = if payload.len() > self.shared.opts.max_line_bytes {
@@ -386,12 +387,21 @@ impl GroupSet {
         Prepared { decoded, trace }
     }
 
-    /// Starts loading the open journey of a prepared record, one record
+    /// Starts loading the open journey of a prepared record, two records
     /// before it is applied (its index bucket is in the cache by then).
     #[inline]
     pub(crate) fn prefetch(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
         if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(&record.partition)) {
             g.shard.prefetch(key);
+        }
+    }
+
+    /// Starts loading the attributes of a prepared record's journey, one
+    /// record before it is applied (its open journey is in the cache by then).
+    #[inline]
+    pub(crate) fn prefetch_attrs(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
+        if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(&record.partition)) {
+            g.shard.prefetch_attrs(key);
         }
     }
 
