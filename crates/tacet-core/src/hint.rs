@@ -16,13 +16,14 @@ pub fn prefetch_line(at: *const u8) {
     let _ = at;
 }
 
-/// Starts loading every cache line of `bytes`.
+/// Starts loading every cache line of `items`.
 #[inline]
-pub fn prefetch_bytes(bytes: &[u8]) {
+pub fn prefetch_slice<T>(items: &[T]) {
     const LINE: usize = 64;
-    let start = bytes.as_ptr();
+    let start: *const u8 = items.as_ptr().cast();
+    let len = std::mem::size_of_val(items);
     let mut offset = 0;
-    while offset < bytes.len() {
+    while offset < len {
         prefetch_line(start.wrapping_add(offset));
         offset += LINE;
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 use smallvec::SmallVec;
-use tacet_core::hint::prefetch_line;
+use tacet_core::hint::{prefetch_line, prefetch_slice};
 use tacet_core::outcome::OutcomeSink;
 use tacet_core::{AttrValue, Catalog, Event, EventTime, JourneyId, NameId, Outcome, OutcomeRecord, Role, TraceKey};
 
@@ -318,15 +318,21 @@ impl<S: OutcomeSink> Shard<S> {
     }
 
     /// A hint that an event of `trace` comes next (best after
-    /// [`Shard::prefetch`] one event earlier): starts loading its attribute
-    /// blob, a separate allocation that the event's merge, or its decision,
-    /// reads. Changes nothing.
+    /// [`Shard::prefetch`] one event earlier): starts loading what its open
+    /// trace keeps in separate allocations, which the event reads: the
+    /// attribute blob, and the event list once it outgrew its inline room
+    /// (the duplicate check reads it). Changes nothing.
     #[inline]
     pub fn prefetch_attrs(&self, trace: &TraceKey) {
-        if let Some(slot) = self.table.find(trace.table_hash(), |_| true)
-            && let Some(bytes) = self.slab.get(slot).blob.as_bytes()
-        {
-            tacet_core::hint::prefetch_bytes(bytes);
+        let Some(slot) = self.table.find(trace.table_hash(), |_| true) else {
+            return;
+        };
+        let t = self.slab.get(slot);
+        if let Some(bytes) = t.blob.as_bytes() {
+            prefetch_slice(bytes);
+        }
+        if t.events.spilled() {
+            prefetch_slice(&t.events);
         }
     }
 

@@ -124,7 +124,7 @@ impl Batch {
                 tacet_core::hint::prefetch_line(std::ptr::from_ref(slot).cast());
             }
             if let Some(range) = self.slots.get(i + DEPTH).and_then(|s| s.payload.clone()) {
-                tacet_core::hint::prefetch_bytes(&self.bytes[range]);
+                tacet_core::hint::prefetch_slice(&self.bytes[range]);
             }
             if let Some(later) = self.slots.get(i + DEPTH - 1) {
                 ahead[(i + DEPTH - 1) % DEPTH] = Some(self.prepare(set, later));
