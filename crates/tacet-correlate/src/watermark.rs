@@ -81,7 +81,15 @@ impl Watermarks {
     /// The watermark at wall-clock `now`; `None` before the first event. It
     /// never moves backwards and never jumps to the current time.
     pub fn watermark(&mut self, now: Instant) -> Option<EventTime> {
-        let idle = |p: &Partition| self.idle_timeout.is_some_and(|t| now.duration_since(p.last_data) >= t);
+        // Idle: `now - last_data >= timeout`, i.e. `last_data <= now - timeout`.
+        // One clock subtraction per call instead of one per partition: this
+        // runs for every event.
+        let idle_since = match self.idle_timeout {
+            None => None,
+            // Nothing is idle before `timeout` has passed since the clock's origin.
+            Some(t) => now.checked_sub(t).map(|at| (at, t.is_zero())),
+        };
+        let idle = |p: &Partition| idle_since.is_some_and(|(at, zero)| zero || p.last_data <= at);
         let mut candidate: Option<Option<EventTime>> = None;
         for p in self.partitions.iter().filter(|p| !p.finished && !idle(p)) {
             let w = p.max_seen.map(|m| m.saturating_sub(self.lateness_ms));
@@ -161,6 +169,24 @@ mod tests {
         assert_eq!(w.watermark(t0 + 46 * S), Some(1_015_000));
         w.observe(0, 1_100_000, t0 + 47 * S);
         assert_eq!(w.watermark(t0 + 47 * S), Some(1_100_000));
+    }
+
+    #[test]
+    fn a_partition_is_idle_from_exactly_idle_timeout() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, Duration::ZERO, Some(30 * S), t0);
+        w.observe(0, 500_000, t0);
+        w.observe(1, 200_000, t0);
+        let ns = Duration::from_nanos(1);
+        // Partition 0 keeps talking; partition 1 went quiet at t0.
+        w.observe(0, 600_000, t0 + 30 * S - ns);
+        assert_eq!(
+            w.watermark(t0 + 30 * S - ns),
+            Some(200_000),
+            "not idle a nanosecond before"
+        );
+        w.observe(0, 600_000, t0 + 30 * S);
+        assert_eq!(w.watermark(t0 + 30 * S), Some(600_000), "idle at exactly the timeout");
     }
 
     #[test]
