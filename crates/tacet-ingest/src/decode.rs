@@ -85,7 +85,7 @@ impl Node {
     }
 
     /// The child for `key`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn child(&self, key: &str) -> Option<&Node> {
         if self.index.is_empty() {
             return None;

@@ -247,7 +247,7 @@ impl<'a> Scanner<'a> {
 
     /// The rest of a string whose `"` was just read, when it has no escape
     /// and no control character (anything else falls back).
-    #[inline]
+    #[inline(always)]
     fn plain_string(&mut self) -> Step<&'a str> {
         let start = self.at;
         let end = special_byte(self.bytes, start);
