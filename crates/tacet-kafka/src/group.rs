@@ -268,11 +268,24 @@ pub struct Record<'a> {
     pub payload: Option<&'a [u8]>,
 }
 
-/// A record decoded ahead of being applied.
+/// A record decoded ahead of being applied, in a slot the correlator
+/// reuses (see [`GroupSet::prepare`]).
 pub(crate) struct Prepared<'a> {
-    decoded: Result<Decoded<'a>, DecodeError>,
+    /// Meaningful when `result` is `Ok`.
+    decoded: Decoded<'a>,
+    result: Result<(), DecodeError>,
     /// The trace key of a decoded event of some journey.
     trace: Option<(TraceKey, bool)>,
+}
+
+impl Default for Prepared<'_> {
+    fn default() -> Self {
+        Self {
+            decoded: Decoded::default(),
+            result: Ok(()),
+            trace: None,
+        }
+    }
 }
 
 /// The groups one correlator thread owns, and its share of the counters.
@@ -364,27 +377,33 @@ impl GroupSet {
             .collect())
     }
 
-    /// Decodes `record` ahead of [`GroupSet::record`] and starts loading
+    /// Decodes `record` into `out` ahead of [`GroupSet::record`] and starts loading
     /// the index bucket of its journey into the cache. Decoding depends on
     /// the record alone, so the correlator decodes three records ahead of
     /// the one it applies, and the lookup's cache misses overlap the work
     /// (see [`GroupSet::prefetch`] and [`GroupSet::prefetch_attrs`] for the
     /// next ones).
-    pub(crate) fn prepare<'a>(&self, record: &Record<'a>, header: &dyn Fn(&str) -> Option<&'a [u8]>) -> Prepared<'a> {
+    pub(crate) fn prepare<'a>(
+        &self,
+        record: &Record<'a>,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+        out: &mut Prepared<'a>,
+    ) {
         let payload = record.payload.unwrap_or(&[]);
-        let decoded = if payload.len() > self.shared.opts.max_line_bytes {
+        out.result = if payload.len() > self.shared.opts.max_line_bytes {
             Err(DecodeError::OversizedLine)
         } else {
-            self.shared.topics[record.topic].decoder.decode(payload, header)
+            self.shared.topics[record.topic]
+                .decoder
+                .decode_into(payload, header, &mut out.decoded)
         };
-        let trace = match &decoded {
-            Ok(d) if d.name.is_some() => Some(TraceKey::from_text(&d.trace_id)),
+        out.trace = match out.result {
+            Ok(()) if out.decoded.name.is_some() => Some(TraceKey::from_text(&out.decoded.trace_id)),
             _ => None,
         };
-        if let (Some((key, _)), Some(g)) = (&trace, self.groups.get(&record.partition)) {
+        if let (Some((key, _)), Some(g)) = (&out.trace, self.groups.get(&record.partition)) {
             g.shard.prefetch_index(key);
         }
-        Prepared { decoded, trace }
     }
 
     /// Starts loading the open journey of a prepared record, two records
@@ -460,10 +479,10 @@ impl GroupSet {
         stats.records += 1;
         let payload = payload.unwrap_or(&[]);
         stats.bytes += payload.len() as u64;
-        let Prepared { decoded, trace } = prepared;
-        let decoded = match decoded {
-            Ok(d) => d,
-            &Err(reason) => {
+        let Prepared { decoded, result, trace } = prepared;
+        match *result {
+            Ok(()) => {}
+            Err(reason) => {
                 stats.errors[reason.index()] += 1;
                 if let Some(m) = &shared.metrics {
                     m.decode_errors

@@ -112,9 +112,11 @@ impl Batch {
     fn apply(&self, set: &mut GroupSet) -> Result<(), RunError> {
         const DEPTH: usize = 4;
         let now = self.polled_at.unwrap_or_else(Instant::now);
-        let mut ahead = [None, None, None, None];
+        let mut views = [None, None, None, None];
+        let mut prepared: [Prepared<'_>; DEPTH] = Default::default();
         for (i, slot) in self.slots.iter().take(DEPTH - 1).enumerate() {
-            ahead[i] = Some(self.prepare(set, slot));
+            let (record, header) = views[i].insert(self.view(slot));
+            set.prepare(record, &*header, &mut prepared[i]);
         }
         for i in 0..self.slots.len() {
             // The poll thread wrote the batch on another core: start moving
@@ -127,30 +129,20 @@ impl Batch {
                 tacet_core::hint::prefetch_slice(&self.bytes[range]);
             }
             if let Some(later) = self.slots.get(i + DEPTH - 1) {
-                ahead[(i + DEPTH - 1) % DEPTH] = Some(self.prepare(set, later));
+                let k = (i + DEPTH - 1) % DEPTH;
+                let (record, header) = views[k].insert(self.view(later));
+                set.prepare(record, &*header, &mut prepared[k]);
             }
-            if let Some((record, _, prepared)) = &ahead[(i + 2) % DEPTH] {
-                set.prefetch(record, prepared);
+            if let Some((record, _)) = &views[(i + 2) % DEPTH] {
+                set.prefetch(record, &prepared[(i + 2) % DEPTH]);
             }
-            if let Some((record, _, prepared)) = &ahead[(i + 1) % DEPTH] {
-                set.prefetch_attrs(record, prepared);
+            if let Some((record, _)) = &views[(i + 1) % DEPTH] {
+                set.prefetch_attrs(record, &prepared[(i + 1) % DEPTH]);
             }
-            let (record, header, prepared) = ahead[i % DEPTH].as_ref().expect("prepared ahead");
-            set.record(*record, prepared, header, now)?;
+            let (record, header) = views[i % DEPTH].as_ref().expect("prepared ahead");
+            set.record(*record, &prepared[i % DEPTH], header, now)?;
         }
         Ok(())
-    }
-
-    /// The record in `slot`, a lookup of its headers, and its decoding.
-    #[inline]
-    fn prepare<'b>(
-        &'b self,
-        set: &GroupSet,
-        slot: &Slot,
-    ) -> (Record<'b>, impl Fn(&str) -> Option<&'b [u8]> + use<'b>, Prepared<'b>) {
-        let (record, header) = self.view(slot);
-        let prepared = set.prepare(&record, &header);
-        (record, header, prepared)
     }
 
     /// The record in `slot` and a lookup of its headers.
