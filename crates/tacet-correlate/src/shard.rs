@@ -307,14 +307,22 @@ impl<S: OutcomeSink> Shard<S> {
     /// trace (best after [`Shard::prefetch_index`]). Changes nothing.
     #[inline]
     pub fn prefetch(&self, trace: &TraceKey) {
-        // By tag alone: comparing keys would wait for the very load this is
-        // meant to start.
-        if let Some(slot) = self.table.find(trace.table_hash(), |_| true) {
+        if let Some(t) = self.open_by_tag(trace) {
             // An open trace is two cache lines.
-            let at: *const u8 = std::ptr::from_ref(self.slab.get(slot)).cast();
+            let at: *const u8 = std::ptr::from_ref(t).cast();
             prefetch_line(at);
             prefetch_line(at.wrapping_add(64));
         }
+    }
+
+    /// The open trace whose index entry has `trace`'s tag, without comparing
+    /// keys: for hints, where comparing would wait for the very load they
+    /// are meant to start (a tag is shared one time in four billion).
+    #[inline]
+    fn open_by_tag(&self, trace: &TraceKey) -> Option<&OpenTrace> {
+        self.table
+            .find(trace.table_hash(), |_| true)
+            .map(|slot| self.slab.get(slot))
     }
 
     /// A hint that an event of `trace` comes next (best after
@@ -324,10 +332,9 @@ impl<S: OutcomeSink> Shard<S> {
     /// (the duplicate check reads it). Changes nothing.
     #[inline]
     pub fn prefetch_attrs(&self, trace: &TraceKey) {
-        let Some(slot) = self.table.find(trace.table_hash(), |_| true) else {
+        let Some(t) = self.open_by_tag(trace) else {
             return;
         };
-        let t = self.slab.get(slot);
         if let Some(bytes) = t.blob.as_bytes() {
             prefetch_slice(bytes);
         }
