@@ -40,3 +40,34 @@ pub fn generated_events(catalog: &tacet_core::Catalog, journeys: u64, seed: u64)
     .expect("generating into memory cannot fail");
     events
 }
+
+/// The topics of the Kafka benchmarks: one per step family, as each
+/// service writes its own.
+pub const TOPICS: [&str; 3] = ["payments", "ledger", "notify"];
+
+/// The index in [`TOPICS`] of the topic an event named `event` is written to.
+pub fn topic_of(event: &str) -> usize {
+    if event.starts_with("ledger.") {
+        1
+    } else if event.starts_with("notify.") {
+        2
+    } else {
+        0
+    }
+}
+
+/// `config` reading [`TOPICS`] from `brokers` as consumer group `group`.
+pub fn with_kafka_source(config: &tacet_core::Config, brokers: &str, group: &str) -> tacet_core::Config {
+    let mut config = config.clone();
+    config.sources = vec![tacet_core::config::SourceConfig {
+        name: "events".into(),
+        kind: Some(tacet_core::config::SourceKind::Kafka),
+        brokers: Some(brokers.into()),
+        topics: TOPICS.iter().map(|t| t.to_string()).collect(),
+        group_id: Some(group.into()),
+        properties: Default::default(),
+        partitioning: Default::default(),
+        fields: Default::default(),
+    }];
+    config
+}

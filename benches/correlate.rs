@@ -21,8 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tacet_bench::{env_or, generated_events, median};
-use tacet_core::config::{SourceConfig, SourceKind};
+use tacet_bench::{TOPICS, env_or, generated_events, median, topic_of, with_kafka_source};
 use tacet_core::{Catalog, Config};
 use tacet_kafka::engine::{Engine, Layout};
 use tacet_kafka::errors::RunErrors;
@@ -31,7 +30,6 @@ use tacet_kafka::group::Record;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const TOPICS: [&str; 3] = ["payments", "ledger", "notify"];
 const PARTITIONS: i32 = 4;
 
 /// One record as a broker would hand it over.
@@ -74,17 +72,7 @@ fn main() {
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let workers: usize = env_or("TACET_BENCH_WORKERS", 1);
 
-    let mut config = Config::embedded_default();
-    config.sources = vec![SourceConfig {
-        name: "events".into(),
-        kind: Some(SourceKind::Kafka),
-        brokers: Some("127.0.0.1:9".into()),
-        topics: TOPICS.iter().map(|t| t.to_string()).collect(),
-        group_id: Some("bench".into()),
-        properties: Default::default(),
-        partitioning: Default::default(),
-        fields: Default::default(),
-    }];
+    let config = with_kafka_source(&Config::embedded_default(), "127.0.0.1:9", "bench");
     let plan = config.kafka_plan().unwrap();
     let catalog = Catalog::new(&config).unwrap();
     let events = generated_events(&catalog, journeys, 3);
@@ -104,13 +92,7 @@ fn main() {
         // routed like any record and end in the dead-letter sink.
         let value: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
         let name = value["event"].as_str().unwrap_or("");
-        let topic = if name.starts_with("ledger.") {
-            1
-        } else if name.starts_with("notify.") {
-            2
-        } else {
-            0
-        };
+        let topic = topic_of(name);
         // A fixed-key hasher: the same routing every run.
         let mut h = std::hash::DefaultHasher::new();
         value["trace_id"].as_str().unwrap_or("").hash(&mut h);
@@ -134,16 +116,9 @@ fn main() {
     let mut cpus = Vec::new();
     for run in 0..runs {
         let dir = tempfile::tempdir().unwrap();
-        let opts = tacet_kafka::EngineOptions {
-            out_dir: dir.path().to_path_buf(),
-            state_dir: dir.path().join("state"),
-            flush_rows: config.output.flush_rows,
-            max_open_journeys: config.engine.max_open_journeys,
-            allowed_lateness: config.engine.allowed_lateness,
-            idle_timeout: config.engine.idle_timeout,
-            max_line_bytes: config.engine.max_line_bytes,
-            workers,
-        };
+        let mut opts =
+            tacet_kafka::EngineOptions::from_config(&config, dir.path().to_path_buf(), dir.path().join("state"));
+        opts.workers = workers;
         let mut engine = Engine::new(
             &config,
             &plan,

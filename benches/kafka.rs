@@ -22,13 +22,11 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tacet_bench::{env_or, generated_events, median};
+use tacet_bench::{TOPICS, env_or, generated_events, median, topic_of, with_kafka_source};
 use tacet_core::{Catalog, Config};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const TOPICS: [&str; 3] = ["payments", "ledger", "notify"];
 
 struct Broker(Child);
 
@@ -107,13 +105,7 @@ fn main() {
             .and_then(|v| v.get("event"))
             .and_then(|t| t.as_str())
             .unwrap_or("");
-        let topic = if name.starts_with("ledger.") {
-            "ledger"
-        } else if name.starts_with("notify.") {
-            "notify"
-        } else {
-            "payments"
-        };
+        let topic = TOPICS[topic_of(name)];
         let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(line);
         loop {
             match producer.send(record) {
@@ -163,29 +155,12 @@ fn main() {
         std::hint::black_box(bytes);
 
         // tacet run, in process, in its own group and output folder.
-        let mut cfg = config.clone();
-        cfg.sources = vec![tacet_core::config::SourceConfig {
-            name: "events".into(),
-            kind: Some(tacet_core::config::SourceKind::Kafka),
-            brokers: Some(bootstrap.clone()),
-            topics: TOPICS.iter().map(|t| t.to_string()).collect(),
-            group_id: Some(format!("tacet-{run}")),
-            properties: Default::default(),
-            partitioning: Default::default(),
-            fields: Default::default(),
-        }];
+        let cfg = with_kafka_source(&config, &bootstrap, &format!("tacet-{run}"));
         let dir = out.path().join(format!("run{run}"));
+        let mut engine = tacet_kafka::EngineOptions::from_config(&cfg, dir.clone(), dir.join("state"));
+        engine.workers = workers;
         let opts = tacet_kafka::RunOptions {
-            engine: tacet_kafka::EngineOptions {
-                out_dir: dir.clone(),
-                state_dir: dir.join("state"),
-                flush_rows: cfg.output.flush_rows,
-                max_open_journeys: cfg.engine.max_open_journeys,
-                allowed_lateness: cfg.engine.allowed_lateness,
-                idle_timeout: cfg.engine.idle_timeout,
-                max_line_bytes: cfg.engine.max_line_bytes,
-                workers,
-            },
+            engine,
             checkpoint_interval: Duration::from_secs(5),
             stop_when_idle: Some(Duration::from_secs(3)),
             stop: Arc::new(AtomicBool::new(false)),

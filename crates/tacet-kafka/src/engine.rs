@@ -67,6 +67,23 @@ pub struct EngineOptions {
     pub workers: usize,
 }
 
+impl EngineOptions {
+    /// The options `config` gives, writing outcomes under `out_dir` and
+    /// snapshots under `state_dir`.
+    pub fn from_config(config: &tacet_core::Config, out_dir: PathBuf, state_dir: PathBuf) -> Self {
+        Self {
+            out_dir,
+            state_dir,
+            flush_rows: config.output.flush_rows,
+            max_open_journeys: config.engine.max_open_journeys,
+            allowed_lateness: config.engine.allowed_lateness,
+            idle_timeout: config.engine.idle_timeout,
+            max_line_bytes: config.engine.max_line_bytes,
+            workers: config.engine.shards,
+        }
+    }
+}
+
 /// How the consumed topics relate to what the producers wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {

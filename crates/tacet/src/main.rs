@@ -580,16 +580,7 @@ fn run_kafka(
         None => out.join("state"),
     };
     let opts = tacet_kafka::RunOptions {
-        engine: tacet_kafka::EngineOptions {
-            out_dir: out.to_path_buf(),
-            state_dir,
-            flush_rows: config.output.flush_rows,
-            max_open_journeys: config.engine.max_open_journeys,
-            allowed_lateness: config.engine.allowed_lateness,
-            idle_timeout: config.engine.idle_timeout,
-            max_line_bytes: config.engine.max_line_bytes,
-            workers: config.engine.shards,
-        },
+        engine: tacet_kafka::EngineOptions::from_config(&config, out.to_path_buf(), state_dir),
         checkpoint_interval: config.checkpoint.interval,
         stop_when_idle,
         stop,
