@@ -47,7 +47,7 @@ pub(crate) struct Node {
     /// Open-addressed index of the signatures: slot `h` holds a child's
     /// index plus one (0: empty), probed linearly from the signature's
     /// hash. A lookup is one or two probes, not a pass over every child.
-    index: Vec<u16>,
+    index: Vec<usize>,
     pub(crate) targets: SmallVec<[Target; 2]>,
 }
 
@@ -61,7 +61,6 @@ impl Node {
                     None => {
                         self.children.push((head.clone(), Node::default()));
                         self.signatures.push(key_signature(head));
-                        self.reindex();
                         self.children.len() - 1
                     }
                 };
@@ -70,8 +69,12 @@ impl Node {
         }
     }
 
-    /// Rebuilds `index` for the children so far, at most half full.
-    fn reindex(&mut self) {
+    /// Builds `index` (at most half full) here and below, once every
+    /// pointer is inserted.
+    fn index_children(&mut self) {
+        if self.children.is_empty() {
+            return; // a leaf: `child` answers `None` without a probe
+        }
         let slots = (2 * self.children.len()).next_power_of_two().max(8);
         self.index = vec![0; slots];
         for (i, &signature) in self.signatures.iter().enumerate() {
@@ -79,8 +82,10 @@ impl Node {
             while self.index[h] != 0 {
                 h = (h + 1) & (slots - 1);
             }
-            // A mapping has a handful of pointers: far below u16::MAX keys.
-            self.index[h] = u16::try_from(i + 1).expect("fewer than 65,535 keys per object");
+            self.index[h] = i + 1;
+        }
+        for (_, child) in &mut self.children {
+            child.index_children();
         }
     }
 
@@ -94,7 +99,7 @@ impl Node {
         let mask = self.index.len() - 1;
         let mut h = index_slot(signature, self.index.len());
         loop {
-            let i = usize::from(self.index[h]).checked_sub(1)?;
+            let i = self.index[h].checked_sub(1)?;
             if self.signatures[i] == signature && self.children[i].0 == key {
                 return Some(&self.children[i].1);
             }
@@ -438,6 +443,7 @@ impl Decoder {
         for (slot, pointer) in catalog.attribute_pointers().iter().enumerate() {
             root.insert(pointer.tokens(), Target::Attr(slot as AttrSlot));
         }
+        root.index_children();
         Self {
             catalog,
             root,
@@ -846,6 +852,7 @@ mod tests {
             for (i, key) in keys.iter().enumerate() {
                 node.insert(std::slice::from_ref(key), Target::Attr(i as AttrSlot));
             }
+            node.index_children();
             for key in keys.iter().chain(&asked) {
                 let naive = node.children.iter().find(|(k, _)| k == key).map(|(_, n)| n);
                 prop_assert!(
