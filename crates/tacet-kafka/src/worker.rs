@@ -26,6 +26,8 @@ use crate::group::{CommitOffset, Group, GroupSet, Prepared, Record, RunCounters,
 
 /// Records per batch before it is sent.
 pub(crate) const BATCH_RECORDS: usize = 512;
+/// How much of a payload is prefetched before it is decoded.
+const PREFETCH_PAYLOAD_BYTES: usize = 1024;
 /// Batches queued per thread before the poll thread waits.
 const QUEUED_BATCHES: usize = 8;
 
@@ -126,7 +128,10 @@ impl Batch {
                 tacet_core::hint::prefetch_line(std::ptr::from_ref(slot).cast());
             }
             if let Some(range) = self.slots.get(i + DEPTH).and_then(|s| s.payload.clone()) {
-                tacet_core::hint::prefetch_slice(&self.bytes[range]);
+                // Its start only: the decoder reads it in order, and a
+                // record of up to `max_line_bytes` must not flush the cache.
+                let payload = &self.bytes[range];
+                tacet_core::hint::prefetch_slice(&payload[..payload.len().min(PREFETCH_PAYLOAD_BYTES)]);
             }
             if let Some(later) = self.slots.get(i + DEPTH - 1) {
                 let k = (i + DEPTH - 1) % DEPTH;
