@@ -217,21 +217,28 @@ impl AlertEngine {
             let slo = rules.slo;
             let (bg, bb) = w.budget(t);
             let budget = budget_left(bb, bg + bb, slo);
+            // Every window any rule or gauge reads, summed in one pass.
+            let windows = rules.windows();
+            let sums = w.sums(t, &windows);
+            let sum = |win: i64| {
+                let i = windows
+                    .iter()
+                    .position(|&x| x == win)
+                    .expect("rules.windows() has every rule's windows");
+                &sums[i]
+            };
             self.gauges[j] = JourneyGauges {
                 error_budget_left: budget,
-                burn: rules
-                    .windows()
-                    .into_iter()
-                    .map(|win| {
-                        let s = w.sum(t, win);
-                        (win, burn_rate(s.bad, s.decided(), slo))
-                    })
+                burn: windows
+                    .iter()
+                    .zip(&sums)
+                    .map(|(&win, s)| (win, burn_rate(s.bad, s.decided(), slo)))
                     .collect(),
             };
             let mut verdicts: Vec<(RuleKind, bool, WindowSum, Burn, String)> = Vec::new();
             for r in &rules.burn {
-                let long = w.sum(t, r.long_ms);
-                let short = w.sum(t, r.short_ms);
+                let long = sum(r.long_ms).clone();
+                let short = sum(r.short_ms);
                 let burn = Burn {
                     long: burn_rate(long.bad, long.decided(), slo),
                     short: burn_rate(short.bad, short.decided(), slo),
@@ -249,7 +256,7 @@ impl AlertEngine {
                 ));
             }
             if let Some(r) = &rules.silent {
-                let s = w.sum(t, r.window_ms);
+                let s = sum(r.window_ms).clone();
                 let rate = if s.decided() == 0 {
                     0.0
                 } else {

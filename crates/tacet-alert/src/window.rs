@@ -88,6 +88,64 @@ impl WindowSum {
     }
 }
 
+/// Totals of minute buckets added newest first (see [`Windows::sums`]).
+struct Running {
+    sum: WindowSum,
+    /// (service id, bad journeys) in the order first seen.
+    services: SmallVec<[(u16, u64); 16]>,
+}
+
+impl Running {
+    fn new(groups: usize) -> Self {
+        Self {
+            sum: WindowSum {
+                missing: vec![0; groups],
+                ..Default::default()
+            },
+            services: SmallVec::new(),
+        }
+    }
+
+    fn add(&mut self, b: &Bucket) {
+        let s = &mut self.sum;
+        s.good += b.good;
+        s.bad += b.bad;
+        s.silent += b.silent;
+        s.stalled += b.stalled;
+        s.synthetic_good += b.synthetic_good;
+        s.synthetic_bad += b.synthetic_bad;
+        s.money_at_risk += b.money;
+        for (t, c) in s.missing.iter_mut().zip(&b.missing) {
+            *t += *c as u64;
+        }
+        for &(id, c) in &b.services {
+            match self.services.iter_mut().find(|(s, _)| *s == id) {
+                Some((_, t)) => *t += c as u64,
+                None => self.services.push((id, c as u64)),
+            }
+        }
+        for t in &b.samples {
+            if s.samples.len() < 5 {
+                s.samples.push(t.to_string());
+            }
+        }
+    }
+
+    /// The totals so far; `names` are the journey's service names by id.
+    fn total(&self, names: &[Box<str>]) -> WindowSum {
+        let mut s = self.sum.clone();
+        s.top_service = self
+            .services
+            .iter()
+            .max_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| names[b.0 as usize].cmp(&names[a.0 as usize]))
+            })
+            .map(|(id, _)| names[*id as usize].to_string());
+        s
+    }
+}
+
 /// The buckets of one journey.
 #[derive(Debug, Clone)]
 pub struct Windows {
@@ -201,50 +259,48 @@ impl Windows {
 
     /// Sums of the minute buckets in `[end - window, end)`.
     pub fn sum(&self, end: EventTime, window_ms: i64) -> WindowSum {
+        self.sums(end, &[window_ms]).pop().expect("one sum per window")
+    }
+
+    /// [`Windows::sum`] of each of `windows_ms` (same order), all ending at
+    /// `end`: one pass over the minutes of the longest, newest first, taking
+    /// each window's totals as the pass leaves it. Windows nest, so summing
+    /// each on its own would read the newest minutes once per window — the
+    /// default rules ask for seven windows, up to three days (4,320
+    /// buckets), every minute of event time.
+    pub fn sums(&self, end: EventTime, windows_ms: &[i64]) -> Vec<WindowSum> {
         let last = end.div_euclid(MINUTE) - 1;
-        let first = (end - window_ms).div_euclid(MINUTE);
         let len = self.minutes.len() as i64;
-        let mut s = WindowSum {
-            missing: vec![0; self.groups],
-            ..Default::default()
-        };
-        let mut services: SmallVec<[(u16, u64); 16]> = SmallVec::new();
-        let span = (last - first + 1).clamp(0, len);
-        for minute in (last - span + 1..=last).rev() {
+        // Minutes in each window, newest first from `last`.
+        let spans: Vec<i64> = windows_ms
+            .iter()
+            .map(|&w| {
+                let first = (end - w).div_euclid(MINUTE);
+                (last - first + 1).clamp(0, len)
+            })
+            .collect();
+        let mut by_span: Vec<usize> = (0..spans.len()).collect();
+        by_span.sort_by_key(|&i| spans[i]);
+        let longest = by_span.last().map_or(0, |&i| spans[i]);
+        let mut out: Vec<Option<WindowSum>> = vec![None; spans.len()];
+        let mut due = by_span.into_iter().peekable();
+        let mut running = Running::new(self.groups);
+        for taken in 0..=longest {
+            while let Some(i) = due.next_if(|&i| spans[i] == taken) {
+                out[i] = Some(running.total(&self.services));
+            }
+            if taken == longest {
+                break;
+            }
+            let minute = last - taken;
             let b = &self.minutes[minute.rem_euclid(len) as usize];
-            if b.minute != minute {
-                continue;
-            }
-            s.good += b.good;
-            s.bad += b.bad;
-            s.silent += b.silent;
-            s.stalled += b.stalled;
-            s.synthetic_good += b.synthetic_good;
-            s.synthetic_bad += b.synthetic_bad;
-            s.money_at_risk += b.money;
-            for (t, c) in s.missing.iter_mut().zip(&b.missing) {
-                *t += *c as u64;
-            }
-            for &(id, c) in &b.services {
-                match services.iter_mut().find(|(s, _)| *s == id) {
-                    Some((_, t)) => *t += c as u64,
-                    None => services.push((id, c as u64)),
-                }
-            }
-            for t in &b.samples {
-                if s.samples.len() < 5 {
-                    s.samples.push(t.to_string());
-                }
+            if b.minute == minute {
+                running.add(b);
             }
         }
-        s.top_service = services
-            .iter()
-            .max_by(|a, b| {
-                a.1.cmp(&b.1)
-                    .then_with(|| self.services[b.0 as usize].cmp(&self.services[a.0 as usize]))
-            })
-            .map(|(id, _)| self.services[*id as usize].to_string());
-        s
+        out.into_iter()
+            .map(|s| s.expect("every window is taken by the end of the pass"))
+            .collect()
     }
 
     /// (good, bad) over the hourly buckets of the budget period ending at `end`.
@@ -394,5 +450,45 @@ mod tests {
             "{} vs {normal}",
             w.state_bytes()
         );
+    }
+
+    /// One window summed on its own, bucket by bucket: the reference the
+    /// one-pass [`Windows::sums`] is held to.
+    fn sum_alone(w: &Windows, end: EventTime, window_ms: i64) -> WindowSum {
+        let last = end.div_euclid(MINUTE) - 1;
+        let first = (end - window_ms).div_euclid(MINUTE);
+        let len = w.minutes.len() as i64;
+        let mut running = Running::new(w.groups);
+        for minute in (first.max(last - len + 1)..=last).rev() {
+            let b = &w.minutes[minute.rem_euclid(len) as usize];
+            if b.minute == minute {
+                running.add(b);
+            }
+        }
+        running.total(&w.services)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_sums_equal_each_window_summed_alone(
+            notes in proptest::collection::vec((0usize..6, 0i64..(8 * 60), 0usize..4, 0u32..4), 0..300),
+            end_minute in 0i64..(10 * 60),
+            windows in proptest::collection::vec(1i64..(5 * 60), 1..8),
+        ) {
+            let outcomes = [Outcome::Completed, Outcome::SilentFailure, Outcome::Stalled, Outcome::Failed, Outcome::Orphan, Outcome::LateCompletion];
+            let mut w = Windows::new(2, 3 * HOUR, 24 * HOUR);
+            for (i, (outcome, minute, service, missing)) in notes.into_iter().enumerate() {
+                let mut n = note(outcomes[outcome], minute * MINUTE + i as i64 % MINUTE);
+                n.last_service = Some(["a", "b", "c", "d"][service].into());
+                n.missing = missing;
+                n.synthetic = i % 7 == 0;
+                w.add(&n);
+            }
+            let windows: Vec<i64> = windows.into_iter().map(|m| m * MINUTE + m % 3 * 1000).collect();
+            let end = end_minute * MINUTE + 17;
+            let together = w.sums(end, &windows);
+            let alone: Vec<WindowSum> = windows.iter().map(|&win| sum_alone(&w, end, win)).collect();
+            proptest::prop_assert_eq!(together, alone);
+        }
     }
 }

@@ -169,6 +169,12 @@ impl Interner {
     }
 }
 
+/// Where a trace's open journey was seen, from [`Shard::prefetch`]: lets
+/// the steps after it skip the index. Only meaningful to the shard that made
+/// it, and only as a hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotHint(u32);
+
 /// One shard of the correlator. See the crate docs for the API contract.
 pub struct Shard<S> {
     catalog: Arc<Catalog>,
@@ -304,25 +310,20 @@ impl<S: OutcomeSink> Shard<S> {
     }
 
     /// A hint that an event of `trace` comes next: starts loading its open
-    /// trace (best after [`Shard::prefetch_index`]). Changes nothing.
+    /// trace (best after [`Shard::prefetch_index`]). Changes nothing. Returns
+    /// where the trace seemed to be, for [`Shard::prefetch_attrs_at`] and
+    /// [`Shard::apply_hinted`]: they then skip the index.
     #[inline]
-    pub fn prefetch(&self, trace: &TraceKey) {
-        if let Some(t) = self.open_by_tag(trace) {
-            // An open trace is two cache lines.
-            let at: *const u8 = std::ptr::from_ref(t).cast();
-            prefetch_line(at);
-            prefetch_line(at.wrapping_add(64));
-        }
-    }
-
-    /// The open trace whose index entry has `trace`'s tag, without comparing
-    /// keys: for hints, where comparing would wait for the very load they
-    /// are meant to start (a tag is shared one time in four billion).
-    #[inline]
-    fn open_by_tag(&self, trace: &TraceKey) -> Option<&OpenTrace> {
-        self.table
-            .find(trace.table_hash(), |_| true)
-            .map(|slot| self.slab.get(slot))
+    pub fn prefetch(&self, trace: &TraceKey) -> Option<SlotHint> {
+        // The first entry with the trace's tag, keys not compared: comparing
+        // would wait for the very load this starts (and a tag is shared one
+        // time in four billion; `apply_hinted` checks the key).
+        let slot = self.table.find(trace.table_hash(), |_| true)?;
+        // An open trace is two cache lines.
+        let at: *const u8 = std::ptr::from_ref(self.slab.get(slot)).cast();
+        prefetch_line(at);
+        prefetch_line(at.wrapping_add(64));
+        Some(SlotHint(slot))
     }
 
     /// A hint that an event of `trace` comes next (best after
@@ -332,7 +333,16 @@ impl<S: OutcomeSink> Shard<S> {
     /// (the duplicate check reads it). Changes nothing.
     #[inline]
     pub fn prefetch_attrs(&self, trace: &TraceKey) {
-        let Some(t) = self.open_by_tag(trace) else {
+        if let Some(slot) = self.table.find(trace.table_hash(), |_| true) {
+            self.prefetch_attrs_at(SlotHint(slot));
+        }
+    }
+
+    /// [`Shard::prefetch_attrs`] where [`Shard::prefetch`] found the trace:
+    /// no index probe. Changes nothing, whatever happened since.
+    #[inline]
+    pub fn prefetch_attrs_at(&self, hint: SlotHint) {
+        let Some(t) = self.slab.try_get(hint.0) else {
             return;
         };
         if let Some(bytes) = t.blob.as_bytes() {
@@ -345,10 +355,21 @@ impl<S: OutcomeSink> Shard<S> {
 
     /// Applies one event at the current watermark.
     pub fn apply(&mut self, e: &Event<'_>) {
+        self.apply_hinted(e, None);
+    }
+
+    /// [`Shard::apply`], given where [`Shard::prefetch`] saw the event's
+    /// trace a few events ago. The hint is checked, not trusted: the events
+    /// applied since may have decided that journey and reused its slot, or
+    /// opened it (the hint is then `None`, and the index is asked).
+    pub fn apply_hinted(&mut self, e: &Event<'_>, hint: Option<SlotHint>) {
         self.stats.events += 1;
         let hash = e.trace.table_hash();
+        let hinted = hint
+            .map(|h| h.0)
+            .filter(|&s| self.slab.try_get(s).is_some_and(|t| !t.is_vacant() && t.key == e.trace));
         // An open trace has no tombstone, so most events need one probe.
-        let slot = match self.table.find(hash, |s| self.slab.get(s).key == e.trace) {
+        let slot = match hinted.or_else(|| self.table.find(hash, |s| self.slab.get(s).key == e.trace)) {
             Some(slot) => slot,
             None => {
                 if let Ok(entry) = self.tombs.find_entry(hash, |t| t.key == e.trace) {

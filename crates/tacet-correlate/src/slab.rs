@@ -50,6 +50,13 @@ impl<T: Vacant> Slab<T> {
         &self.chunks[s / CHUNK][s % CHUNK]
     }
 
+    /// `get`, for a slot number that may not be one of this slab's.
+    #[inline]
+    pub(crate) fn try_get(&self, slot: u32) -> Option<&T> {
+        let s = slot as usize;
+        self.chunks.get(s / CHUNK)?.get(s % CHUNK)
+    }
+
     #[inline]
     pub(crate) fn get_mut(&mut self, slot: u32) -> &mut T {
         let s = slot as usize;

@@ -109,6 +109,27 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
+    /// Slot hints taken ahead of time, stale or pointing at another journey,
+    /// change nothing: `apply_hinted` checks them.
+    #[test]
+    fn stale_and_wrong_slot_hints_match_the_model(
+        (events, shards) in stream(),
+        lag in 0usize..6,
+        wrong_every in 0usize..5,
+        short_horizon in any::<bool>(),
+    ) {
+        let c = if short_horizon { catalog_from(&CONFIG.replace("\"1h\"", "\"3m\"")) } else { catalog() };
+        let engine = run_engine_hinted(&c, &events, shards, lag, wrong_every);
+        let model = run_model(&c, &events);
+        prop_assert_eq!(&engine.rows, &model.rows);
+        let in_flight: Vec<_> = engine.in_flight.iter().map(|f| f.trace_id.clone()).collect();
+        prop_assert_eq!(in_flight, model.in_flight);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
     /// Snapshot and restore at random points change nothing: the rows and the
     /// in-flight set equal the model's (no journey lost, none decided twice).
     #[test]

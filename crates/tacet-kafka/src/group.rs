@@ -19,7 +19,7 @@ use tacet_alert::AlertFeed;
 use tacet_core::outcome::Tee;
 use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
 use tacet_correlate::watermark::Watermarks;
-use tacet_correlate::{InFlight, Shard};
+use tacet_correlate::{InFlight, Shard, SlotHint};
 use tacet_engine::Metrics;
 use tacet_engine::pipeline::AlertProgress;
 use tacet_ingest::decode::{AttrCow, Decoded};
@@ -276,6 +276,8 @@ pub(crate) struct Prepared<'a> {
     result: Result<(), DecodeError>,
     /// The trace key of a decoded event of some journey.
     trace: Option<(TraceKey, bool)>,
+    /// Where [`GroupSet::prefetch`] saw its open journey.
+    hint: Option<SlotHint>,
 }
 
 impl Default for Prepared<'_> {
@@ -284,14 +286,107 @@ impl Default for Prepared<'_> {
             decoded: Decoded::default(),
             result: Ok(()),
             trace: None,
+            hint: None,
         }
+    }
+}
+
+/// Partition numbers below this are looked up in a table; others (Kafka
+/// gives none) in a map.
+const DENSE_PARTITIONS: usize = 1 << 16;
+
+/// The groups of one correlator thread, by partition. Every record looks its
+/// group up three times (decode, two prefetch steps) and once more to be
+/// applied: a table indexed by partition number answers without the
+/// branching of a map search.
+struct Groups<G = Group> {
+    dense: Vec<Option<Box<G>>>,
+    /// Partitions outside `0..DENSE_PARTITIONS`.
+    other: BTreeMap<i32, G>,
+}
+
+impl<G> Default for Groups<G> {
+    fn default() -> Self {
+        Self {
+            dense: Vec::new(),
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+impl<G> Groups<G> {
+    fn dense_index(p: i32) -> Option<usize> {
+        usize::try_from(p).ok().filter(|&i| i < DENSE_PARTITIONS)
+    }
+
+    #[inline]
+    fn get(&self, p: i32) -> Option<&G> {
+        match Self::dense_index(p) {
+            Some(i) => self.dense.get(i)?.as_deref(),
+            None => self.other.get(&p),
+        }
+    }
+
+    #[inline]
+    fn get_mut(&mut self, p: i32) -> Option<&mut G> {
+        match Self::dense_index(p) {
+            Some(i) => self.dense.get_mut(i)?.as_deref_mut(),
+            None => self.other.get_mut(&p),
+        }
+    }
+
+    fn insert(&mut self, p: i32, group: G) {
+        match Self::dense_index(p) {
+            Some(i) => {
+                if self.dense.len() <= i {
+                    self.dense.resize_with(i + 1, || None);
+                }
+                self.dense[i] = Some(Box::new(group));
+            }
+            None => {
+                self.other.insert(p, group);
+            }
+        }
+    }
+
+    fn remove(&mut self, p: i32) {
+        match Self::dense_index(p) {
+            Some(i) => {
+                if let Some(slot) = self.dense.get_mut(i) {
+                    *slot = None;
+                }
+            }
+            None => {
+                self.other.remove(&p);
+            }
+        }
+    }
+
+    /// In partition order.
+    fn iter(&self) -> impl Iterator<Item = (i32, &G)> {
+        let other = self.other.iter().map(|(&p, g)| (p, g));
+        let dense = (self.dense.iter().enumerate()).filter_map(|(i, g)| Some((i as i32, g.as_deref()?)));
+        other
+            .clone()
+            .filter(|(p, _)| *p < 0)
+            .chain(dense)
+            .chain(other.filter(|(p, _)| *p >= 0))
+    }
+
+    /// In partition order.
+    fn iter_mut(&mut self) -> impl Iterator<Item = (i32, &mut G)> {
+        let (negative, positive): (Vec<_>, Vec<_>) = self.other.iter_mut().partition(|(p, _)| **p < 0);
+        let dense = (self.dense.iter_mut().enumerate()).filter_map(|(i, g)| Some((i as i32, g.as_deref_mut()?)));
+        let negative = negative.into_iter().map(|(&p, g)| (p, g));
+        let positive = positive.into_iter().map(|(&p, g)| (p, g));
+        negative.chain(dense).chain(positive)
     }
 }
 
 /// The groups one correlator thread owns, and its share of the counters.
 pub(crate) struct GroupSet {
     shared: Arc<Shared>,
-    groups: BTreeMap<i32, Group>,
+    groups: Groups,
     pub(crate) counters: RunCounters,
     alerts: Option<Sender<AlertProgress>>,
     /// Events per topic since the last [`GroupSet::publish_events`]: the
@@ -305,7 +400,7 @@ impl GroupSet {
         let topics = shared.topics.len();
         Self {
             shared,
-            groups: BTreeMap::new(),
+            groups: Groups::default(),
             counters: RunCounters::default(),
             alerts,
             events: vec![0; topics],
@@ -313,7 +408,7 @@ impl GroupSet {
     }
 
     pub(crate) fn open_journeys(&self) -> usize {
-        self.groups.values().map(|g| g.shard.open_traces()).sum()
+        self.groups.iter().map(|(_, g)| g.shard.open_traces()).sum()
     }
 
     /// Takes group `p` (restored by the engine) and registers it with the
@@ -325,13 +420,13 @@ impl GroupSet {
 
     /// Checkpoints group `p` and drops it. Returns the offsets to commit.
     pub(crate) fn release(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
-        if !self.groups.contains_key(&p) {
+        if self.groups.get(p).is_none() {
             return Ok(Vec::new());
         }
         self.shared.sync_dead_letters()?;
         let offsets = self.checkpoint_group(p)?;
         self.report_alerts(p, true);
-        self.groups.remove(&p);
+        self.groups.remove(p);
         tracing::info!(partition = p, "Partition revoked after a checkpoint.");
         Ok(offsets)
     }
@@ -342,7 +437,7 @@ impl GroupSet {
         // Dead letters first: a record refused before this checkpoint must not
         // be lost if we crash after it.
         self.shared.sync_dead_letters()?;
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        let ps: Vec<i32> = self.groups.iter().map(|(p, _)| p).collect();
         let mut offsets = Vec::new();
         for p in ps {
             offsets.extend(self.checkpoint_group(p)?);
@@ -352,7 +447,7 @@ impl GroupSet {
 
     fn checkpoint_group(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
         let shared = &self.shared;
-        let g = self.groups.get_mut(&p).expect("owned group");
+        let g = self.groups.get_mut(p).expect("owned group");
         g.shard.sink_mut().0.flush()?;
         checkpoint::publish(&shared.opts.out_dir, p)?;
         let header = SnapshotHeader {
@@ -401,17 +496,19 @@ impl GroupSet {
             Ok(()) if out.decoded.name.is_some() => Some(TraceKey::from_text(&out.decoded.trace_id)),
             _ => None,
         };
-        if let (Some((key, _)), Some(g)) = (&out.trace, self.groups.get(&record.partition)) {
+        out.hint = None;
+        if let (Some((key, _)), Some(g)) = (&out.trace, self.groups.get(record.partition)) {
             g.shard.prefetch_index(key);
         }
     }
 
     /// Starts loading the open journey of a prepared record, two records
-    /// before it is applied (its index bucket is in the cache by then).
+    /// before it is applied (its index bucket is in the cache by then), and
+    /// keeps where it is for the steps after.
     #[inline]
-    pub(crate) fn prefetch(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
-        if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(&record.partition)) {
-            g.shard.prefetch(key);
+    pub(crate) fn prefetch(&self, record: &Record<'_>, prepared: &mut Prepared<'_>) {
+        if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(record.partition)) {
+            prepared.hint = g.shard.prefetch(key);
         }
     }
 
@@ -419,8 +516,8 @@ impl GroupSet {
     /// record before it is applied (its open journey is in the cache by then).
     #[inline]
     pub(crate) fn prefetch_attrs(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
-        if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(&record.partition)) {
-            g.shard.prefetch_attrs(key);
+        if let (Some(hint), Some(g)) = (prepared.hint, self.groups.get(record.partition)) {
+            g.shard.prefetch_attrs_at(hint);
         }
     }
 
@@ -440,7 +537,7 @@ impl GroupSet {
             payload,
         } = record;
         let shared = &*self.shared;
-        let Some(g) = self.groups.get_mut(&partition) else {
+        let Some(g) = self.groups.get_mut(partition) else {
             // A record of a partition we no longer own (fetched before a revoke).
             return Ok(());
         };
@@ -479,7 +576,12 @@ impl GroupSet {
         stats.records += 1;
         let payload = payload.unwrap_or(&[]);
         stats.bytes += payload.len() as u64;
-        let Prepared { decoded, result, trace } = prepared;
+        let Prepared {
+            decoded,
+            result,
+            trace,
+            hint,
+        } = prepared;
         match *result {
             Ok(()) => {}
             Err(reason) => {
@@ -535,7 +637,7 @@ impl GroupSet {
         if let Some(w) = g.watermarks.watermark(now) {
             g.shard.advance(w);
         }
-        g.shard.apply(&event);
+        g.shard.apply_hinted(&event, *hint);
         let evicted = g.shard.take_evicted();
         self.events[topic] += 1;
         for j in evicted {
@@ -560,7 +662,7 @@ impl GroupSet {
     /// Moves every group's watermark by wall clock (idleness), deciding what
     /// is due, and reports to the alert rules.
     pub(crate) fn tick(&mut self, now: Instant) {
-        for g in self.groups.values_mut() {
+        for (_, g) in self.groups.iter_mut() {
             if let Some(w) = g.watermarks.watermark(now) {
                 g.shard.advance(w);
             }
@@ -576,8 +678,8 @@ impl GroupSet {
     /// The largest event time any group has seen.
     pub(crate) fn max_seen(&self) -> Option<EventTime> {
         self.groups
-            .values()
-            .flat_map(|g| g.max_seen.iter().flatten().copied())
+            .iter()
+            .flat_map(|(_, g)| g.max_seen.iter().flatten().copied())
             .max()
     }
 
@@ -586,7 +688,7 @@ impl GroupSet {
     pub(crate) fn finish(&mut self, max: EventTime) -> Result<usize, RunError> {
         let dir = self.shared.opts.out_dir.join("state");
         let mut total = 0;
-        for (p, g) in &mut self.groups {
+        for (p, g) in self.groups.iter_mut() {
             let in_flight: Vec<InFlight> = g.shard.finish(max);
             total += in_flight.len();
             tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
@@ -598,7 +700,7 @@ impl GroupSet {
 
     /// Hands every group's new decisions and watermark to the alert rules.
     pub(crate) fn report_all_alerts(&mut self) {
-        let ps: Vec<i32> = self.groups.keys().copied().collect();
+        let ps: Vec<i32> = self.groups.iter().map(|(p, _)| p).collect();
         for p in ps {
             self.report_alerts(p, false);
         }
@@ -606,7 +708,7 @@ impl GroupSet {
 
     /// Hands group `p`'s new decisions and watermark to the alert rules.
     fn report_alerts(&mut self, p: i32, gone: bool) {
-        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(&p)) else {
+        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(p)) else {
             return;
         };
         let max_time = g.max_seen.iter().flatten().copied().max().unwrap_or(EventTime::MIN);
@@ -617,5 +719,41 @@ impl GroupSet {
             notes: g.shard.sink_mut().1.take(),
             gone,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Groups;
+
+    #[test]
+    fn groups_are_found_by_partition_and_listed_in_partition_order() {
+        let mut groups = Groups::<&str>::default();
+        for (p, g) in [
+            (70_000, "far"),
+            (3, "three"),
+            (-1, "negative"),
+            (0, "zero"),
+            (5, "five"),
+        ] {
+            groups.insert(p, g);
+        }
+        groups.remove(5);
+        groups.remove(9); // never there
+        groups.insert(3, "three again");
+        let listed: Vec<_> = groups.iter().map(|(p, g)| (p, *g)).collect();
+        assert_eq!(
+            listed,
+            [(-1, "negative"), (0, "zero"), (3, "three again"), (70_000, "far")]
+        );
+        let listed_mut: Vec<_> = groups.iter_mut().map(|(p, _)| p).collect();
+        assert_eq!(listed_mut, [-1, 0, 3, 70_000]);
+        assert_eq!(groups.get(70_000), Some(&"far"));
+        assert_eq!(groups.get(-1), Some(&"negative"));
+        assert_eq!(groups.get(5), None);
+        assert_eq!(groups.get(1_000), None);
+        *groups.get_mut(0).unwrap() = "zero again";
+        assert_eq!(groups.get(0), Some(&"zero again"));
+        assert!(groups.get_mut(i32::MIN).is_none());
     }
 }

@@ -139,7 +139,7 @@ impl Batch {
                 set.prepare(record, &*header, &mut prepared[k]);
             }
             if let Some((record, _)) = &views[(i + 2) % DEPTH] {
-                set.prefetch(record, &prepared[(i + 2) % DEPTH]);
+                set.prefetch(record, &mut prepared[(i + 2) % DEPTH]);
             }
             if let Some((record, _)) = &views[(i + 1) % DEPTH] {
                 set.prefetch_attrs(record, &prepared[(i + 1) % DEPTH]);

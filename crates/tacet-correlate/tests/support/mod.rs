@@ -160,6 +160,33 @@ pub fn run_engine_restarting(
     max_open: usize,
     restarts: &[usize],
 ) -> Run {
+    run_engine_full(catalog, events, shards, max_open, restarts, None)
+}
+
+/// As [`run_engine`], but every event is applied with [`Shard::apply_hinted`]
+/// and a hint taken `lag` events before it is applied, as the Kafka
+/// correlators do (so it may be stale: the journey decided, its slot reused,
+/// or opened since). Every `wrong_every`-th event (0: none) gets the hint of
+/// the event `wrong_every` places after it instead: a hint to someone else's
+/// journey.
+pub fn run_engine_hinted(
+    catalog: &Arc<Catalog>,
+    events: &[TestEvent],
+    shards: usize,
+    lag: usize,
+    wrong_every: usize,
+) -> Run {
+    run_engine_full(catalog, events, shards, usize::MAX, &[], Some((lag, wrong_every)))
+}
+
+fn run_engine_full(
+    catalog: &Arc<Catalog>,
+    events: &[TestEvent],
+    shards: usize,
+    max_open: usize,
+    restarts: &[usize],
+    hinted: Option<(usize, usize)>,
+) -> Run {
     let sink = Collect {
         rows: Default::default(),
         catalog: catalog.clone(),
@@ -169,7 +196,31 @@ pub fn run_engine_restarting(
         .collect();
     let mut max_time = EventTime::MIN;
     let mut evicted = Vec::new();
+    // Hints by event index, taken `lag` events before each is applied.
+    let mut hints: Vec<Option<tacet_correlate::SlotHint>> = vec![None; events.len()];
+    let take_hint = |shard_list: &[Shard<Collect>], j: usize| {
+        with_event(catalog, &events[j], |event| {
+            shard_list[event.trace.shard(shards)].prefetch(&event.trace)
+        })
+        .flatten()
+    };
+    if let Some((lag, _)) = hinted {
+        for (j, hint) in hints.iter_mut().enumerate().take(lag) {
+            *hint = take_hint(&shard_list, j);
+        }
+    }
     for (i, e) in events.iter().enumerate() {
+        if let Some((lag, wrong_every)) = hinted {
+            let ahead = i + lag;
+            if ahead < events.len() {
+                let source = if wrong_every > 0 && ahead % wrong_every == 0 {
+                    (ahead + wrong_every) % events.len()
+                } else {
+                    ahead
+                };
+                hints[ahead] = take_hint(&shard_list, source);
+            }
+        }
         if restarts.contains(&i) {
             for shard in &mut shard_list {
                 let mut bytes = Vec::new();
@@ -184,7 +235,11 @@ pub fn run_engine_restarting(
             let watermark = max_time.saturating_sub(catalog.allowed_lateness_ms);
             let shard = &mut shard_list[event.trace.shard(shards)];
             shard.advance(watermark);
-            shard.apply(event);
+            if hinted.is_some() {
+                shard.apply_hinted(event, hints[i]);
+            } else {
+                shard.apply(event);
+            }
             evicted.extend(shard.take_evicted());
         });
     }
