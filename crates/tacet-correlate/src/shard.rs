@@ -311,7 +311,7 @@ impl<S: OutcomeSink> Shard<S> {
 
     /// A hint that an event of `trace` comes next: starts loading its open
     /// trace (best after [`Shard::prefetch_index`]). Changes nothing. Returns
-    /// where the trace seemed to be, for [`Shard::prefetch_attrs_at`] and
+    /// where the trace seemed to be, for [`Shard::prefetch_attrs`] and
     /// [`Shard::apply_hinted`]: they then skip the index.
     #[inline]
     pub fn prefetch(&self, trace: &TraceKey) -> Option<SlotHint> {
@@ -326,22 +326,14 @@ impl<S: OutcomeSink> Shard<S> {
         Some(SlotHint(slot))
     }
 
-    /// A hint that an event of `trace` comes next (best after
-    /// [`Shard::prefetch`] one event earlier): starts loading what its open
-    /// trace keeps in separate allocations, which the event reads: the
-    /// attribute blob, and the event list once it outgrew its inline room
-    /// (the duplicate check reads it). Changes nothing.
+    /// A hint that the event [`Shard::prefetch`] gave `hint` for comes next
+    /// (best one event after that call): starts loading what its open trace
+    /// keeps in separate allocations, which the event reads: the attribute
+    /// blob, and the event list once it outgrew its inline room (the
+    /// duplicate check reads it). No index probe; changes nothing, whatever
+    /// happened to the slot since.
     #[inline]
-    pub fn prefetch_attrs(&self, trace: &TraceKey) {
-        if let Some(slot) = self.table.find(trace.table_hash(), |_| true) {
-            self.prefetch_attrs_at(SlotHint(slot));
-        }
-    }
-
-    /// [`Shard::prefetch_attrs`] where [`Shard::prefetch`] found the trace:
-    /// no index probe. Changes nothing, whatever happened since.
-    #[inline]
-    pub fn prefetch_attrs_at(&self, hint: SlotHint) {
+    pub fn prefetch_attrs(&self, hint: SlotHint) {
         let Some(t) = self.slab.try_get(hint.0) else {
             return;
         };

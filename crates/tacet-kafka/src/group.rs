@@ -364,13 +364,10 @@ impl<G> Groups<G> {
 
     /// In partition order.
     fn iter(&self) -> impl Iterator<Item = (i32, &G)> {
-        let other = self.other.iter().map(|(&p, g)| (p, g));
         let dense = (self.dense.iter().enumerate()).filter_map(|(i, g)| Some((i as i32, g.as_deref()?)));
-        other
-            .clone()
-            .filter(|(p, _)| *p < 0)
-            .chain(dense)
-            .chain(other.filter(|(p, _)| *p >= 0))
+        let negative = self.other.range(..0).map(|(&p, g)| (p, g));
+        let beyond = self.other.range(0..).map(|(&p, g)| (p, g));
+        negative.chain(dense).chain(beyond)
     }
 
     /// In partition order.
@@ -517,7 +514,7 @@ impl GroupSet {
     #[inline]
     pub(crate) fn prefetch_attrs(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
         if let (Some(hint), Some(g)) = (prepared.hint, self.groups.get(record.partition)) {
-            g.shard.prefetch_attrs_at(hint);
+            g.shard.prefetch_attrs(hint);
         }
     }
 

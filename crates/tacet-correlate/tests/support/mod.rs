@@ -235,11 +235,8 @@ fn run_engine_full(
             let watermark = max_time.saturating_sub(catalog.allowed_lateness_ms);
             let shard = &mut shard_list[event.trace.shard(shards)];
             shard.advance(watermark);
-            if hinted.is_some() {
-                shard.apply_hinted(event, hints[i]);
-            } else {
-                shard.apply(event);
-            }
+            // No hints (`None`) is what `Shard::apply` does.
+            shard.apply_hinted(event, hints[i]);
             evicted.extend(shard.take_evicted());
         });
     }
