@@ -76,6 +76,11 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     fn whitespace(&mut self) {
+        // Nearly always there is none: one test (every JSON whitespace byte
+        // is at most a space).
+        if self.bytes.get(self.at).is_some_and(|&b| b > b' ') {
+            return;
+        }
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.bytes.get(self.at) {
             self.at += 1;
         }
@@ -203,8 +208,8 @@ impl<'a> Scanner<'a> {
                 let start = self.at;
                 self.skip_number()?;
                 let token = &self.text[start..self.at];
-                match short_integer(token) {
-                    Some(n) => Raw::Int(n),
+                match short_number(token) {
+                    Some(raw) => raw,
                     // Any other number is read by serde_json itself, so that
                     // floats round and overflow exactly as in its full pass.
                     None => return number_by_serde(token, node, out),
@@ -399,15 +404,55 @@ fn special_byte_swar(bytes: &[u8], mut from: usize) -> usize {
     from
 }
 
-/// A non-negative integer of at most 18 digits (so it fits in `i64`), which
-/// serde_json would hand over as that same integer.
+/// A number token (already checked for syntax) that needs no rounding
+/// decision, as serde_json hands it over: an integer of at most 18 digits
+/// (`-0` is its float `-0.0`), or a decimal without exponent whose digits
+/// fit in 15 (`375.59`). Anything else is `None`, for serde_json to read.
+///
+/// A decimal's value is its digits as an integer divided by a power of ten:
+/// both are exact in an `f64` (below 2^53, at most 10^22), so the one IEEE
+/// division is the correctly rounded result — the value serde_json computes
+/// with the same division, and with the `float_roundtrip` feature by a
+/// correctly rounding parser.
 #[inline]
-fn short_integer(token: &str) -> Option<i64> {
-    let b = token.as_bytes();
-    if b.is_empty() || b.len() > 18 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
+fn short_number(token: &str) -> Option<Raw<'static>> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, b) = match token.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        b => (false, b),
+    };
+    let (whole, fraction) = match memchr::memchr(b'.', b) {
+        Some(dot) => (&b[..dot], Some(&b[dot + 1..])),
+        None => (b, None),
+    };
+    let digits = |d: &[u8]| {
+        d.iter()
+            .try_fold(0u64, |n, &c| c.is_ascii_digit().then(|| n * 10 + u64::from(c - b'0')))
+    };
+    match fraction {
+        None => {
+            if whole.is_empty() || whole.len() > 18 {
+                return None;
+            }
+            let n = digits(whole)? as i64;
+            Some(match (negative, n) {
+                (false, n) => Raw::Int(n),
+                // serde_json turns `-0` into a float, as i64 has no -0.
+                (true, 0) => Raw::Float(-0.0),
+                (true, n) => Raw::Int(-n),
+            })
+        }
+        Some(fraction) => {
+            if whole.is_empty() || fraction.is_empty() || whole.len() + fraction.len() > 15 {
+                return None;
+            }
+            let significand = digits(whole)? * 10u64.pow(fraction.len() as u32) + digits(fraction)?;
+            let f = significand as f64 / POW10[fraction.len()];
+            Some(Raw::Float(if negative { -f } else { f }))
+        }
     }
-    Some(b.iter().fold(0i64, |n, &c| n * 10 + i64::from(c - b'0')))
 }
 
 /// Captures a number token through serde_json, exactly as its full pass would.
@@ -435,7 +480,27 @@ fn decimal(buffer: &mut [u8; 20], mut n: usize) -> &str {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{decimal, special_byte, special_byte_swar};
+    use super::{decimal, short_number, special_byte, special_byte_swar};
+    use crate::decode::Raw;
+
+    #[test]
+    fn amounts_and_short_integers_need_no_serde_json() {
+        for (token, expected) in [
+            ("375.59", Raw::Float(375.59)),
+            ("-12.5", Raw::Float(-12.5)),
+            ("0.1", Raw::Float(0.1)),
+            ("42", Raw::Int(42)),
+            ("-7", Raw::Int(-7)),
+        ] {
+            let got = short_number(token).unwrap_or_else(|| panic!("{token} fell back"));
+            assert_eq!(format!("{got:?}"), format!("{expected:?}"), "{token}");
+        }
+        assert_eq!(format!("{:?}", short_number("-0")), "Some(Float(-0.0))");
+        // Left to serde_json: exponents, long digit strings.
+        for token in ["1e3", "1.5E-2", "1234567890123456.7", "1234567890123456789"] {
+            assert!(short_number(token).is_none(), "{token}");
+        }
+    }
 
     #[test]
     fn array_indexes_are_written_as_the_serde_json_pass_writes_them() {
@@ -468,6 +533,28 @@ mod tests {
             let from = from.min(bytes.len());
             prop_assert_eq!(special_byte(&bytes, from), naive(&bytes, from));
             prop_assert_eq!(special_byte_swar(&bytes, from), naive(&bytes, from));
+        }
+
+        /// A number read without serde_json is the very value serde_json
+        /// reads, to the bit (the sign of zero included), and its kind:
+        /// integer or float.
+        #[test]
+        fn short_numbers_are_read_as_serde_json_reads_them(
+            token in prop_oneof![
+                "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,17})?",
+                "-?[1-9][0-9]{0,6}\\.[0-9]{2}",
+            ],
+        ) {
+            let serde: serde_json::Value = serde_json::from_str(&token).unwrap();
+            match short_number(&token) {
+                None => {}
+                Some(Raw::Int(n)) => prop_assert_eq!(serde.as_i64(), Some(n), "{}", token),
+                Some(Raw::Float(f)) => {
+                    prop_assert!(serde.is_f64(), "{}", token);
+                    prop_assert_eq!(serde.as_f64().unwrap().to_bits(), f.to_bits(), "{}", token);
+                }
+                Some(other) => prop_assert!(false, "{token}: {other:?}"),
+            }
         }
     }
 }
