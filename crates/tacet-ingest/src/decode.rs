@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
@@ -48,7 +49,45 @@ pub(crate) struct Node {
     /// index plus one (0: empty), probed linearly from the signature's
     /// hash. A lookup is one or two probes, not a pass over every child.
     index: Vec<usize>,
+    /// Each child's key as it appears raw in a line, for [`Node::predicted`].
+    raw_keys: Vec<RawKey>,
+    /// Member `m` of this object in the last line scanned here: the index
+    /// plus one of the child its key was (0: none, or not mapped).
+    /// Producers write their keys in one order, so this is nearly always the
+    /// child of member `m` in the next line too. Shared by every thread
+    /// decoding with this node; a stale or raced value only costs a miss,
+    /// since a prediction is always checked against the line's bytes.
+    order: Vec<AtomicU16>,
     pub(crate) targets: SmallVec<[Target; 2]>,
+}
+
+/// Members per object whose child is predicted (later ones are looked up).
+const PREDICTED_MEMBERS: usize = 32;
+
+/// A key and its closing quote as sixteen bytes to compare at once: `bytes`
+/// holds them (zero-padded), `mask` has 0xff on each of their bytes. A key
+/// that JSON would have to escape, or that is 16 bytes or longer, has an
+/// empty mask and is never predicted.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawKey {
+    bytes: u128,
+    mask: u128,
+}
+
+impl RawKey {
+    fn new(key: &str) -> Self {
+        let plain = key.bytes().all(|b| b != b'"' && b != b'\\' && b >= 0x20);
+        if !plain || key.len() >= 16 {
+            return Self::default();
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..key.len()].copy_from_slice(key.as_bytes());
+        bytes[key.len()] = b'"';
+        Self {
+            bytes: u128::from_le_bytes(bytes),
+            mask: u128::MAX >> (8 * (15 - key.len())),
+        }
+    }
 }
 
 impl Node {
@@ -61,6 +100,7 @@ impl Node {
                     None => {
                         self.children.push((head.clone(), Node::default()));
                         self.signatures.push(key_signature(head));
+                        self.raw_keys.push(RawKey::new(head));
                         self.children.len() - 1
                     }
                 };
@@ -75,6 +115,7 @@ impl Node {
         if self.children.is_empty() {
             return; // a leaf: `child` answers `None` without a probe
         }
+        self.order = (0..PREDICTED_MEMBERS).map(|_| AtomicU16::new(0)).collect();
         let slots = (2 * self.children.len()).next_power_of_two().max(8);
         self.index = vec![0; slots];
         for (i, &signature) in self.signatures.iter().enumerate() {
@@ -92,6 +133,12 @@ impl Node {
     /// The child for `key`.
     #[inline(always)]
     pub(crate) fn child(&self, key: &str) -> Option<&Node> {
+        self.child_index(key).map(|i| &self.children[i].1)
+    }
+
+    /// The index in `children` of the child for `key`.
+    #[inline(always)]
+    fn child_index(&self, key: &str) -> Option<usize> {
         if self.index.is_empty() {
             return None;
         }
@@ -101,10 +148,40 @@ impl Node {
         loop {
             let i = self.index[h].checked_sub(1)?;
             if self.signatures[i] == signature && self.children[i].0 == key {
-                return Some(&self.children[i].1);
+                return Some(i);
             }
             h = (h + 1) & mask;
         }
+    }
+
+    /// The child whose key member `member` had in the last line, when the
+    /// bytes at `rest` (right after the key's opening quote) are exactly
+    /// that key and its closing quote, with the length of both.
+    #[inline(always)]
+    pub(crate) fn predicted(&self, member: usize, rest: &[u8]) -> Option<(&Node, usize)> {
+        let i = usize::from(self.order.get(member)?.load(Ordering::Relaxed)).checked_sub(1)?;
+        let raw = self.raw_keys.get(i)?;
+        // Sixteen bytes at once; a line ending closer than that is looked up.
+        let window = u128::from_le_bytes(*rest.first_chunk::<16>()?);
+        if raw.mask == 0 || (window ^ raw.bytes) & raw.mask != 0 {
+            return None;
+        }
+        Some((&self.children[i].1, self.children[i].0.len() + 1))
+    }
+
+    /// Looks `key` up as member `member` and remembers the answer as the
+    /// prediction for the next line.
+    #[inline(always)]
+    pub(crate) fn child_of_member(&self, member: usize, key: &str) -> Option<&Node> {
+        let found = self.child_index(key);
+        if let Some(slot) = self.order.get(member) {
+            let remembered = found.map_or(0, |i| i + 1);
+            // Written only when it changes: the line stays shared between cores.
+            if usize::from(slot.load(Ordering::Relaxed)) != remembered {
+                slot.store(u16::try_from(remembered).unwrap_or(0), Ordering::Relaxed);
+            }
+        }
+        found.map(|i| &self.children[i].1)
     }
 }
 
@@ -882,6 +959,47 @@ mod tests {
         let (fast, serde) = both(&nested, line);
         assert!(fast.is_ok());
         assert_eq!(fast, serde);
+    }
+
+    /// A member's predicted key is only a guess: it is taken when the line's
+    /// bytes are that key and its closing quote, and every other line is
+    /// looked up as before. One decoder sees keys that move, keys that a
+    /// predicted key is a prefix of (and the reverse), lines that end
+    /// within sixteen bytes of a key, and the same line again.
+    #[test]
+    fn a_predicted_key_is_checked_against_the_line() {
+        let d = decoder("");
+        let first = r#"{"trace_id":"t1","ts":1,"event":"ledger.posted","amount":5}"#;
+        assert_eq!(d.root.order[0].load(Ordering::Relaxed), 0, "nothing predicted yet");
+        for line in [
+            first,
+            first,                                                                 // now predicted member by member
+            r#"{"ts":2,"trace_id":"t2","event":"ledger.posted","amount":6}"#,      // members swapped
+            r#"{"trace_idx":"x","ts":3,"trace_id":"t3","event":"ledger.posted"}"#, // a longer key
+            r#"{"trace":"x","ts":4,"trace_id":"t4","event":"ledger.posted"}"#,     // a shorter one
+            r#"{"trace_id":"t5","tsx":9,"ts":5,"event":"ledger.posted"}"#,
+            r#"{"trace_id":"t6","ts":6,"event":"ledger.posted","amount":7.25}"#,
+            r#"{"trace_id":"t7","ts":7,"event":"ledger.posted","am"#, // truncated: an error
+            r#"{"trace_id":"t8","ts":8,"event":"ledger.posted","amount"}"#,
+            r#"{"trace_id":"t9","ts":9,"event":"ledger.posted","amount":8}"#,
+        ] {
+            let (fast, serde) = both(&d, line);
+            assert_eq!(fast, serde, "{line}");
+        }
+        // After the last line, member 0 predicts `trace_id`.
+        let trace_id = d.root.children.iter().position(|(k, _)| k == "trace_id").unwrap();
+        assert_eq!(usize::from(d.root.order[0].load(Ordering::Relaxed)), trace_id + 1);
+        let rest = br#"trace_id":"t10","ts":10}"#;
+        assert!(
+            d.root
+                .predicted(0, rest)
+                .is_some_and(|(_, len)| len == "trace_id\"".len())
+        );
+        assert!(d.root.predicted(0, br#"trace_idx":"t10","ts":10}"#).is_none());
+        assert!(
+            d.root.predicted(0, br#"trace_id":1}"#).is_none(),
+            "fewer than 16 bytes left"
+        );
     }
 
     #[test]

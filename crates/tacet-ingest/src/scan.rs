@@ -100,15 +100,29 @@ impl<'a> Scanner<'a> {
         if self.closes(b'}')? {
             return Some(());
         }
+        let mut member = 0;
         loop {
             self.eat(b'"')?;
             match node {
                 Some(node) => {
-                    let key = self.plain_string()?;
+                    // The key this member had in the last line, if it is
+                    // the same (nearly always); else scanned and looked up.
+                    let rest = self.bytes.get(self.at..).unwrap_or_default();
+                    let child = match node.predicted(member, rest) {
+                        Some((child, len)) => {
+                            self.at += len;
+                            Some(child)
+                        }
+                        None => {
+                            let key = self.plain_string()?;
+                            node.child_of_member(member, key)
+                        }
+                    };
+                    member += 1;
                     self.whitespace();
                     self.eat(b':')?;
                     self.whitespace();
-                    match node.child(key) {
+                    match child {
                         Some(child) => self.mapped(child, out, depth)?,
                         None => self.skip(out, depth)?,
                     }
