@@ -963,17 +963,17 @@ mod tests {
 
     /// A member's predicted key is only a guess: it is taken when the line's
     /// bytes are that key and its closing quote, and every other line is
-    /// looked up as before. One decoder sees keys that move, keys that a
-    /// predicted key is a prefix of (and the reverse), lines that end
-    /// within sixteen bytes of a key, and the same line again.
+    /// looked up as before. Each odd line below comes right after `first`,
+    /// so its members meet `first`'s keys as predictions: keys that moved,
+    /// keys that a predicted key is a prefix of (and the reverse), a line
+    /// that ends within sixteen bytes of a key.
     #[test]
     fn a_predicted_key_is_checked_against_the_line() {
         let d = decoder("");
         let first = r#"{"trace_id":"t1","ts":1,"event":"ledger.posted","amount":5}"#;
         assert_eq!(d.root.order[0].load(Ordering::Relaxed), 0, "nothing predicted yet");
-        for line in [
-            first,
-            first,                                                                 // now predicted member by member
+        for odd in [
+            first,                                                                 // the same line: predicted member by member
             r#"{"ts":2,"trace_id":"t2","event":"ledger.posted","amount":6}"#,      // members swapped
             r#"{"trace_idx":"x","ts":3,"trace_id":"t3","event":"ledger.posted"}"#, // a longer key
             r#"{"trace":"x","ts":4,"trace_id":"t4","event":"ledger.posted"}"#,     // a shorter one
@@ -981,12 +981,15 @@ mod tests {
             r#"{"trace_id":"t6","ts":6,"event":"ledger.posted","amount":7.25}"#,
             r#"{"trace_id":"t7","ts":7,"event":"ledger.posted","am"#, // truncated: an error
             r#"{"trace_id":"t8","ts":8,"event":"ledger.posted","amount"}"#,
-            r#"{"trace_id":"t9","ts":9,"event":"ledger.posted","amount":8}"#,
         ] {
-            let (fast, serde) = both(&d, line);
-            assert_eq!(fast, serde, "{line}");
+            for line in [first, odd] {
+                let (fast, serde) = both(&d, line);
+                assert_eq!(fast, serde, "{line}");
+            }
         }
-        // After the last line, member 0 predicts `trace_id`.
+        // After `first`, member 0 predicts `trace_id`, and only where the
+        // line holds exactly that key.
+        both(&d, first).0.unwrap();
         let trace_id = d.root.children.iter().position(|(k, _)| k == "trace_id").unwrap();
         assert_eq!(usize::from(d.root.order[0].load(Ordering::Relaxed)), trace_id + 1);
         let rest = br#"trace_id":"t10","ts":10}"#;
@@ -996,10 +999,39 @@ mod tests {
                 .is_some_and(|(_, len)| len == "trace_id\"".len())
         );
         assert!(d.root.predicted(0, br#"trace_idx":"t10","ts":10}"#).is_none());
+        assert!(d.root.predicted(0, br#"trace_i":"t10","ts":10}"#).is_none());
         assert!(
             d.root.predicted(0, br#"trace_id":1}"#).is_none(),
             "fewer than 16 bytes left"
         );
+    }
+
+    /// A mapped key of sixteen bytes or more is never predicted, and is
+    /// still found and captured by the lookup, line after line.
+    #[test]
+    fn long_keys_are_looked_up_not_predicted() {
+        let d = decoder(
+            r#"
+[[journey]]
+name = "refund"
+start = "refund.requested"
+ack_ok = "refund.accepted"
+complete = ["refund.posted"]
+deadline = "2m"
+ack_timeout = "30s"
+slo = 0.999
+attributes = { reference = "/payment_reference_number" }
+"#,
+        );
+        let line = r#"{"payment_reference_number":"pr-7","trace_id":"t","ts":1,"event":"refund.requested"}"#;
+        for _ in 0..3 {
+            assert!(takes_fast_path(&d, line));
+            let (fast, serde) = both(&d, line);
+            let fast = fast.unwrap();
+            assert!(fast.attrs.iter().any(|(_, v)| *v == AttrCow::Str("pr-7".into())));
+            assert_eq!(Ok(fast), serde);
+        }
+        assert!(d.root.predicted(0, &line.as_bytes()[2..]).is_none());
     }
 
     #[test]
