@@ -6,7 +6,8 @@
 //! installs it), produces `TACET_BENCH_JOURNEYS` generated journeys (default
 //! 100,000, ~430K events) into three topics of 4 partitions with librdkafka,
 //! then alternates bare and tacet consumers `TACET_BENCH_RUNS` times (default
-//! 3), each in a fresh consumer group from the earliest offset. Rates count
+//! 3), each in a fresh consumer group from the earliest offset
+//! (`TACET_BENCH_ONLY=tacet` skips the bare consumer, for profiling). Rates count
 //! from a consumer's first record to its last, so group joins and the idle
 //! wait at the end are not in them.
 //!
@@ -51,6 +52,14 @@ fn main() {
     let runs: usize = env_or("TACET_BENCH_RUNS", 3);
     // Correlator threads of `tacet run`; 0 = one per core, as `[engine] shards = 0`.
     let workers: usize = env_or("TACET_BENCH_WORKERS", 0);
+    // `tacet` skips the bare consumer (for profiling tacet alone).
+    let only: String = env_or("TACET_BENCH_ONLY", String::new());
+    // Extra librdkafka properties for both consumers, `key=value,key=value`.
+    let props: Vec<(String, String)> = env_or("TACET_BENCH_PROPERTIES", String::new())
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -130,32 +139,13 @@ fn main() {
     let mut tacet_rates = Vec::new();
     for run in 0..runs {
         // Bare: poll and count, nothing else.
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", format!("bare-{run}"))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("queued.max.messages.kbytes", "16384")
-            .create()
-            .unwrap();
-        consumer.subscribe(&TOPICS).unwrap();
-        let (mut n, mut first, mut last) = (0u64, None, Instant::now());
-        let mut bytes = 0usize;
-        while n < total {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                bytes += m.payload().map_or(0, |p| p.len());
-                n += 1;
-                last = Instant::now();
-                first.get_or_insert(last);
-            }
+        if only != "tacet" {
+            bare_rates.push(bare_run(&bootstrap, run, total, &props));
         }
-        drop(consumer);
-        let bare = last.duration_since(first.unwrap());
-        bare_rates.push(rate_time(total, bare));
-        std::hint::black_box(bytes);
 
         // tacet run, in process, in its own group and output folder.
-        let cfg = with_kafka_source(&config, &bootstrap, &format!("tacet-{run}"));
+        let mut cfg = with_kafka_source(&config, &bootstrap, &format!("tacet-{run}"));
+        cfg.sources[0].properties.extend(props.iter().cloned());
         let dir = out.path().join(format!("run{run}"));
         let mut engine = tacet_kafka::EngineOptions::from_config(&cfg, dir.clone(), dir.join("state"));
         engine.workers = workers;
@@ -171,11 +161,19 @@ fn main() {
         tacet_rates.push(rate_time(total, report.active));
         eprintln!(
             "run {run}: bare {:.0} rec/s, tacet {:.0} rec/s ({} outcome rows, {} checkpoints)",
-            total as f64 / bare.as_secs_f64(),
+            bare_rates.last().map_or(0.0, |d| total as f64 / d.as_secs_f64()),
             total as f64 / report.active.as_secs_f64(),
             report.counters.rows,
             report.counters.checkpoints
         );
+    }
+    if bare_rates.is_empty() {
+        let tacet = median(tacet_rates);
+        println!(
+            "tacet run {:.0} records/s (median of {runs})",
+            total as f64 / tacet.as_secs_f64()
+        );
+        return;
     }
     let bare = median(bare_rates);
     let tacet = median(tacet_rates);
@@ -187,6 +185,35 @@ fn main() {
         "  ratio                  {:>10.1} %",
         100.0 * per_s(tacet) / per_s(bare)
     );
+}
+
+/// One bare consumer in its own group: poll and count, nothing else.
+/// Returns the time from its first record to its last.
+fn bare_run(bootstrap: &str, run: usize, total: u64, props: &[(String, String)]) -> Duration {
+    let mut settings = ClientConfig::new();
+    settings
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bare-{run}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("queued.max.messages.kbytes", "16384");
+    for (k, v) in props {
+        settings.set(k, v);
+    }
+    let consumer: BaseConsumer = settings.create().unwrap();
+    consumer.subscribe(&TOPICS).unwrap();
+    let (mut n, mut first, mut last) = (0u64, None, Instant::now());
+    let mut bytes = 0usize;
+    while n < total {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            bytes += m.payload().map_or(0, |p| p.len());
+            n += 1;
+            last = Instant::now();
+            first.get_or_insert(last);
+        }
+    }
+    std::hint::black_box(bytes);
+    rate_time(total, last.duration_since(first.unwrap()))
 }
 
 /// The time per run, kept as a duration so `median` applies.
