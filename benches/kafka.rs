@@ -48,6 +48,13 @@ fn nisshi() -> PathBuf {
 }
 
 fn main() {
+    // `TACET_LOG=debug` (an env filter) shows tacet's and librdkafka's logs.
+    if let Ok(filter) = std::env::var("TACET_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 100_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 3);
     // Correlator threads of `tacet run`; 0 = one per core, as `[engine] shards = 0`.
