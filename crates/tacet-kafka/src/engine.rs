@@ -100,6 +100,11 @@ pub struct Engine {
     workers: Vec<Worker>,
     /// Owned groups and the worker each lives on.
     owner: BTreeMap<i32, usize>,
+    /// The worker each partition was first placed on. A partition that comes
+    /// back goes there again: its records are routed to that worker's fetch
+    /// queue for the consumer's life (see [`crate::fetch`]), and records
+    /// fetched before a revoke must not overtake those fetched after it.
+    home: BTreeMap<i32, usize>,
     /// Bumped by every assign and revoke.
     pub(crate) assignment_epoch: u64,
     /// Records handed to the correlator threads.
@@ -193,6 +198,7 @@ impl Engine {
             shared,
             workers,
             owner: BTreeMap::new(),
+            home: BTreeMap::new(),
             assignment_epoch: 0,
             dispatched: 0,
             counters: RunCounters::default(),
@@ -244,8 +250,31 @@ impl Engine {
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// Correlator threads.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The correlator thread partition group `p` lives on (or will again,
+    /// if it comes back), if it was ever placed.
+    pub fn worker_of(&self, partition: i32) -> Option<usize> {
+        self.home.get(&partition).copied()
+    }
+
+    /// Batches waiting for correlator thread `w`.
+    pub(crate) fn backlog(&self, w: usize) -> usize {
+        self.workers[w].backlog()
+    }
+
+    /// Whether thread `w` takes another batch without making the poll
+    /// thread wait.
+    pub(crate) fn has_room(&self, w: usize) -> bool {
+        self.workers[w].has_room()
+    }
+
     /// Takes ownership of `partitions`, restoring each group from its
-    /// snapshot onto the correlator thread with the fewest groups.
+    /// snapshot onto the correlator thread it lived on before in this run,
+    /// else the one with the fewest groups.
     /// Returns where to start consuming each `(topic index, partition)`:
     /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
     pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
@@ -259,9 +288,12 @@ impl Engine {
             let (group, discarded) = self.shared.restore(p)?;
             self.counters.discarded_files += discarded as u64;
             restored.insert(p, group.next.clone());
-            let w = (0..self.workers.len())
-                .min_by_key(|&w| self.workers[w].groups)
-                .expect("at least one correlator thread");
+            let fewest = || {
+                (0..self.workers.len())
+                    .min_by_key(|&w| self.workers[w].groups)
+                    .expect("at least one correlator thread")
+            };
+            let w = *self.home.entry(p).or_insert_with(fewest);
             self.workers[w].command(Command::Adopt(p, Box::new(group)))?;
             self.workers[w].groups += 1;
             self.owner.insert(p, w);
@@ -341,6 +373,11 @@ impl Engine {
     /// Sends every partly filled batch (the poll found nothing more for now).
     pub fn flush(&mut self) -> Result<(), RunError> {
         self.workers.iter_mut().try_for_each(Worker::flush)
+    }
+
+    /// Sends thread `w`'s partly filled batch.
+    pub(crate) fn flush_worker(&mut self, w: usize) -> Result<(), RunError> {
+        self.workers[w].flush()
     }
 
     /// Moves every group's watermark by wall clock (idleness), deciding what is due.
@@ -493,6 +530,29 @@ mod tests {
         let counters = engine.counters().unwrap();
         assert_eq!(counters.decode.records, 4000);
         assert_eq!(engine.open_journeys(), 4000);
+    }
+
+    #[test]
+    fn a_partition_that_comes_back_lives_on_the_same_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = copartitioned_engine(dir.path(), 2, 4);
+        let placed: Vec<usize> = (0..4).map(|p| engine.worker_of(p).unwrap()).collect();
+        assert_eq!(
+            placed.iter().filter(|&&w| w == 0).count(),
+            2,
+            "spread evenly: {placed:?}"
+        );
+        // Lose 0 and 1 (one from each thread), gain 1 back, then 0: with
+        // "fewest groups" alone they would swap threads, but their records
+        // are routed to the old ones.
+        assert_ne!(placed[0], placed[1]);
+        engine.revoke(&[(0, 0), (0, 1)]).unwrap();
+        engine.assign(&[(0, 1)]).unwrap();
+        engine.assign(&[(0, 0)]).unwrap();
+        for p in 0..4 {
+            assert_eq!(engine.worker_of(p), Some(placed[p as usize]), "partition {p}");
+        }
+        assert_eq!(engine.worker_of(9), None, "never placed");
     }
 
     #[test]

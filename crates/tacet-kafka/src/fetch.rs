@@ -9,13 +9,16 @@
 //! [`crate::run::Context`] through rdkafka.
 //!
 //! So the records take another road. Before a partition is assigned, its
-//! fetch queue is forwarded to one application queue, [`FetchQueue`], which
-//! the poll thread drains in batches. The consumer queue keeps everything
-//! else (rebalances, errors, statistics, commit results) and is polled
-//! without waiting once per batch. Forwarding is set before the assign that
-//! starts the partition's fetcher, so none of its records can reach the
-//! consumer queue first and be read out of order; librdkafka keeps an
-//! application's forwarding across later reassignments.
+//! fetch queue is forwarded to an application queue, a [`FetchQueue`]: one
+//! per correlator thread, the queue of the thread its partition group lives
+//! on. The poll thread drains them in batches. The consumer queue keeps
+//! everything else (rebalances, errors, statistics, commit results) and is
+//! polled without waiting once per round. Forwarding is set before the
+//! assign that starts the partition's fetcher, so none of its records can
+//! reach the consumer queue first and be read out of order; librdkafka keeps
+//! an application's forwarding across later reassignments, and a partition
+//! that comes back goes to the same thread, hence the same queue, so records
+//! fetched before a revoke are still read before those fetched after it.
 //!
 //! librdkafka's prefetch bound (`queued.max.messages.kbytes`) still holds:
 //! it measures a partition's fetch queue through its forwarding, as it did
@@ -23,6 +26,8 @@
 
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use rdkafka::bindings as rdsys;
@@ -30,8 +35,40 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
 use crate::headers::RecordHeaders;
 
-/// The application queue every assigned partition's records are routed to.
-/// Must be dropped before the consumer it was made from.
+/// Wakes the poll thread when any of several [`FetchQueue`]s gets a record:
+/// librdkafka writes a byte to it when a queue goes from empty to not empty
+/// (once per poll of that queue), so one thread can wait on many queues.
+pub(crate) struct Wakeup {
+    rx: UnixDatagram,
+    tx: UnixDatagram,
+}
+
+impl Wakeup {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        let (rx, tx) = UnixDatagram::pair()?;
+        // librdkafka's fetcher writes here and must never block on it: if
+        // the buffer is full, a wakeup is already waiting.
+        tx.set_nonblocking(true)?;
+        Ok(Self { rx, tx })
+    }
+
+    /// Waits until a queue got a record since the last wait, or `timeout`
+    /// passed; then clears every wakeup. Poll every queue after it: a record
+    /// that arrived before the wait is found there, one that arrives later
+    /// wakes the next wait.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut byte = [0u8; 16];
+        let _ = self.rx.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
+        if self.rx.recv(&mut byte).is_ok() && self.rx.set_nonblocking(true).is_ok() {
+            while self.rx.recv(&mut byte).is_ok() {}
+            let _ = self.rx.set_nonblocking(false);
+        }
+    }
+}
+
+/// An application queue assigned partitions' records are routed to.
+/// Must be dropped before the consumer it was made from, and before the
+/// [`Wakeup`] it signals.
 pub(crate) struct FetchQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// The messages of the last [`FetchQueue::poll`], destroyed by the next.
@@ -39,10 +76,18 @@ pub(crate) struct FetchQueue {
 }
 
 impl FetchQueue {
-    /// A new queue on `consumer`'s client, taking up to `batch` records per poll.
-    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, batch: usize) -> Self {
-        // SAFETY: a live client; the queue is destroyed in `Drop`.
-        let queue = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
+    /// A new queue on `consumer`'s client, taking up to `batch` records per
+    /// poll, signalling `wakeup` when it gets records.
+    pub(crate) fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, batch: usize, wakeup: &Wakeup) -> Self {
+        const PAYLOAD: &[u8] = b"w";
+        // SAFETY: a live client; the queue is destroyed in `Drop`. The
+        // socket outlives the queue (see the type's doc), and the
+        // forwarding is switched off in `Drop` before either goes.
+        let queue = unsafe {
+            let queue = rdsys::rd_kafka_queue_new(consumer.client().native_ptr());
+            rdsys::rd_kafka_queue_io_event_enable(queue, wakeup.tx.as_raw_fd(), PAYLOAD.as_ptr().cast(), PAYLOAD.len());
+            queue
+        };
         Self {
             queue,
             batch: Vec::with_capacity(batch.max(1)),
@@ -80,8 +125,12 @@ impl FetchQueue {
 impl Drop for FetchQueue {
     fn drop(&mut self) {
         self.release();
-        // SAFETY: made in `new`, destroyed once, before the client (see the type's doc).
-        unsafe { rdsys::rd_kafka_queue_destroy(self.queue) };
+        // SAFETY: made in `new`, destroyed once, before the client (see the
+        // type's doc); its wakeups stop first.
+        unsafe {
+            rdsys::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
+            rdsys::rd_kafka_queue_destroy(self.queue);
+        }
     }
 }
 

@@ -272,6 +272,16 @@ impl Worker {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Commands (mostly batches) queued and not yet taken by the thread.
+    pub(crate) fn backlog(&self) -> usize {
+        self.commands.as_ref().map_or(0, Sender::len)
+    }
+
+    /// Whether a send would not wait.
+    pub(crate) fn has_room(&self) -> bool {
+        self.commands.as_ref().is_some_and(|c| !c.is_full())
+    }
+
     /// When it finished applying the last batch it was sent, if any.
     pub(crate) fn applied_at(&self) -> Option<Instant> {
         *self.applied_at.lock().unwrap_or_else(|p| p.into_inner())
