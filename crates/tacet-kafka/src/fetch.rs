@@ -21,8 +21,9 @@
 //! fetched before a revoke are still read before those fetched after it.
 //!
 //! librdkafka's prefetch bound (`queued.max.messages.kbytes`) still holds:
-//! it measures a partition's fetch queue through its forwarding, as it did
-//! when the queue forwarded to the consumer queue.
+//! it measures a partition's fetch queue through its forwarding, that is the
+//! [`FetchQueue`] it feeds. So it bounds each correlator thread's queue:
+//! in-flight memory is up to that many kilobytes per thread (plus a fetch).
 
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
@@ -55,14 +56,38 @@ impl Wakeup {
     /// Waits until a queue got a record since the last wait, or `timeout`
     /// passed; then clears every wakeup. Poll every queue after it: a record
     /// that arrived before the wait is found there, one that arrives later
-    /// wakes the next wait.
-    pub(crate) fn wait(&self, timeout: Duration) {
+    /// wakes the next wait. On a socket error it sleeps `timeout` (the
+    /// queues are then polled at that pace, not in a spin) and returns it.
+    pub(crate) fn wait(&self, timeout: Duration) -> std::io::Result<()> {
         let mut byte = [0u8; 16];
-        let _ = self.rx.set_read_timeout(Some(timeout.max(Duration::from_millis(1))));
-        if self.rx.recv(&mut byte).is_ok() && self.rx.set_nonblocking(true).is_ok() {
-            while self.rx.recv(&mut byte).is_ok() {}
-            let _ = self.rx.set_nonblocking(false);
+        let waited = self
+            .rx
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .and_then(|()| self.rx.recv(&mut byte));
+        let result = match waited {
+            Ok(_) => self.clear(),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            std::thread::sleep(timeout);
         }
+        result
+    }
+
+    /// Reads every wakeup already written, without waiting.
+    fn clear(&self) -> std::io::Result<()> {
+        let mut byte = [0u8; 16];
+        self.rx.set_nonblocking(true)?;
+        let drained = loop {
+            match self.rx.recv(&mut byte) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.rx.set_nonblocking(false)?;
+        drained
     }
 }
 
@@ -248,5 +273,39 @@ impl<'q> FetchedMessage<'q> {
                 .to_string_lossy()
                 .into_owned()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_clears_every_wakeup_written_before_it() {
+        let wakeup = Wakeup::new().unwrap();
+        for _ in 0..3 {
+            wakeup.tx.send(b"w").unwrap();
+        }
+        wakeup.wait(Duration::from_secs(10)).unwrap();
+        // Nothing is left to wake the next wait early.
+        wakeup.rx.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let left = wakeup.rx.recv(&mut byte).unwrap_err();
+        assert_eq!(left.kind(), std::io::ErrorKind::WouldBlock);
+        // And a wait with nothing written ends at its timeout, not in error.
+        wakeup.rx.set_nonblocking(false).unwrap();
+        wakeup.wait(Duration::from_millis(1)).unwrap();
+    }
+
+    #[test]
+    fn a_full_wakeup_socket_never_blocks_the_writer() {
+        let wakeup = Wakeup::new().unwrap();
+        // librdkafka's fetcher writes without reading back: the socket fills.
+        let full = (0..1_000_000)
+            .find_map(|_| wakeup.tx.send(b"w").err())
+            .expect("the buffer fills");
+        assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock);
+        wakeup.wait(Duration::from_secs(10)).unwrap();
+        wakeup.tx.send(b"w").expect("room again after a wait");
     }
 }

@@ -4,7 +4,8 @@
 //! correlator thread that owns its partition ([`crate::worker`]); decoding,
 //! correlation and Parquet encoding run there, in parallel with the polling.
 //! In-flight memory is bounded twice: librdkafka's prefetch by
-//! `queued.max.messages.kbytes` (set here unless the config overrides it),
+//! `queued.max.messages.kbytes` per correlator thread's fetch queue (set
+//! here unless the config overrides it; see [`crate::fetch`]),
 //! and the batches between the threads by a bounded channel, on which the
 //! poll thread waits when a correlator falls behind.
 //! Rebalances run inside `poll`, on this thread, through [`Context`]: a
@@ -229,32 +230,26 @@ impl Drop for Routed {
 /// poll thread must not wait on it while others run dry); reached with
 /// nothing handed over yet, it is polled, and the hand-over waits for room:
 /// backpressure. A queue that comes back empty gets its thread's partly
-/// filled batch sent. Never waits for records. Returns whether any record
-/// was handed over.
-fn poll_round(
-    fetched: &mut Routed,
-    ctx: &Context,
-    topic_of: &mut TopicCache,
-    now: impl Fn() -> Instant,
-) -> Result<bool, RunError> {
+/// filled batch sent, so a round that finds nothing leaves no batch behind.
+/// Never waits for records. Returns whether any record was handed over.
+fn poll_round(fetched: &mut Routed, ctx: &Context, topic_of: &mut TopicCache) -> Result<bool, RunError> {
+    // Only this thread takes the lock (the rebalance callback runs inside
+    // the consumer's poll, not here): one lock for the round.
+    let mut engine = ctx.engine();
     let mut order: smallvec::SmallVec<[usize; 8]> = (0..fetched.queues.len()).collect();
-    {
-        let engine = ctx.engine();
-        order.sort_by_key(|&w| engine.backlog(w));
-    }
+    order.sort_by_key(|&w| engine.backlog(w));
     let mut handed_over = false;
     for w in order {
-        if handed_over && !ctx.engine().has_room(w) {
+        if handed_over && !engine.has_room(w) {
             continue;
         }
         let batch = fetched.queues[w].poll(Duration::ZERO);
-        // One clock read per batch: it stamps partition activity.
-        let now = now();
-        let mut engine = ctx.engine();
         if batch.len() == 0 {
             engine.flush_worker(w)?;
             continue;
         }
+        // One clock read per batch: it stamps partition activity.
+        let now = Instant::now();
         for msg in batch.iter() {
             if let Some(e) = msg.error() {
                 if e != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
@@ -467,10 +462,13 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
                 _ => RunError::Kafka("the repartitioner stopped".into()),
             });
         }
-        if drained {
-            fetched.wakeup.wait(Duration::from_millis(100));
+        if drained
+            && let Err(e) = fetched.wakeup.wait(Duration::from_millis(100))
+            && ctx.errors.note(ErrorKind::Poll)
+        {
+            tracing::warn!(error = %e, "Cannot wait on the fetch queues' wakeup socket; polling them every 100 ms.");
         }
-        let mut handed_over = poll_round(&mut fetched, &ctx, &mut topic_of, Instant::now)?;
+        let mut handed_over = poll_round(&mut fetched, &ctx, &mut topic_of)?;
         // One clock read per round drives the timers below.
         let now = Instant::now();
         // The consumer queue: rebalances (served inside this call), errors,
@@ -511,8 +509,6 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             last_input = now;
             last_record = now;
             first_input.get_or_insert(now);
-        } else {
-            ctx.engine().flush()?;
         }
         if now.duration_since(last_tick) >= Duration::from_millis(200) {
             last_tick = now;
