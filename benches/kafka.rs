@@ -64,8 +64,13 @@ fn main() {
     // Extra librdkafka properties for both consumers, `key=value,key=value`.
     let props: Vec<(String, String)> = env_or("TACET_BENCH_PROPERTIES", String::new())
         .split(',')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .unwrap_or_else(|| panic!("TACET_BENCH_PROPERTIES: {kv:?} is not key=value"));
+            (k.trim().to_owned(), v.trim().to_owned())
+        })
         .collect();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
