@@ -100,43 +100,101 @@ impl<'a> Scanner<'a> {
         if self.closes(b'}')? {
             return Some(());
         }
+        match node {
+            Some(node) => self.mapped_members(node, out, depth),
+            None => loop {
+                self.eat(b'"')?;
+                self.skip_string()?;
+                self.whitespace();
+                self.eat(b':')?;
+                self.whitespace();
+                self.skip(out, depth)?;
+                if !self.more(b'}')? {
+                    return Some(());
+                }
+            },
+        }
+    }
+
+    /// The members of a mapped object, from its first key's opening quote.
+    ///
+    /// Most of decoding happens here, so the common layout is read inline
+    /// with the position in a local: the key predicted from the last line,
+    /// `:` right after it, a plain string value, `,"` or `}` right after
+    /// that. Each step that finds anything else (whitespace, another kind
+    /// of value, an unpredicted key) hands over to the general code for that
+    /// step only, which accepts and refuses exactly as before.
+    fn mapped_members(&mut self, node: &Node, out: &mut Fields<'a>, depth: usize) -> Step {
+        let bytes = self.bytes;
+        let mut at = self.at;
         let mut member = 0;
         loop {
-            self.eat(b'"')?;
-            match node {
-                Some(node) => {
-                    // The key this member had in the last line, if it is
-                    // the same (nearly always); else scanned and looked up.
-                    let rest = self.bytes.get(self.at..).unwrap_or_default();
-                    let child = match node.predicted(member, rest) {
-                        Some((child, len)) => {
-                            self.at += len;
-                            Some(child)
-                        }
-                        None => {
-                            let key = self.plain_string()?;
-                            node.child_of_member(member, key)
-                        }
-                    };
-                    member += 1;
-                    self.whitespace();
-                    self.eat(b':')?;
-                    self.whitespace();
-                    match child {
-                        Some(child) => self.mapped(child, out, depth)?,
-                        None => self.skip(out, depth)?,
-                    }
+            if bytes.get(at) != Some(&b'"') {
+                return None;
+            }
+            at += 1;
+            let child = match node.predicted(member, bytes.get(at..).unwrap_or_default()) {
+                Some((child, len)) => {
+                    at += len;
+                    Some(child)
                 }
                 None => {
+                    self.at = at;
+                    let key = self.plain_string()?;
+                    at = self.at;
+                    node.child_of_member(member, key)
+                }
+            };
+            member += 1;
+            if bytes.get(at) == Some(&b':') && bytes.get(at + 1).is_some_and(|&b| b > b' ') {
+                at += 1;
+            } else {
+                self.at = at;
+                self.whitespace();
+                self.eat(b':')?;
+                self.whitespace();
+                at = self.at;
+            }
+            match (child, bytes.get(at)) {
+                (Some(child), Some(b'"')) => {
+                    let end = special_byte(bytes, at + 1);
+                    if bytes.get(end) != Some(&b'"') {
+                        return None;
+                    }
+                    // Quotes are ASCII: both ends are char boundaries.
+                    let value = self.text.get(at + 1..end)?;
+                    out.capture(&child.targets, Raw::Str(Cow::Borrowed(value)));
+                    at = end + 1;
+                }
+                (None, Some(b'"')) => {
+                    self.at = at + 1;
                     self.skip_string()?;
-                    self.whitespace();
-                    self.eat(b':')?;
-                    self.whitespace();
+                    at = self.at;
+                }
+                (Some(child), _) => {
+                    self.at = at;
+                    self.mapped(child, out, depth)?;
+                    at = self.at;
+                }
+                (None, _) => {
+                    self.at = at;
                     self.skip(out, depth)?;
+                    at = self.at;
                 }
             }
-            if !self.more(b'}')? {
-                return Some(());
+            match bytes.get(at) {
+                Some(b',') if bytes.get(at + 1) == Some(&b'"') => at += 1,
+                Some(b'}') => {
+                    self.at = at + 1;
+                    return Some(());
+                }
+                _ => {
+                    self.at = at;
+                    if !self.more(b'}')? {
+                        return Some(());
+                    }
+                    at = self.at;
+                }
             }
         }
     }
