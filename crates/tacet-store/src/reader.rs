@@ -255,4 +255,65 @@ mod tests {
         assert_eq!((rows[1].n_duplicates, rows[1].acked_at), (1, None));
         assert!(!Path::new(&dir.path().join("outcomes")).join(".tmp").exists());
     }
+
+    #[test]
+    fn only_columns_whose_values_repeat_are_dictionary_encoded() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = OutcomeWriter::new(catalog.clone(), dir.path(), "t0", 1_000);
+        let amount = catalog.columns().iter().position(|c| c.name == "amount").unwrap();
+        let region = catalog.columns().iter().position(|c| c.name == "region").unwrap();
+        let traces: Vec<String> = (0..100).map(|i| format!("{i:032x}")).collect();
+        for (i, trace) in traces.iter().enumerate() {
+            let mut attrs = vec![None; catalog.columns().len()];
+            attrs[amount] = Some(AttrValue::Num(i as f64 + 0.25));
+            attrs[region] = Some(AttrValue::Str("eu-west"));
+            let decided = 1_795_342_503_000 + i as i64;
+            w.emit(&OutcomeRecord {
+                trace_id: trace,
+                journey: 0,
+                outcome: Outcome::Completed,
+                started_at: Some(decided - 100),
+                acked_at: Some(decided - 50),
+                completed_at: Some(decided - 10),
+                deadline_at: Some(decided),
+                decided_at: decided,
+                latency_ms: Some(90 + i as i64),
+                missing_steps: &[],
+                missing_groups: 0,
+                failed_steps: &[],
+                last_step: Some("ledger.posted"),
+                last_service: Some("core"),
+                services: &["gw", "core"],
+                n_events: 3,
+                n_duplicates: 0,
+                attributes: &attrs,
+            });
+        }
+        w.flush().unwrap();
+        let files = outcome_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        let file = SerializedFileReader::new(std::fs::File::open(&files[0]).unwrap()).unwrap();
+        let group = file.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            let column = (0..group.num_columns())
+                .map(|i| group.column(i))
+                .find(|c| c.column_path().string() == name)
+                .unwrap_or_else(|| panic!("no column {name}"));
+            column.dictionary_page_offset().is_some()
+        };
+        for plain in ["trace_id", "started_at", "decided_at", "latency_ms", "amount"] {
+            assert!(!dictionary(plain), "{plain} has a dictionary");
+        }
+        for repeated in ["outcome", "last_step", "n_events", "region"] {
+            assert!(dictionary(repeated), "{repeated} has no dictionary");
+        }
+        // And the rows read back as written.
+        let rows = read_outcomes(dir.path()).unwrap();
+        assert_eq!(rows.len(), 100);
+        assert_eq!(rows[7].trace_id, traces[7]);
+        assert_eq!(rows[7].latency_ms, Some(97));
+    }
 }

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use tacet_core::Catalog;
 use tacet_core::config::AttributeType;
 
@@ -44,6 +47,27 @@ pub fn outcome_schema(catalog: &Catalog) -> SchemaRef {
         fields.push(Field::new(&column.name, kind, true));
     }
     Arc::new(Schema::new(fields))
+}
+
+/// How outcome files are written: Snappy, and a dictionary only for the
+/// columns whose values repeat.
+///
+/// Parquet dictionary-encodes every column by default, which hashes each
+/// value into a dictionary as it is written. For a trace id (one per row),
+/// a timestamp, a latency or an amount the dictionary is about as large as
+/// the column, so that work buys nothing: those columns are written plain.
+/// Outcomes, step and service names and string attributes keep theirs.
+pub fn writer_properties(schema: &Schema) -> WriterProperties {
+    let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+    for field in schema.fields() {
+        let mostly_distinct = field.name() == "trace_id"
+            || field.name() == "latency_ms"
+            || matches!(field.data_type(), DataType::Timestamp(..) | DataType::Float64);
+        if mostly_distinct {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+        }
+    }
+    props.build()
 }
 
 /// Number of fixed (non-attribute) columns.

@@ -12,13 +12,12 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tacet_core::config::AttributeType;
 use tacet_core::outcome::OutcomeSink;
 use tacet_core::{AttrValue, Catalog, JourneyId, OutcomeRecord};
 
-use crate::schema::outcome_schema;
+use crate::schema::{outcome_schema, writer_properties};
 use crate::{Result, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
@@ -180,6 +179,8 @@ impl Builders {
 pub struct OutcomeWriter {
     catalog: Arc<Catalog>,
     schema: SchemaRef,
+    /// Parquet settings of every file, from the schema.
+    props: WriterProperties,
     root: PathBuf,
     name: String,
     flush_rows: usize,
@@ -193,8 +194,10 @@ pub struct OutcomeWriter {
 impl OutcomeWriter {
     /// A writer under `root`; `name` (unique per run and shard) prefixes its files.
     pub fn new(catalog: Arc<Catalog>, root: &Path, name: &str, flush_rows: usize) -> Self {
+        let schema = outcome_schema(&catalog);
         Self {
-            schema: outcome_schema(&catalog),
+            props: writer_properties(&schema),
+            schema,
             catalog,
             root: root.join("outcomes"),
             name: name.to_owned(),
@@ -284,8 +287,7 @@ impl OutcomeWriter {
             source,
         };
         let file = fs::File::create(&tmp).map_err(io(&tmp))?;
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(pq)?;
+        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone())).map_err(pq)?;
         writer.write(batch).map_err(pq)?;
         let file = writer.into_inner().map_err(pq)?;
         file.sync_data().map_err(io(&tmp))?;
