@@ -170,6 +170,23 @@ mod tests {
             prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
         }
 
+        /// A valid timestamp with any one of its first 19 bytes replaced
+        /// (by a neighbour of the digits or separators in ASCII, a letter,
+        /// or a non-ASCII character): the fast path's byte checks hold.
+        #[test]
+        fn agrees_with_chrono_with_one_byte_out_of_place(
+            at in 0usize..19,
+            byte in prop_oneof![
+                Just('/'), Just(':'), Just(';'), Just('?'), Just('-'), Just('T'), Just('t'),
+                Just(' '), Just('\u{e9}'), proptest::char::range('0', '9'),
+            ],
+        ) {
+            let mut s: Vec<char> = "2024-02-29T12:30:45.123+02:00".chars().collect();
+            s[at] = byte;
+            let s: String = s.into_iter().collect();
+            prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
+        }
+
         /// Arbitrary text never makes the two disagree either.
         #[test]
         fn agrees_with_chrono_on_any_text(s in "[0-9T:.Z+-]{18,32}") {
