@@ -157,10 +157,7 @@ impl<'a> Scanner<'a> {
             }
             match (child, bytes.get(at)) {
                 (Some(child), Some(b'"')) => {
-                    let end = special_byte(bytes, at + 1);
-                    if bytes.get(end) != Some(&b'"') {
-                        return None;
-                    }
+                    let end = plain_string_end(bytes, at + 1)?;
                     // Quotes are ASCII: both ends are char boundaries.
                     let value = self.text.get(at + 1..end)?;
                     out.capture(&child.targets, Raw::Str(Cow::Borrowed(value)));
@@ -327,13 +324,11 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn plain_string(&mut self) -> Step<&'a str> {
         let start = self.at;
-        let end = special_byte(self.bytes, start);
-        if *self.bytes.get(end)? != b'"' {
-            return None;
-        }
+        let end = plain_string_end(self.bytes, start)?;
         self.at = end + 1;
-        // Quotes are ASCII: both ends are char boundaries.
-        Some(&self.text[start..end])
+        // Quotes are ASCII: both ends are char boundaries (`get` checks
+        // anyway, so that no line can make this panic).
+        self.text.get(start..end)
     }
 
     /// The rest of an ignored string: escapes checked for syntax only, as in
@@ -406,6 +401,14 @@ impl<'a> Scanner<'a> {
             self.at += 1;
         }
     }
+}
+
+/// Where the plain string (no escape, no control character) that starts
+/// at `start` ends: its closing `"`. `None` for any other string.
+#[inline(always)]
+fn plain_string_end(bytes: &[u8], start: usize) -> Step<usize> {
+    let end = special_byte(bytes, start);
+    (*bytes.get(end)? == b'"').then_some(end)
 }
 
 /// The first `"`, `\\` or control character at or after `from` (or the
