@@ -180,6 +180,11 @@ mod tests {
     use super::*;
     use crate::OutcomeWriter;
 
+    /// The index of attribute column `name` in the catalog.
+    fn column(catalog: &Catalog, name: &str) -> usize {
+        catalog.columns().iter().position(|c| c.name == name).unwrap()
+    }
+
     #[test]
     fn rows_round_trip_through_partitioned_parquet() {
         let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
@@ -187,8 +192,8 @@ mod tests {
         let mut w = OutcomeWriter::new(catalog.clone(), dir.path(), "t0", 2);
         let columns = catalog.columns().len();
         let mut attrs = vec![None; columns];
-        let amount = catalog.columns().iter().position(|c| c.name == "amount").unwrap();
-        let customer = catalog.columns().iter().position(|c| c.name == "customer").unwrap();
+        let amount = column(&catalog, "amount");
+        let customer = column(&catalog, "customer");
         attrs[amount] = Some(AttrValue::Num(250.5));
         attrs[customer] = Some(AttrValue::Str("c-1"));
         let record = |trace: &'static str, decided: i64, outcome: Outcome| OutcomeRecord {
@@ -263,8 +268,8 @@ mod tests {
         let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
         let dir = tempfile::tempdir().unwrap();
         let mut w = OutcomeWriter::new(catalog.clone(), dir.path(), "t0", 1_000);
-        let amount = catalog.columns().iter().position(|c| c.name == "amount").unwrap();
-        let region = catalog.columns().iter().position(|c| c.name == "region").unwrap();
+        let amount = column(&catalog, "amount");
+        let region = column(&catalog, "region");
         let traces: Vec<String> = (0..100).map(|i| format!("{i:032x}")).collect();
         for (i, trace) in traces.iter().enumerate() {
             let mut attrs = vec![None; catalog.columns().len()];
