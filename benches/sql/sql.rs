@@ -5,7 +5,7 @@
 //! journeys and seven days through the real Parquet writer, checks the row
 //! count through SQL, then times each query `TACET_BENCH_RUNS` times (default 5).
 //!
-//! Run: `cargo bench -p tacet-bench --bench sql`
+//! Run: `cargo bench -p tacet-bench-sql`
 
 use std::io::Write;
 use std::sync::Arc;
