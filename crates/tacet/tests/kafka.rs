@@ -14,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// One broker-heavy test at a time: the machine has two cores.
+/// One broker-heavy test at a time under `cargo test`: the machine has two
+/// cores. (nextest runs each test in a process of its own and two of these
+/// side by side: the `kafka` test group of .config/nextest.toml.)
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn repo(path: &str) -> PathBuf {
