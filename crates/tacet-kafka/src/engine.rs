@@ -4,9 +4,10 @@
 //! inputs and outcome writer ([`crate::group`]), so a rebalance moves whole
 //! groups: the owner that loses `p` checkpoints it, the one that gains `p`
 //! restores exactly that snapshot. Groups are spread over correlator threads
-//! ([`crate::worker`]); the [`Engine`] places each group on one, copies each
-//! polled record into that thread's batch, and turns checkpoints, revokes and
-//! ticks into commands that follow the records polled before them.
+//! ([`crate::worker`]); the [`Engine`] places each group on one, hands each
+//! polled batch to the thread whose fetch queue it came from, and turns
+//! checkpoints, revokes and ticks into commands that follow the records
+//! polled before them.
 //!
 //! Watermark inputs are the topics in the co-partitioned layout. In the
 //! repartitioned layout the topics are tacet's internal ones, where the
@@ -28,6 +29,7 @@ use tacet_ingest::Decoder;
 
 use crate::checkpoint::CheckpointError;
 use crate::errors::RunErrors;
+use crate::fetch::Messages;
 use crate::group::{CommitOffset, Origin, Shared, Topic};
 pub use crate::group::{Record, RunCounters};
 use crate::worker::{BATCH_RECORDS, Command, Worker};
@@ -370,6 +372,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Records polled from thread `w`'s fetch queue, handed to it as they
+    /// are (see [`crate::fetch::Messages`]), after its copied ones. The
+    /// thread drops records of partitions it no longer owns, as
+    /// [`Engine::record`] does here.
+    pub(crate) fn fetched(&mut self, w: usize, messages: Messages, now: Instant) -> Result<(), RunError> {
+        self.dispatched += messages.len() as u64;
+        self.workers[w].command(Command::Fetched(messages, now))
+    }
+
     /// Sends every partly filled batch (the poll found nothing more for now).
     pub fn flush(&mut self) -> Result<(), RunError> {
         self.workers.iter_mut().try_for_each(Worker::flush)
@@ -418,6 +429,15 @@ impl Engine {
             }
         }
         Ok(all)
+    }
+
+    /// Stops the correlator threads after what they were sent, if not
+    /// stopped yet, dropping their counters (the run is ending in error).
+    pub(crate) fn stop_threads(&mut self) {
+        if !self.stopped {
+            self.workers.clear();
+            self.stopped = true;
+        }
     }
 
     /// Stops the correlator threads, then the alert rules after the

@@ -404,6 +404,15 @@ impl GroupSet {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// The index of `topic`, if consumed.
+    pub(crate) fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.shared.topics.iter().position(|t| t.name == topic)
+    }
+
     pub(crate) fn open_journeys(&self) -> usize {
         self.groups.iter().map(|(_, g)| g.shard.open_traces()).sum()
     }

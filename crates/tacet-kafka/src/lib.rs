@@ -15,7 +15,8 @@
 //!   checkpoints out; single-threaded.
 //! - [`worker`]: the correlator threads, their batches and commands.
 //! - `fetch`: batch polling: partitions' records are routed to one queue
-//!   drained many per call; the consumer queue keeps the events.
+//!   per correlator thread, drained many per call and handed over in
+//!   librdkafka's buffers; the consumer queue keeps the events.
 //! - `headers`: record headers with names as bytes (rdkafka's own reader
 //!   panics on a name that is not UTF-8).
 //! - [`repartition`]: for producers that do not key by trace id, a stage

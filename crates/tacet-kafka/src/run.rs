@@ -1,7 +1,8 @@
 //! The consumer loop of `tacet run`.
 //!
-//! One thread polls librdkafka and copies each record into a batch for the
-//! correlator thread that owns its partition ([`crate::worker`]); decoding,
+//! One thread polls librdkafka and hands each batch of records, still in
+//! librdkafka's buffers, to the correlator thread that owns their
+//! partitions ([`crate::worker`]); decoding,
 //! correlation and Parquet encoding run there, in parallel with the polling.
 //! In-flight memory is bounded twice: librdkafka's prefetch by
 //! `queued.max.messages.kbytes` per correlator thread's fetch queue (set
@@ -32,7 +33,7 @@ use tacet_engine::Metrics;
 
 use crate::engine::{Engine, EngineOptions, Layout, Record, RunCounters, RunError};
 use crate::errors::{ErrorKind, RunErrors};
-use crate::fetch::{self, FetchQueue, FetchedMessage, RawQueue, Wakeup};
+use crate::fetch::{self, FetchQueue, RawQueue, Wakeup};
 use crate::headers::RecordHeaders;
 use crate::repartition;
 use crate::worker::BATCH_RECORDS;
@@ -224,6 +225,17 @@ impl Drop for Routed {
     }
 }
 
+/// Stops the correlator threads when dropped, so that the librdkafka
+/// messages they hold are destroyed before the consumer is (see
+/// [`crate::fetch::Messages`]). A run that ends normally stopped them already.
+struct StopThreadsOnDrop(Arc<Context>);
+
+impl Drop for StopThreadsOnDrop {
+    fn drop(&mut self) {
+        self.0.engine().stop_threads();
+    }
+}
+
 /// One poll of every thread's fetch queue, the thread with the fewest
 /// batches queued first, each poll's records handed over. A thread whose
 /// channel is full is skipped once another got records in this round (the
@@ -232,7 +244,7 @@ impl Drop for Routed {
 /// backpressure. A queue that comes back empty gets its thread's partly
 /// filled batch sent, so a round that finds nothing leaves no batch behind.
 /// Never waits for records. Returns whether any record was handed over.
-fn poll_round(fetched: &mut Routed, ctx: &Context, topic_of: &mut TopicCache) -> Result<bool, RunError> {
+fn poll_round(fetched: &mut Routed, ctx: &Context) -> Result<bool, RunError> {
     // Only this thread takes the lock (the rebalance callback runs inside
     // the consumer's poll, not here): one lock for the round.
     let mut engine = ctx.engine();
@@ -248,51 +260,13 @@ fn poll_round(fetched: &mut Routed, ctx: &Context, topic_of: &mut TopicCache) ->
             engine.flush_worker(w)?;
             continue;
         }
-        // One clock read per batch: it stamps partition activity.
-        let now = Instant::now();
-        for msg in batch.iter() {
-            if let Some(e) = msg.error() {
-                if e != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
-                    && ctx.errors.note(ErrorKind::Poll)
-                {
-                    tracing::warn!(error = %msg.error_text(), "Kafka fetch error; retrying.");
-                }
-                continue;
-            }
-            // Only routed partitions reach these queues: of subscribed,
-            // hence known, topics.
-            if let Some(topic) = topic_of.index(&msg, &engine) {
-                let record = Record {
-                    topic,
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                    payload: msg.payload(),
-                };
-                hand_over(&mut engine, record, || msg.headers(), now)?;
-                handed_over = true;
-            }
-        }
+        // One clock read per batch: it stamps partition activity. The
+        // records stay in librdkafka's buffers; the thread reads them there.
+        // A batch of per-partition errors alone is no input (idleness).
+        handed_over |= batch.iter().any(|m| m.error().is_none());
+        engine.fetched(w, batch, Instant::now())?;
     }
     Ok(handed_over)
-}
-
-/// Topic index by librdkafka topic handle: a name comparison only the first
-/// time a topic is seen.
-#[derive(Default)]
-struct TopicCache {
-    known: Vec<(usize, Option<usize>)>,
-}
-
-impl TopicCache {
-    fn index(&mut self, msg: &FetchedMessage<'_>, engine: &Engine) -> Option<usize> {
-        let handle = msg.topic_handle();
-        if let Some(&(_, t)) = self.known.iter().find(|(h, _)| *h == handle) {
-            return t;
-        }
-        let t = msg.topic().and_then(|name| engine.topic_index(name));
-        self.known.push((handle, t));
-        t
-    }
 }
 
 /// Hands one record to the engine, reading its headers only for topics
@@ -431,6 +405,9 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     tracing::info!(brokers = %plan.brokers, group = %plan.group_id, ?topics, "Consuming.");
 
     let ctx = consumer.context().clone();
+    // Dropped before the consumer, on every return: the correlator threads
+    // hold librdkafka messages until they stop.
+    let _threads_first = StopThreadsOnDrop(ctx.clone());
     let threads = ctx.engine().worker_count();
     let mut fetched = Routed::new(&consumer, ctx.clone(), threads)?;
     let mut last_input = Instant::now();
@@ -446,7 +423,6 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     // After a round with records, poll again without waiting; once a round
     // finds nothing, hand the partly filled batches over and wait.
     let mut drained = true;
-    let mut topic_of = TopicCache::default();
     loop {
         if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
@@ -468,7 +444,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         {
             tracing::warn!(error = %e, "Cannot wait on the fetch queues' wakeup socket; polling them every 100 ms.");
         }
-        let mut handed_over = poll_round(&mut fetched, &ctx, &mut topic_of)?;
+        let mut handed_over = poll_round(&mut fetched, &ctx)?;
         // One clock read per round drives the timers below.
         let now = Instant::now();
         // The consumer queue: rebalances (served inside this call), errors,

@@ -2,8 +2,10 @@
 //! records the poll thread hands it, in batches, in the order they were
 //! polled.
 //!
-//! The poll thread copies each record into the [`Batch`] of the thread that
-//! owns its partition and sends full batches over a bounded channel. Control
+//! The poll thread hands each batch it polled from a thread's fetch queue to
+//! that thread as librdkafka's own messages ([`Messages`]), read in place;
+//! records that come another way (the consumer queue, tests) are copied into
+//! a [`Batch`]. Both travel over a bounded channel. Control
 //! commands (checkpoint, revoke, tick, finish) travel on the same channel,
 //! after the records polled before them, so a checkpoint covers exactly what
 //! was polled before it was asked for. When a thread falls behind, the
@@ -22,6 +24,8 @@ use tacet_core::EventTime;
 use tacet_engine::pipeline::AlertProgress;
 
 use crate::engine::RunError;
+use crate::errors::ErrorKind;
+use crate::fetch::{FetchedMessage, Messages};
 use crate::group::{CommitOffset, Group, GroupSet, Prepared, Record, RunCounters, Shared};
 
 /// Records per batch before it is sent.
@@ -103,51 +107,21 @@ impl Batch {
         self.polled_at = None;
     }
 
-    /// Applies every record to `set`, stopping at the first error. Records
-    /// go through four steps, each a record ahead of the next, so that each
-    /// step's cache misses are over by the time the next step needs the
-    /// memory: decode and touch the index ([`GroupSet::prepare`]), touch the
-    /// open journey ([`GroupSet::prefetch`]), touch its attributes
-    /// ([`GroupSet::prefetch_attrs`]), apply. Decoded records sit in slots
-    /// used in turn: one is ~450 bytes, and moving it from step to step was
-    /// a measurable share of the thread.
+    /// Applies every record to `set`, stopping at the first error.
     fn apply(&self, set: &mut GroupSet) -> Result<(), RunError> {
-        const DEPTH: usize = 4;
-        let now = self.polled_at.unwrap_or_else(Instant::now);
-        let mut views = [None, None, None, None];
-        let mut prepared: [Prepared<'_>; DEPTH] = Default::default();
-        for (i, slot) in self.slots.iter().take(DEPTH - 1).enumerate() {
-            let (record, header) = views[i].insert(self.view(slot));
-            set.prepare(record, &*header, &mut prepared[i]);
-        }
-        for i in 0..self.slots.len() {
+        let prefetch = |i: usize| {
             // The poll thread wrote the batch on another core: start moving
             // what is read soon into this core's cache, the slot (where the
             // payload is) well ahead, the payload decoded next.
-            if let Some(slot) = self.slots.get(i + 2 * DEPTH) {
+            if let Some(slot) = self.slots.get(i + 2 * PIPELINE_DEPTH) {
                 tacet_core::hint::prefetch_line(std::ptr::from_ref(slot).cast());
             }
-            if let Some(range) = self.slots.get(i + DEPTH).and_then(|s| s.payload.clone()) {
-                // Its start only: the decoder reads it in order, and a
-                // record of up to `max_line_bytes` must not flush the cache.
-                let payload = &self.bytes[range];
-                tacet_core::hint::prefetch_slice(&payload[..payload.len().min(PREFETCH_PAYLOAD_BYTES)]);
+            if let Some(range) = self.slots.get(i + PIPELINE_DEPTH).and_then(|s| s.payload.clone()) {
+                prefetch_payload(&self.bytes[range]);
             }
-            if let Some(later) = self.slots.get(i + DEPTH - 1) {
-                let k = (i + DEPTH - 1) % DEPTH;
-                let (record, header) = views[k].insert(self.view(later));
-                set.prepare(record, &*header, &mut prepared[k]);
-            }
-            if let Some((record, _)) = &views[(i + 2) % DEPTH] {
-                set.prefetch(record, &mut prepared[(i + 2) % DEPTH]);
-            }
-            if let Some((record, _)) = &views[(i + 1) % DEPTH] {
-                set.prefetch_attrs(record, &prepared[(i + 1) % DEPTH]);
-            }
-            let (record, header) = views[i % DEPTH].as_ref().expect("prepared ahead");
-            set.record(*record, &prepared[i % DEPTH], header, now)?;
-        }
-        Ok(())
+        };
+        let now = self.polled_at.unwrap_or_else(Instant::now);
+        apply_records(set, self.slots.len(), |i| self.view(&self.slots[i]), prefetch, now)
     }
 
     /// The record in `slot` and a lookup of its headers.
@@ -169,9 +143,132 @@ impl Batch {
     }
 }
 
-/// What the poll thread asks of a correlator thread.
+/// Records applied ahead of the one being applied (see [`apply_records`]).
+const PIPELINE_DEPTH: usize = 4;
+
+/// Starts loading the start of a payload: the decoder reads it in order,
+/// and a record of up to `max_line_bytes` must not flush the cache.
+fn prefetch_payload(payload: &[u8]) {
+    tacet_core::hint::prefetch_slice(&payload[..payload.len().min(PREFETCH_PAYLOAD_BYTES)]);
+}
+
+/// Applies records `0..n` to `set` in order, stopping at the first error;
+/// `view(i)` is record `i` and a lookup of its headers, `prefetch(i)` starts
+/// loading what the records after `i` need. Records go through four steps,
+/// each a record ahead of the next, so that each step's cache misses are
+/// over by the time the next step needs the memory: decode and touch the
+/// index ([`GroupSet::prepare`]), touch the open journey
+/// ([`GroupSet::prefetch`]), touch its attributes
+/// ([`GroupSet::prefetch_attrs`]), apply. Decoded records sit in slots used
+/// in turn: one is ~450 bytes, and moving it from step to step was a
+/// measurable share of the thread.
+fn apply_records<'b, H>(
+    set: &mut GroupSet,
+    n: usize,
+    view: impl Fn(usize) -> (Record<'b>, H),
+    prefetch: impl Fn(usize),
+    now: Instant,
+) -> Result<(), RunError>
+where
+    H: Fn(&str) -> Option<&'b [u8]>,
+{
+    const DEPTH: usize = PIPELINE_DEPTH;
+    let mut views: [Option<(Record<'b>, H)>; DEPTH] = [None, None, None, None];
+    let mut prepared: [Prepared<'b>; DEPTH] = Default::default();
+    for i in 0..n.min(DEPTH - 1) {
+        let (record, header) = views[i].insert(view(i));
+        set.prepare(record, &*header, &mut prepared[i]);
+    }
+    for i in 0..n {
+        prefetch(i);
+        if i + DEPTH - 1 < n {
+            let k = (i + DEPTH - 1) % DEPTH;
+            let (record, header) = views[k].insert(view(i + DEPTH - 1));
+            set.prepare(record, &*header, &mut prepared[k]);
+        }
+        if let Some((record, _)) = &views[(i + 2) % DEPTH] {
+            set.prefetch(record, &mut prepared[(i + 2) % DEPTH]);
+        }
+        if let Some((record, _)) = &views[(i + 1) % DEPTH] {
+            set.prefetch_attrs(record, &prepared[(i + 1) % DEPTH]);
+        }
+        let (record, header) = views[i % DEPTH].take().expect("prepared ahead");
+        set.record(record, &prepared[i % DEPTH], &header, now)?;
+    }
+    Ok(())
+}
+
+/// Applies records straight from librdkafka's buffers. Per-partition errors
+/// librdkafka puts in the stream are logged (throttled) and skipped, as are
+/// records of topics not consumed (none: only subscribed topics are routed).
+fn apply_fetched(
+    set: &mut GroupSet,
+    messages: &Messages,
+    now: Instant,
+    topics: &mut TopicCache,
+) -> Result<(), RunError> {
+    let records: Vec<(FetchedMessage<'_>, usize)> = messages
+        .iter()
+        .filter_map(|m| {
+            if let Some(e) = m.error() {
+                if e != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__PARTITION_EOF
+                    && set.shared().errors.note(ErrorKind::Poll)
+                {
+                    tracing::warn!(error = %m.error_text(), "Kafka fetch error; retrying.");
+                }
+                return None;
+            }
+            topics.index(&m, set).map(|t| (m, t))
+        })
+        .collect();
+    let view = |i: usize| {
+        let (m, topic) = records[i];
+        let record = Record {
+            topic,
+            partition: m.partition(),
+            offset: m.offset(),
+            payload: m.payload(),
+        };
+        // Headers are parsed only when the decoder asks for one.
+        (record, move |name: &str| m.headers().get(name.as_bytes()))
+    };
+    let prefetch = |i: usize| {
+        if let Some((m, _)) = records.get(i + 2 * PIPELINE_DEPTH) {
+            m.prefetch();
+        }
+        if let Some(payload) = records.get(i + PIPELINE_DEPTH).and_then(|(m, _)| m.payload()) {
+            prefetch_payload(payload);
+        }
+    };
+    apply_records(set, records.len(), view, prefetch, now)
+}
+
+/// Topic index by librdkafka topic handle: a name comparison only the first
+/// time a topic is seen.
+#[derive(Default)]
+pub(crate) struct TopicCache {
+    known: Vec<(usize, Option<usize>)>,
+}
+
+impl TopicCache {
+    fn index(&mut self, msg: &FetchedMessage<'_>, set: &GroupSet) -> Option<usize> {
+        let handle = msg.topic_handle();
+        if let Some(&(_, t)) = self.known.iter().find(|(h, _)| *h == handle) {
+            return t;
+        }
+        let t = msg.topic().and_then(|name| set.topic_index(name));
+        self.known.push((handle, t));
+        t
+    }
+}
+
+/// What the poll thread asks of a correlator thread. Records of a partition
+/// the thread no longer owns are dropped when applied (see
+/// [`GroupSet::record`]), so a batch polled before a revoke is harmless.
 pub(crate) enum Command {
     Records(Batch),
+    /// Records as librdkafka fetched them, and when they were polled.
+    Fetched(Messages, Instant),
     Adopt(i32, Box<Group>),
     Release(i32, Sender<Result<Vec<CommitOffset>, RunError>>),
     Checkpoint(Sender<Result<Vec<CommitOffset>, RunError>>),
@@ -325,6 +422,7 @@ fn serve(
 ) {
     let Progress { open, applied_at } = progress;
     let mut broken = false;
+    let mut topics = TopicCache::default();
     let fail = |e: RunError, broken: &mut bool| {
         tracing::error!(error = %e, "Stopping: cannot continue safely.");
         failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
@@ -340,6 +438,16 @@ fn serve(
                 open.store(set.open_journeys(), Ordering::Relaxed);
                 *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 let _ = give_back.try_send(batch);
+            }
+            Command::Fetched(messages, polled_at) => {
+                if !broken && let Err(e) = apply_fetched(set, &messages, polled_at, &mut topics) {
+                    fail(e, &mut broken);
+                }
+                // librdkafka's buffers go back before the bookkeeping.
+                drop(messages);
+                set.publish_events();
+                open.store(set.open_journeys(), Ordering::Relaxed);
+                *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             }
             Command::Adopt(p, group) => set.adopt(p, *group),
             // After a failure nothing may be made durable or final: the
