@@ -238,12 +238,6 @@ impl<'q> FetchedMessage<'q> {
         unsafe { &*self.ptr }
     }
 
-    /// Starts loading the message itself (where its payload pointer and
-    /// position are) into the cache.
-    pub(crate) fn prefetch(&self) {
-        tacet_core::hint::prefetch_line(self.ptr.cast_const().cast());
-    }
-
     /// The error librdkafka put in place of a record, if any.
     pub(crate) fn error(&self) -> Option<rdsys::rd_kafka_resp_err_t> {
         let err = self.raw().err;

@@ -232,10 +232,9 @@ fn apply_fetched(
         // Headers are parsed only when the decoder asks for one.
         (record, move |name: &str| m.headers().get(name.as_bytes()))
     };
+    // The messages themselves were all read just above; their payloads,
+    // written by librdkafka's fetcher on another core, were not.
     let prefetch = |i: usize| {
-        if let Some((m, _)) = records.get(i + 2 * PIPELINE_DEPTH) {
-            m.prefetch();
-        }
         if let Some(payload) = records.get(i + PIPELINE_DEPTH).and_then(|(m, _)| m.payload()) {
             prefetch_payload(payload);
         }
