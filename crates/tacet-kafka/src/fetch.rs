@@ -25,7 +25,11 @@
 //! [`FetchQueue`] it feeds. So it bounds each correlator thread's queue:
 //! in-flight memory is up to that many kilobytes per thread (plus a fetch),
 //! plus the polled batches waiting in a thread's channel ([`Messages`], at
-//! most `QUEUED_BATCHES` of 512 records each).
+//! most `QUEUED_BATCHES` of 512 records each). A message keeps the buffer of
+//! the fetch response it came in alive, so those batches hold at most the
+//! responses their 4,096 records came from; records are consecutive in
+//! the queue, so that is a few responses, each capped by
+//! `max.partition.fetch.bytes` per partition it carries.
 
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
