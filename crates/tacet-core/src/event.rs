@@ -235,6 +235,14 @@ mod tests {
                 });
             proptest::prop_assert_eq!(parse_hex32(&text), naive);
         }
+
+        /// Written as `format!` writes the two words, and appended.
+        #[test]
+        fn hex_is_written_as_format_writes_it(hi in proptest::num::u64::ANY, lo in proptest::num::u64::ANY) {
+            let mut out = String::from("t=");
+            TraceKey { hi, lo }.write_hex(&mut out);
+            proptest::prop_assert_eq!(out, format!("t={hi:016x}{lo:016x}"));
+        }
     }
 
     #[test]
