@@ -24,6 +24,31 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Clock ticks per second of /proc's CPU times: 100 on every kernel tacet
+/// supports (USER_HZ).
+const TICKS_PER_S: f64 = 100.0;
+
+/// The name, user time and system time in a /proc `stat` line (proc(5)).
+pub fn stat_times(stat: &str) -> Option<(&str, Duration, Duration)> {
+    // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat(5); `state` is the 3rd.
+    let ticks = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let time = |n: usize| Duration::from_secs_f64(ticks(n) as f64 / TICKS_PER_S);
+    Some((stat.get(open + 1..close)?, time(14), time(15)))
+}
+
+/// CPU time (user + system) a process has used so far, its finished
+/// threads included: `pid` is a number or `self`. Zero if unreadable.
+pub fn process_cpu(pid: &str) -> Duration {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .as_deref()
+        .and_then(stat_times)
+        .map_or(Duration::ZERO, |(_, user, system)| user + system)
+}
+
 /// `journeys` generated journeys as NDJSON event lines (truth discarded).
 pub fn generated_events(catalog: &tacet_core::Catalog, journeys: u64, seed: u64) -> Vec<u8> {
     let mut events = Vec::new();

@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tacet_bench::{TOPICS, env_or, generated_events, median, topic_of, with_kafka_source};
+use tacet_bench::{TOPICS, env_or, generated_events, median, stat_times, topic_of, with_kafka_source};
 use tacet_core::{Catalog, Config};
 use tacet_kafka::engine::{Engine, Layout};
 use tacet_kafka::errors::RunErrors;
@@ -42,29 +42,19 @@ struct Routed {
 
 /// CPU time (user, system) of this process's threads named `prefix*`.
 fn thread_cpu(prefix: &str) -> (Duration, Duration) {
-    // Linux reports it in clock ticks; 100 per second on every kernel tacet
-    // supports (USER_HZ).
-    const TICKS_PER_S: f64 = 100.0;
-    let (mut user, mut system) = (0u64, 0u64);
+    let (mut user, mut system) = (Duration::ZERO, Duration::ZERO);
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // `pid (comm) state ...`: comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !stat[open + 1..close].starts_with(prefix) {
-            continue;
+        if let Some((name, u, s)) = stat_times(&stat)
+            && name.starts_with(prefix)
+        {
+            user += u;
+            system += s;
         }
-        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
-        // utime and stime are fields 14 and 15 of stat(5); `state` is the 3rd.
-        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        user += field(14);
-        system += field(15);
     }
-    let time = |ticks: u64| Duration::from_secs_f64(ticks as f64 / TICKS_PER_S);
-    (time(user), time(system))
+    (user, system)
 }
 
 fn main() {

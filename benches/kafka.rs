@@ -11,6 +11,13 @@
 //! from a consumer's first record to its last, so group joins and the idle
 //! wait at the end are not in them.
 //!
+//! It also prints the CPU each consumer used per record, this process and
+//! the broker's (from /proc, 10 ms ticks), over its whole run: for tacet
+//! that includes deciding what is in flight at the end and writing the
+//! outcome files, and the broker's share includes serving the idle wait's
+//! long polls. tacet's rate is bounded by its CPU (both cores are busy from
+//! its first fetch to its last batch), the bare consumer's by fetch latency.
+//!
 //! Run: `cargo bench -p tacet-bench --bench kafka`
 
 use std::path::PathBuf;
@@ -23,7 +30,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use tacet_bench::{TOPICS, env_or, generated_events, median, topic_of, with_kafka_source};
+use tacet_bench::{TOPICS, env_or, generated_events, median, process_cpu, topic_of, with_kafka_source};
 use tacet_core::{Catalog, Config};
 
 #[global_allocator]
@@ -79,7 +86,7 @@ fn main() {
         .port();
     let url = format!("tcp://127.0.0.1:{port}");
     let bootstrap = format!("127.0.0.1:{port}");
-    let _broker = Broker(
+    let broker = Broker(
         Command::new(nisshi())
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tacet/"])
@@ -149,10 +156,21 @@ fn main() {
     let out = tempfile::tempdir().unwrap();
     let mut bare_rates = Vec::new();
     let mut tacet_rates = Vec::new();
+    // CPU per record (consumer process, broker) of each run, in µs.
+    let broker_pid = broker.0.id().to_string();
+    let cpu = || (process_cpu("self"), process_cpu(&broker_pid));
+    let per_record = |(own0, broker0): (Duration, Duration), (own1, broker1): (Duration, Duration)| {
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+        (us(own1 - own0), us(broker1 - broker0))
+    };
+    let mut bare_cpu = Vec::new();
+    let mut tacet_cpu = Vec::new();
     for run in 0..runs {
         // Bare: poll and count, nothing else.
         if only != "tacet" {
+            let before = cpu();
             bare_rates.push(bare_run(&bootstrap, run, total, &props));
+            bare_cpu.push(per_record(before, cpu()));
         }
 
         // tacet run, in process, in its own group and output folder.
@@ -168,21 +186,42 @@ fn main() {
             stop: Arc::new(AtomicBool::new(false)),
             metrics: None,
         };
+        let before = cpu();
         let report = tacet_kafka::run(&cfg, opts).unwrap();
+        tacet_cpu.push(per_record(before, cpu()));
         assert_eq!(report.counters.decode.records, total, "tacet read every record");
         tacet_rates.push(rate_time(total, report.active));
+        let cpu_text = |c: Option<&(f64, f64)>| {
+            c.map_or(String::new(), |(own, broker)| {
+                format!(" [CPU {own:.2} + broker {broker:.2} µs/record]")
+            })
+        };
         eprintln!(
-            "run {run}: bare {:.0} rec/s, tacet {:.0} rec/s ({} outcome rows, {} checkpoints)",
+            "run {run}: bare {:.0} rec/s{}, tacet {:.0} rec/s{} ({} outcome rows, {} checkpoints)",
             bare_rates.last().map_or(0.0, |d| total as f64 / d.as_secs_f64()),
+            cpu_text(bare_cpu.last()),
             total as f64 / report.active.as_secs_f64(),
+            cpu_text(tacet_cpu.last()),
             report.counters.rows,
             report.counters.checkpoints
         );
     }
+    // Medians of each column on its own.
+    let median_cpu = |runs: &[(f64, f64)]| {
+        let mid = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
+        };
+        (
+            mid(runs.iter().map(|r| r.0).collect()),
+            mid(runs.iter().map(|r| r.1).collect()),
+        )
+    };
+    let (tacet_own, tacet_broker) = median_cpu(&tacet_cpu);
     if bare_rates.is_empty() {
         let tacet = median(tacet_rates);
         println!(
-            "tacet run {:.0} records/s (median of {runs})",
+            "tacet run {:.0} records/s (median of {runs}); CPU {tacet_own:.2} µs/record + broker {tacet_broker:.2}",
             total as f64 / tacet.as_secs_f64()
         );
         return;
@@ -191,8 +230,15 @@ fn main() {
     let tacet = median(tacet_rates);
     let per_s = |d: Duration| total as f64 / d.as_secs_f64();
     println!("Kafka benchmark ({total} records in 3 topics x 4 partitions, nisshi in memory, {runs} runs, medians)");
-    println!("  bare rdkafka consumer  {:>10.0} records/s", per_s(bare));
-    println!("  tacet run              {:>10.0} records/s", per_s(tacet));
+    let (bare_own, bare_broker) = median_cpu(&bare_cpu);
+    println!(
+        "  bare rdkafka consumer  {:>10.0} records/s   CPU {bare_own:.2} µs/record + broker {bare_broker:.2}",
+        per_s(bare)
+    );
+    println!(
+        "  tacet run              {:>10.0} records/s   CPU {tacet_own:.2} µs/record + broker {tacet_broker:.2} (whole run: with the final decisions and outcome files)",
+        per_s(tacet)
+    );
     println!(
         "  ratio                  {:>10.1} %",
         100.0 * per_s(tacet) / per_s(bare)
