@@ -252,6 +252,7 @@ impl<'de> Fields<'de> {
         self.attrs.clear();
     }
 
+    #[inline(always)]
     pub(crate) fn capture(&mut self, targets: &[Target], value: Raw<'de>) {
         // Nearly every mapped path feeds one target: move the value there.
         match targets {
@@ -266,7 +267,7 @@ impl<'de> Fields<'de> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn put(&mut self, target: Target, value: Raw<'de>) {
         match target {
             Target::TraceId => self.trace = value,
