@@ -163,11 +163,16 @@ impl<'a> Scanner<'a> {
                     out.capture(&child.targets, Raw::Str(Cow::Borrowed(value)));
                     at = end + 1;
                 }
-                (None, Some(b'"')) => {
-                    self.at = at + 1;
-                    self.skip_string()?;
-                    at = self.at;
-                }
+                // An unmapped string: the plain case inline too (no call),
+                // any escape or control character to the general skip.
+                (None, Some(b'"')) => match plain_string_end(bytes, at + 1) {
+                    Some(end) => at = end + 1,
+                    None => {
+                        self.at = at + 1;
+                        self.skip_string()?;
+                        at = self.at;
+                    }
+                },
                 (Some(child), _) => {
                     self.at = at;
                     self.mapped(child, out, depth)?;
