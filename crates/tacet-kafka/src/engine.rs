@@ -212,7 +212,7 @@ impl Engine {
 
     /// The index of `topic`, if consumed.
     pub fn topic_index(&self, topic: &str) -> Option<usize> {
-        self.shared.topics.iter().position(|t| t.name == topic)
+        self.shared.topic_index(topic)
     }
 
     pub fn topic_name(&self, index: usize) -> &str {

@@ -111,6 +111,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The index of `topic` among the consumed ones, if consumed.
+    pub(crate) fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.topics.iter().position(|t| t.name == topic)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         catalog: Arc<Catalog>,
@@ -406,11 +411,6 @@ impl GroupSet {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
-    }
-
-    /// The index of `topic`, if consumed.
-    pub(crate) fn topic_index(&self, topic: &str) -> Option<usize> {
-        self.shared.topics.iter().position(|t| t.name == topic)
     }
 
     pub(crate) fn open_journeys(&self) -> usize {

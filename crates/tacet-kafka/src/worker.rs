@@ -255,7 +255,7 @@ impl TopicCache {
         if let Some(&(_, t)) = self.known.iter().find(|(h, _)| *h == handle) {
             return t;
         }
-        let t = msg.topic().and_then(|name| set.topic_index(name));
+        let t = msg.topic().and_then(|name| set.shared().topic_index(name));
         self.known.push((handle, t));
         t
     }
@@ -422,6 +422,12 @@ fn serve(
     let Progress { open, applied_at } = progress;
     let mut broken = false;
     let mut topics = TopicCache::default();
+    // After each batch of records: what the poll thread reads of this one.
+    let applied = |set: &mut GroupSet| {
+        set.publish_events();
+        open.store(set.open_journeys(), Ordering::Relaxed);
+        *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    };
     let fail = |e: RunError, broken: &mut bool| {
         tracing::error!(error = %e, "Stopping: cannot continue safely.");
         failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
@@ -433,10 +439,8 @@ fn serve(
                 if !broken && let Err(e) = batch.apply(set) {
                     fail(e, &mut broken);
                 }
-                set.publish_events();
-                open.store(set.open_journeys(), Ordering::Relaxed);
-                *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                 let _ = give_back.try_send(batch);
+                applied(set);
             }
             Command::Fetched(messages, polled_at) => {
                 if !broken && let Err(e) = apply_fetched(set, &messages, polled_at, &mut topics) {
@@ -444,9 +448,7 @@ fn serve(
                 }
                 // librdkafka's buffers go back before the bookkeeping.
                 drop(messages);
-                set.publish_events();
-                open.store(set.open_journeys(), Ordering::Relaxed);
-                *applied_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                applied(set);
             }
             Command::Adopt(p, group) => set.adopt(p, *group),
             // After a failure nothing may be made durable or final: the
