@@ -372,12 +372,19 @@ impl Engine {
         Ok(())
     }
 
-    /// Records polled from thread `w`'s fetch queue, handed to it as they
-    /// are (see [`crate::fetch::Messages`]), after its copied ones. The
-    /// thread drops records of partitions it no longer owns, as
-    /// [`Engine::record`] does here.
-    pub(crate) fn fetched(&mut self, w: usize, messages: Messages, now: Instant) -> Result<(), RunError> {
-        self.dispatched += messages.len() as u64;
+    /// Records polled from thread `w`'s fetch queue (`records` of them, the
+    /// rest per-partition errors), handed to it as they are (see
+    /// [`crate::fetch::Messages`]), after its copied ones. The thread drops
+    /// records of partitions it no longer owns, as [`Engine::record`] does
+    /// here.
+    pub(crate) fn fetched(
+        &mut self,
+        w: usize,
+        messages: Messages,
+        records: usize,
+        now: Instant,
+    ) -> Result<(), RunError> {
+        self.dispatched += records as u64;
         self.workers[w].command(Command::Fetched(messages, now))
     }
 

@@ -104,6 +104,9 @@ pub(crate) struct FetchQueue {
     queue: *mut rdsys::rd_kafka_queue_t,
     /// Records taken per poll.
     batch: usize,
+    /// Room for the next poll's pointers, kept when a poll finds nothing
+    /// (most polls, once the queues are drained) so that those allocate nothing.
+    spare: Vec<*mut rdsys::rd_kafka_message_t>,
 }
 
 impl FetchQueue {
@@ -122,6 +125,7 @@ impl FetchQueue {
         Self {
             queue,
             batch: batch.max(1),
+            spare: Vec::new(),
         }
     }
 
@@ -133,7 +137,8 @@ impl FetchQueue {
     /// Waits up to `timeout` for records and returns those available, up to
     /// the batch size.
     pub(crate) fn poll(&mut self, timeout: Duration) -> Messages {
-        let mut messages = Vec::with_capacity(self.batch);
+        let mut messages = std::mem::take(&mut self.spare);
+        messages.reserve_exact(self.batch);
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: `messages` has room for `batch` pointers; librdkafka
         // writes at most that many and returns how many (or -1).
@@ -141,6 +146,10 @@ impl FetchQueue {
             unsafe { rdsys::rd_kafka_consume_batch_queue(self.queue, timeout_ms, messages.as_mut_ptr(), self.batch) };
         // SAFETY: the first `n` slots were written by librdkafka.
         unsafe { messages.set_len(n.max(0) as usize) };
+        if messages.is_empty() {
+            self.spare = messages;
+            return Messages { messages: Vec::new() };
+        }
         Messages { messages }
     }
 }

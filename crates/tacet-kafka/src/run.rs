@@ -262,9 +262,11 @@ fn poll_round(fetched: &mut Routed, ctx: &Context) -> Result<bool, RunError> {
         }
         // One clock read per batch: it stamps partition activity. The
         // records stay in librdkafka's buffers; the thread reads them there.
-        // A batch of per-partition errors alone is no input (idleness).
-        handed_over |= batch.iter().any(|m| m.error().is_none());
-        engine.fetched(w, batch, Instant::now())?;
+        // Per-partition errors librdkafka puts in a batch are not records:
+        // a batch of them alone is no input (idleness) and counts none.
+        let records = batch.iter().filter(|m| m.error().is_none()).count();
+        handed_over |= records > 0;
+        engine.fetched(w, batch, records, Instant::now())?;
     }
     Ok(handed_over)
 }
