@@ -559,6 +559,44 @@ mod tests {
         assert_eq!(engine.open_journeys(), 4000);
     }
 
+    /// The rule a polled batch relies on (the poll thread hands it over
+    /// without looking at ownership): a thread applies what it was sent
+    /// before a revoke, in the revoke's snapshot, and drops what arrives
+    /// after it, for the next owner to read from that snapshot's offsets.
+    #[test]
+    fn a_thread_applies_records_sent_before_a_revoke_and_drops_those_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, hash) = copartitioned_engine(dir.path(), 1, 1);
+        let send = |engine: &mut Engine, offset: i64| {
+            let line = format!(
+                r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{offset}","service":"mobile-bff","event":"transfer.requested"}}"#
+            );
+            let record = Record {
+                topic: 0,
+                partition: 0,
+                offset,
+                payload: Some(line.as_bytes()),
+            };
+            engine.workers[0]
+                .pending
+                .push(record, std::iter::empty(), Instant::now());
+        };
+        for offset in 0..10 {
+            send(&mut engine, offset);
+        }
+        assert_eq!(engine.revoke(&[(0, 0)]).unwrap(), vec![(0, 0, 10)]);
+        // Polled before the revoke, reaching the thread after it.
+        for offset in 10..20 {
+            send(&mut engine, offset);
+        }
+        engine.workers[0].flush().unwrap();
+        assert_eq!(engine.counters().unwrap().decode.records, 10);
+        let snap = crate::checkpoint::read_snapshot(&dir.path().join("state"), 0, hash)
+            .unwrap()
+            .unwrap();
+        assert_eq!(snap.header.offsets["payments"], 10);
+    }
+
     #[test]
     fn a_partition_that_comes_back_lives_on_the_same_thread() {
         let dir = tempfile::tempdir().unwrap();
