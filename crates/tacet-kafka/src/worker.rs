@@ -199,8 +199,10 @@ where
 }
 
 /// Applies records straight from librdkafka's buffers. Per-partition errors
-/// librdkafka puts in the stream are logged (throttled) and skipped, as are
-/// records of topics not consumed (none: only subscribed topics are routed).
+/// librdkafka puts in the stream are counted, logged (throttled) and
+/// skipped, as are records of topics not consumed (none should come: only
+/// partitions of subscribed topics are routed here; one that did would be
+/// counted, not lost silently).
 fn apply_fetched(
     set: &mut GroupSet,
     messages: &Messages,
@@ -218,7 +220,14 @@ fn apply_fetched(
                 }
                 return None;
             }
-            topics.index(&m, set).map(|t| (m, t))
+            let topic = topics.index(&m, set);
+            if topic.is_none() && set.shared().errors.note(ErrorKind::Poll) {
+                tracing::warn!(
+                    topic = m.topic(),
+                    "A record of a topic tacet does not consume reached a fetch queue; skipped."
+                );
+            }
+            topic.map(|t| (m, t))
         })
         .collect();
     let view = |i: usize| {
