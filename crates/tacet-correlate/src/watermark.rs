@@ -26,6 +26,11 @@ pub struct Watermarks {
     current: Option<EventTime>,
     /// Set while every partition is idle: (when that began, watermark then).
     idle_anchor: Option<(Instant, EventTime)>,
+    /// The `now` of the last [`Watermarks::watermark`] call while nothing
+    /// that call read has changed since: a call at the same `now` returns
+    /// `current` as it is. A batch of records shares one `now`, and most
+    /// records raise no partition's maximum, so most calls end here.
+    unchanged_since: Option<Instant>,
 }
 
 impl Watermarks {
@@ -46,6 +51,7 @@ impl Watermarks {
             last_any: now,
             current: None,
             idle_anchor: None,
+            unchanged_since: None,
         }
     }
 
@@ -56,13 +62,22 @@ impl Watermarks {
             last_data: now,
             finished: false,
         });
+        self.unchanged_since = None;
         self.partitions.len() - 1
     }
 
     /// Records data on partition `p` up to event time `time`.
     pub fn observe(&mut self, p: usize, time: EventTime, now: Instant) {
         let part = &mut self.partitions[p];
-        part.max_seen = Some(part.max_seen.map_or(time, |m| m.max(time)));
+        let max_seen = Some(part.max_seen.map_or(time, |m| m.max(time)));
+        // The watermark reads each partition's maximum and whether it is
+        // idle. Data at the `now` it was last computed for changes neither
+        // when the maximum stands and this partition already had data at
+        // that `now` (so was not idle then either).
+        if max_seen != part.max_seen || part.last_data != now || self.idle_anchor.is_some() {
+            self.unchanged_since = None;
+        }
+        part.max_seen = max_seen;
         part.last_data = now;
         self.last_any = now;
         self.idle_anchor = None;
@@ -71,6 +86,7 @@ impl Watermarks {
     /// Partition `p` has ended (end of file); it no longer holds the watermark back.
     pub fn finish(&mut self, p: usize) {
         self.partitions[p].finished = true;
+        self.unchanged_since = None;
     }
 
     /// The largest event time seen on any partition.
@@ -81,6 +97,10 @@ impl Watermarks {
     /// The watermark at wall-clock `now`; `None` before the first event. It
     /// never moves backwards and never jumps to the current time.
     pub fn watermark(&mut self, now: Instant) -> Option<EventTime> {
+        if self.unchanged_since == Some(now) {
+            return self.current;
+        }
+        self.unchanged_since = Some(now);
         // Idle: `now - last_data >= timeout`, i.e. `last_data <= now - timeout`.
         // One clock subtraction per call instead of one per partition: this
         // runs for every event.
@@ -200,5 +220,68 @@ mod tests {
         assert_eq!(w.watermark(t0), Some(90_000));
         w.finish(0);
         assert_eq!(w.watermark(t0), Some(100_000), "end of input: largest event time");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Wall clock moves on by this many ms (often zero: one batch).
+        Tick(u64),
+        Observe(usize, EventTime),
+        Finish(usize),
+        AddPartition,
+        Watermark,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            2 => prop_oneof![Just(0u64), 0u64..50].prop_map(Op::Tick),
+            6 => (0usize..4, 0i64..200).prop_map(|(p, t)| Op::Observe(p, t)),
+            1 => (0usize..4).prop_map(Op::Finish),
+            1 => Just(Op::AddPartition),
+            6 => Just(Op::Watermark),
+        ]
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The remembered watermark is what computing it afresh gives, for
+        /// any sequence of data, idleness, ends and new partitions.
+        #[test]
+        fn a_remembered_watermark_equals_a_fresh_one(
+            partitions in 1usize..4,
+            lateness in 0u64..20,
+            idle in prop_oneof![Just(None), (0u64..40).prop_map(Some)],
+            ops in proptest::collection::vec(op(), 0..200),
+        ) {
+            let ms = Duration::from_millis;
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut remembered = Watermarks::new(partitions, ms(lateness), idle.map(ms), t0);
+            let mut fresh = remembered.clone();
+            for op in ops {
+                match op {
+                    Op::Tick(d) => now += ms(d),
+                    Op::Observe(p, t) => {
+                        let p = p % remembered.partitions.len();
+                        remembered.observe(p, t, now);
+                        fresh.observe(p, t, now);
+                    }
+                    Op::Finish(p) => {
+                        let p = p % remembered.partitions.len();
+                        remembered.finish(p);
+                        fresh.finish(p);
+                    }
+                    Op::AddPartition => {
+                        remembered.add_partition(now);
+                        fresh.add_partition(now);
+                    }
+                    Op::Watermark => {
+                        fresh.unchanged_since = None;
+                        prop_assert_eq!(remembered.watermark(now), fresh.watermark(now));
+                    }
+                }
+            }
+        }
     }
 }
