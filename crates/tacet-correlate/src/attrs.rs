@@ -121,10 +121,11 @@ impl Blob {
         for e in self.entries() {
             let value = match e.tag {
                 TAG_TRACE_TEXT => continue,
-                TAG_STR => match std::str::from_utf8(e.payload) {
-                    Ok(s) => AttrValue::Str(s),
-                    Err(_) => continue,
-                },
+                // SAFETY: string payloads are only ever written from a `&str`
+                // cut at a char boundary (`merge`), or read from a snapshot
+                // by `from_bytes`, which checks them: checking again for
+                // every outcome row was a visible share of writing it.
+                TAG_STR => AttrValue::Str(unsafe { std::str::from_utf8_unchecked(e.payload) }),
                 TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().unwrap_or_default())),
                 TAG_TRUE => AttrValue::Bool(true),
                 _ => AttrValue::Bool(false),

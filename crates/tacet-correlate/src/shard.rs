@@ -869,12 +869,13 @@ fn emit<S: OutcomeSink>(
         .collect();
     failed.sort_unstable();
     failed.dedup();
-    let mut service_names: SmallVec<[&str; 8]> = t
-        .events
-        .iter()
-        .filter(|s| s.service != 0)
-        .map(|s| services.name(s.service))
-        .collect();
+    // Duplicates go by interned id first (integer compares), so that only
+    // distinct names are sorted; ids and names are one to one but for a
+    // service literally named like the overflow bucket, hence the last dedup.
+    let mut service_ids: SmallVec<[u32; 8]> = t.events.iter().filter(|s| s.service != 0).map(|s| s.service).collect();
+    service_ids.sort_unstable();
+    service_ids.dedup();
+    let mut service_names: SmallVec<[&str; 8]> = service_ids.iter().map(|&id| services.name(id)).collect();
     service_names.sort_unstable();
     service_names.dedup();
     // The last event in event time; ties go to the greatest (name, service)
