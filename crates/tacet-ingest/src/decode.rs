@@ -232,7 +232,10 @@ pub(crate) struct Fields<'de> {
     service: Raw<'de>,
     status: Raw<'de>,
     event_id: Raw<'de>,
-    attrs: SmallVec<[(AttrSlot, Raw<'de>); 8]>,
+    /// Attribute values as [`Decoded`] holds them (a value that is no
+    /// attribute — null, an object — is not kept), so that they can be
+    /// handed over whole instead of converted one by one.
+    attrs: SmallVec<[(AttrSlot, AttrCow<'de>); 8]>,
 }
 
 impl<'de> Fields<'de> {
@@ -276,7 +279,11 @@ impl<'de> Fields<'de> {
             Target::Service => self.service = value,
             Target::Status => self.status = value,
             Target::EventId => self.event_id = value,
-            Target::Attr(s) => self.attrs.push((s, value)),
+            Target::Attr(s) => {
+                if let Some(value) = attr_value(value) {
+                    self.attrs.push((s, value));
+                }
+            }
         }
     }
 }
@@ -621,13 +628,8 @@ impl Decoder {
         out.ok = head.ok;
         out.service = head.service;
         out.fingerprint = head.fingerprint;
-        out.attrs.clear();
-        out.attrs.extend(
-            fields
-                .attrs
-                .drain(..)
-                .filter_map(|(slot, raw)| attr_value(raw).map(|v| (slot, v))),
-        );
+        // A swap: the slot's old attributes leave with `fields`.
+        std::mem::swap(&mut out.attrs, &mut fields.attrs);
         Ok(())
     }
 
@@ -837,11 +839,9 @@ impl Decoder {
             let mut n_attrs = 0u16;
             for (slot, value) in &fields.attrs {
                 let v = match value {
-                    Raw::Str(s) => SpanValue::Str(span(s, batch)),
-                    Raw::Int(n) => SpanValue::Num(*n as f64),
-                    Raw::Float(f) => SpanValue::Num(*f),
-                    Raw::Bool(b) => SpanValue::Bool(*b),
-                    Raw::Missing | Raw::Null | Raw::Compound => continue,
+                    AttrCow::Str(s) => SpanValue::Str(span(s, batch)),
+                    AttrCow::Num(n) => SpanValue::Num(*n),
+                    AttrCow::Bool(b) => SpanValue::Bool(*b),
                 };
                 batch.attrs.push((*slot, v));
                 n_attrs += 1;
