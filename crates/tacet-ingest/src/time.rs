@@ -20,14 +20,10 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
 
 /// The common shape, or `None` to let chrono decide.
 fn fast(b: &[u8]) -> Option<EventTime> {
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20 || b[16] != b':' {
         return None;
     }
-    let year = digits(&b[0..4])?;
-    let month = digits(&b[5..7])?;
-    let day = digits(&b[8..10])?;
-    let hour = digits(&b[11..13])?;
-    let minute = digits(&b[14..16])?;
+    let [year, month, day, hour, minute] = date_hour_minute(b[..16].try_into().expect("sixteen bytes"))?;
     let second = digits(&b[17..19])?;
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
@@ -66,6 +62,47 @@ fn fast(b: &[u8]) -> Option<EventTime> {
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
     Some(seconds * 1_000 + millis)
+}
+
+/// `YYYY-MM-DDTHH:MM` as year, month, day, hour and minute, or `None` if a
+/// separator is not in its place or a digit is not a digit. Two 8-byte
+/// words checked at once instead of 12 digits one by one: every event's
+/// time passes through here.
+#[inline]
+fn date_hour_minute(b: &[u8; 16]) -> Option<[i64; 5]> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    // Little-endian: byte i of the text is bits 8i..8i+8 of its word.
+    // `YYYY-MM-`: digits in bytes 0-3 and 5-6, `-` in 4 and 7.
+    const DATE_DIGITS: u64 = 0x00ff_ff00_ffff_ffff;
+    const DATE_SEPARATORS: u64 = 0x2d00_002d_0000_0000;
+    // `DDTHH:MM`: digits in bytes 0-1, 3-4 and 6-7, `T` in 2, `:` in 5.
+    const TIME_DIGITS: u64 = 0xffff_00ff_ff00_ffff;
+    const TIME_SEPARATORS: u64 = 0x0000_3a00_0054_0000;
+    let date = u64::from_le_bytes(b[..8].try_into().expect("eight bytes"));
+    let time = u64::from_le_bytes(b[8..].try_into().expect("eight bytes"));
+    // A byte is a digit when its high nibble is 3 both as it is and plus 6
+    // (0x3a-0x3f become 0x40-0x45). A carry out of a byte that is no digit
+    // or separator can only upset the bytes after it, and the word already
+    // fails on that byte.
+    let well_formed = |word: u64, digits: u64, separators: u64| {
+        word & !digits == separators
+            && word & digits & HIGH == ZEROS & digits
+            && word.wrapping_add(SIXES) & digits & HIGH == ZEROS & digits
+    };
+    if !well_formed(date, DATE_DIGITS, DATE_SEPARATORS) || !well_formed(time, TIME_DIGITS, TIME_SEPARATORS) {
+        return None;
+    }
+    let digit = |word: u64, i: u32| ((word >> (8 * i)) & 0x0f) as i64;
+    let pair = |word: u64, i: u32| digit(word, i) * 10 + digit(word, i + 1);
+    Some([
+        pair(date, 0) * 100 + pair(date, 2),
+        pair(date, 5),
+        pair(time, 0),
+        pair(time, 3),
+        pair(time, 6),
+    ])
 }
 
 /// ASCII digits as a number; `None` if any byte is not a digit.
@@ -143,6 +180,19 @@ mod tests {
         ] {
             assert!(fast(s.as_bytes()).is_none(), "{s} should not be fast");
             assert_eq!(parse_rfc3339(s), chrono_millis(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_in_every_place_of_the_date_and_time_agrees_with_chrono() {
+        let valid = b"2024-02-29T12:30:45.123+02:00";
+        for at in 0..19 {
+            for byte in 0u8..0x80 {
+                let mut s = valid.to_vec();
+                s[at] = byte;
+                let s = String::from_utf8(s).expect("ASCII");
+                assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{s:?}");
+            }
         }
     }
 
