@@ -140,6 +140,8 @@ impl Watermarks {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
@@ -241,8 +243,6 @@ mod tests {
             6 => Just(Op::Watermark),
         ]
     }
-
-    use proptest::prelude::*;
 
     proptest! {
         /// The remembered watermark is what computing it afresh gives, for
