@@ -48,12 +48,10 @@ impl TraceKey {
 
     /// Appends the 32 hex digits of a canonical key.
     pub fn write_hex(&self, out: &mut String) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for word in [self.hi, self.lo] {
-            for shift in (0..16).rev() {
-                out.push(HEX[((word >> (shift * 4)) & 0xf) as usize] as char);
-            }
-        }
+        let mut digits = [0u8; 32];
+        digits[..16].copy_from_slice(&hex16(self.hi));
+        digits[16..].copy_from_slice(&hex16(self.lo));
+        out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
     }
 
     /// The shard that owns this trace, out of `shards`.
@@ -68,6 +66,31 @@ impl TraceKey {
     pub fn table_hash(&self) -> u64 {
         mix(self.lo ^ mix(self.hi ^ TABLE_SEED))
     }
+}
+
+/// The 16 lowercase hex digits of `word`, most significant first, eight
+/// at a time: every outcome row writes its trace id, and one `push` per
+/// digit was most of that.
+#[inline]
+fn hex16(word: u64) -> [u8; 16] {
+    // Nibble i of a 32-bit half (from the least significant) into byte i.
+    let spread = |half: u64| {
+        let v = (half | half << 16) & 0x0000_ffff_0000_ffff;
+        let v = (v | v << 8) & 0x00ff_00ff_00ff_00ff;
+        (v | v << 4) & 0x0f0f_0f0f_0f0f_0f0f
+    };
+    // A nibble of 10 or more carries into bit 4 of its byte when 6 is added
+    // (no byte exceeds 0x15, so nothing crosses into the next one); those
+    // get 'a' - '0' - 10 = 0x27 more.
+    let ascii = |nibbles: u64| {
+        let letters = ((nibbles + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+        nibbles + 0x3030_3030_3030_3030 + letters * 0x27
+    };
+    let mut out = [0u8; 16];
+    // Byte-swapped, so that the most significant nibble comes first.
+    out[..8].copy_from_slice(&ascii(spread(word >> 32)).swap_bytes().to_le_bytes());
+    out[8..].copy_from_slice(&ascii(spread(word & 0xffff_ffff)).swap_bytes().to_le_bytes());
+    out
 }
 
 /// The 64-bit finaliser of splitmix64: cheap, and every input bit reaches every output bit.
