@@ -346,6 +346,23 @@ mod tests {
         assert_eq!(restored.trace_text(), Some("order-17"));
     }
 
+    /// `for_each_attr` reads string payloads without checking their UTF-8
+    /// again: a snapshot's blob must be refused here if one is not UTF-8.
+    #[test]
+    fn a_string_that_is_not_utf8_is_not_a_well_formed_blob() {
+        for tag in [TAG_STR, TAG_TRACE_TEXT] {
+            let mut bytes = Vec::new();
+            push(&mut bytes, 0, tag, &[b'o', 0xff, b'k']);
+            assert!(Blob::from_bytes(&bytes).is_none(), "tag {tag}");
+        }
+        let mut bytes = Vec::new();
+        push(&mut bytes, 0, TAG_STR, "ok é".as_bytes());
+        let blob = Blob::from_bytes(&bytes).expect("UTF-8");
+        let mut values = Vec::new();
+        blob.for_each_attr(|slot, v| values.push((slot, v)));
+        assert_eq!(values, [(0, AttrValue::Str("ok é"))]);
+    }
+
     #[test]
     fn long_strings_round_trip_and_are_capped() {
         let mut b = Blob::default();
