@@ -11,8 +11,8 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
@@ -49,20 +49,34 @@ pub(crate) struct Node {
     /// index plus one (0: empty), probed linearly from the signature's
     /// hash. A lookup is one or two probes, not a pass over every child.
     index: Vec<usize>,
-    /// Each child's key as it appears raw in a line, for [`Node::predicted`].
-    raw_keys: Vec<RawKey>,
-    /// Member `m` of this object in the last line scanned here: the index
-    /// plus one of the child its key was (0: none, or not mapped).
-    /// Producers write their keys in one order, so this is nearly always the
-    /// child of member `m` in the next line too. Shared by every thread
-    /// decoding with this node; a stale or raced value only costs a miss,
-    /// since a prediction is always checked against the line's bytes.
-    order: Vec<AtomicU16>,
+    /// The raw form of every key this object has a [`KeyId`] for, for
+    /// [`Node::predicted`]: first each child's key (set when the trie is
+    /// built), then up to [`LEARNED_KEYS`] keys that map to nothing, learned
+    /// from the lines as they come (each slot set once, never changed, so a
+    /// reader sees a whole key or none).
+    raw_keys: Box<[OnceLock<RawKey>]>,
+    /// `after[k]`: the key that followed key `k` in the last line scanned
+    /// here (`after[0]`: the object's first key, or the key after one that
+    /// has no id), as a [`KeyId`]; 0 when none. Producers write their keys
+    /// in one order, and events of different kinds differ by a few members
+    /// left out, so the key after a key is nearly always the one after it
+    /// in the line before — unmapped keys included, which is why they are
+    /// learned. Shared by every thread decoding with this node; a stale or
+    /// raced value only costs a miss, since a prediction is always checked
+    /// against the line's bytes.
+    after: Box<[AtomicU16]>,
     pub(crate) targets: SmallVec<[Target; 2]>,
 }
 
-/// Members per object whose child is predicted (later ones are looked up).
-const PREDICTED_MEMBERS: usize = 32;
+/// Keys per object that map to nothing and are learned for prediction; the
+/// first this many distinct ones (a line of made-up keys can fill them, and
+/// then costs later lines their predictions, never their results).
+const LEARNED_KEYS: usize = 16;
+
+/// A key of one object level as the scanner knows it: 0 for none (the
+/// object's start, or a key without an id), `i + 1` for `raw_keys[i]`, so
+/// `1..=children.len()` are the children's keys and the rest learned ones.
+pub(crate) type KeyId = u16;
 
 /// A key and its closing quote as sixteen bytes to compare at once: `bytes`
 /// holds them (zero-padded), `mask` has 0xff on each of their bytes. A key
@@ -72,6 +86,8 @@ const PREDICTED_MEMBERS: usize = 32;
 struct RawKey {
     bytes: u128,
     mask: u128,
+    /// The key's length and its closing quote's.
+    len: usize,
 }
 
 impl RawKey {
@@ -86,7 +102,13 @@ impl RawKey {
         Self {
             bytes: u128::from_le_bytes(bytes),
             mask: u128::MAX >> (8 * (15 - key.len())),
+            len: key.len() + 1,
         }
+    }
+
+    /// Whether both are the same key (a key never predicted is none).
+    fn same(&self, other: &RawKey) -> bool {
+        self.mask != 0 && self.mask == other.mask && self.bytes == other.bytes
     }
 }
 
@@ -100,7 +122,6 @@ impl Node {
                     None => {
                         self.children.push((head.clone(), Node::default()));
                         self.signatures.push(key_signature(head));
-                        self.raw_keys.push(RawKey::new(head));
                         self.children.len() - 1
                     }
                 };
@@ -115,7 +136,14 @@ impl Node {
         if self.children.is_empty() {
             return; // a leaf: `child` answers `None` without a probe
         }
-        self.order = (0..PREDICTED_MEMBERS).map(|_| AtomicU16::new(0)).collect();
+        // (Ids past `KeyId::MAX`, at a level of more than 65,000 mapped
+        // keys, are 0: such keys are looked up, never predicted.)
+        let known = self.children.len() + LEARNED_KEYS;
+        self.raw_keys = (0..known).map(|_| OnceLock::new()).collect();
+        for ((key, _), raw) in self.children.iter().zip(&self.raw_keys) {
+            raw.get_or_init(|| RawKey::new(key));
+        }
+        self.after = (0..=known).map(|_| AtomicU16::new(0)).collect();
         let slots = (2 * self.children.len()).next_power_of_two().max(8);
         self.index = vec![0; slots];
         for (i, &signature) in self.signatures.iter().enumerate() {
@@ -154,34 +182,66 @@ impl Node {
         }
     }
 
-    /// The child whose key member `member` had in the last line, when the
-    /// bytes at `rest` (right after the key's opening quote) are exactly
-    /// that key and its closing quote, with the length of both.
+    /// The key that followed key `previous` in the last line, when the
+    /// bytes at `rest` (right after the key's opening quote) are exactly that
+    /// key and its closing quote: its id, its child (`None` for a learned
+    /// key, which maps to nothing) and the length of key and quote.
     #[inline(always)]
-    pub(crate) fn predicted(&self, member: usize, rest: &[u8]) -> Option<(&Node, usize)> {
-        let i = usize::from(self.order.get(member)?.load(Ordering::Relaxed)).checked_sub(1)?;
-        let raw = self.raw_keys.get(i)?;
-        // Sixteen bytes at once; a line ending closer than that is looked up.
-        let window = u128::from_le_bytes(*rest.first_chunk::<16>()?);
+    pub(crate) fn predicted(&self, previous: KeyId, rest: &[u8]) -> Option<(KeyId, Option<&Node>, usize)> {
+        let id = self.after.get(usize::from(previous))?.load(Ordering::Relaxed);
+        let i = usize::from(id).checked_sub(1)?;
+        let raw = self.raw_keys.get(i)?.get()?;
+        // Sixteen bytes at once.
+        let window = match rest.first_chunk::<16>() {
+            Some(window) => u128::from_le_bytes(*window),
+            // Near the line's end (the last key of nearly every line): the
+            // bytes left, padded with zeros, which no key byte equals.
+            None => {
+                let mut window = [0u8; 16];
+                window[..rest.len()].copy_from_slice(rest);
+                u128::from_le_bytes(window)
+            }
+        };
         if raw.mask == 0 || (window ^ raw.bytes) & raw.mask != 0 {
             return None;
         }
-        Some((&self.children[i].1, self.children[i].0.len() + 1))
+        Some((id, self.children.get(i).map(|(_, child)| child), raw.len))
     }
 
-    /// Looks `key` up as member `member` and remembers the answer as the
-    /// prediction for the next line.
+    /// Looks `key` up as the key after `previous`, and remembers it as the
+    /// prediction for the next line: its id (0 when it has none) and child.
     #[inline(always)]
-    pub(crate) fn child_of_member(&self, member: usize, key: &str) -> Option<&Node> {
-        let found = self.child_index(key);
-        if let Some(slot) = self.order.get(member) {
-            let remembered = found.map_or(0, |i| i + 1);
+    pub(crate) fn key_after(&self, previous: KeyId, key: &str) -> (KeyId, Option<&Node>) {
+        let (id, child) = match self.child_index(key) {
+            Some(i) => (i + 1, Some(&self.children[i].1)),
+            None => (self.learned_key(key), None),
+        };
+        let id = KeyId::try_from(id).unwrap_or(0);
+        if let Some(slot) = self.after.get(usize::from(previous)) {
             // Written only when it changes: the line stays shared between cores.
-            if usize::from(slot.load(Ordering::Relaxed)) != remembered {
-                slot.store(u16::try_from(remembered).unwrap_or(0), Ordering::Relaxed);
+            if slot.load(Ordering::Relaxed) != id {
+                slot.store(id, Ordering::Relaxed);
             }
         }
-        found.map(|i| &self.children[i].1)
+        (id, child)
+    }
+
+    /// The id of `key`, which maps to nothing, learning it if there is
+    /// room; 0 for a key that cannot be predicted or when the room is full.
+    #[cold]
+    fn learned_key(&self, key: &str) -> usize {
+        let raw = RawKey::new(key);
+        if raw.mask == 0 {
+            return 0;
+        }
+        let children = self.children.len();
+        for (i, slot) in self.raw_keys.iter().enumerate().skip(children) {
+            // A slot another thread fills meanwhile is read as it was set.
+            if slot.get_or_init(|| raw).same(&raw) {
+                return i + 1;
+            }
+        }
+        0
     }
 }
 
@@ -962,24 +1022,26 @@ mod tests {
         assert_eq!(fast, serde);
     }
 
-    /// A member's predicted key is only a guess: it is taken when the line's
-    /// bytes are that key and its closing quote, and every other line is
-    /// looked up as before. Each odd line below comes right after `first`,
-    /// so its members meet `first`'s keys as predictions: keys that moved,
-    /// keys that a predicted key is a prefix of (and the reverse), a line
-    /// that ends within sixteen bytes of a key.
+    /// A predicted key is only a guess: it is taken when the line's bytes
+    /// are that key and its closing quote, and every other line is looked
+    /// up as before. Each odd line below comes right after `first`, so its
+    /// members meet `first`'s keys as predictions: keys that moved, keys
+    /// that a predicted key is a prefix of (and the reverse), unmapped keys
+    /// where mapped ones were, a line that ends within sixteen bytes of a key.
     #[test]
     fn a_predicted_key_is_checked_against_the_line() {
         let d = decoder("");
-        let first = r#"{"trace_id":"t1","ts":1,"event":"ledger.posted","amount":5}"#;
-        assert_eq!(d.root.order[0].load(Ordering::Relaxed), 0, "nothing predicted yet");
+        let first = r#"{"trace_id":"t1","ts":1,"event":"ledger.posted","amount":5,"level":"info"}"#;
+        assert_eq!(d.root.after[0].load(Ordering::Relaxed), 0, "nothing predicted yet");
         for odd in [
-            first,                                                                 // the same line: predicted member by member
+            first,                                                                 // the same line: predicted key after key
             r#"{"ts":2,"trace_id":"t2","event":"ledger.posted","amount":6}"#,      // members swapped
             r#"{"trace_idx":"x","ts":3,"trace_id":"t3","event":"ledger.posted"}"#, // a longer key
             r#"{"trace":"x","ts":4,"trace_id":"t4","event":"ledger.posted"}"#,     // a shorter one
             r#"{"trace_id":"t5","tsx":9,"ts":5,"event":"ledger.posted"}"#,
-            r#"{"trace_id":"t6","ts":6,"event":"ledger.posted","amount":7.25}"#,
+            r#"{"trace_id":"t6","ts":6,"event":"ledger.posted","level":"x","amount":7.25}"#,
+            r#"{"level":"t6","ts":6,"event":"ledger.posted","trace_id":"x","amount":7.25}"#,
+            r#"{"trace_id":"t6","ts":6,"event":"ledger.posted","amount":7.25,"levels":1}"#,
             r#"{"trace_id":"t7","ts":7,"event":"ledger.posted","am"#, // truncated: an error
             r#"{"trace_id":"t8","ts":8,"event":"ledger.posted","amount"}"#,
         ] {
@@ -988,23 +1050,77 @@ mod tests {
                 assert_eq!(fast, serde, "{line}");
             }
         }
-        // After `first`, member 0 predicts `trace_id`, and only where the
-        // line holds exactly that key.
+        // After `first`, the object's first key is predicted to be
+        // `trace_id`, and taken only where the line holds exactly that key.
         both(&d, first).0.unwrap();
         let trace_id = d.root.children.iter().position(|(k, _)| k == "trace_id").unwrap();
-        assert_eq!(usize::from(d.root.order[0].load(Ordering::Relaxed)), trace_id + 1);
+        let trace_id = KeyId::try_from(trace_id + 1).unwrap();
+        assert_eq!(d.root.after[0].load(Ordering::Relaxed), trace_id);
         let rest = br#"trace_id":"t10","ts":10}"#;
         assert!(
             d.root
                 .predicted(0, rest)
-                .is_some_and(|(_, len)| len == "trace_id\"".len())
+                .is_some_and(|(id, child, len)| id == trace_id && child.is_some() && len == "trace_id\"".len())
         );
         assert!(d.root.predicted(0, br#"trace_idx":"t10","ts":10}"#).is_none());
         assert!(d.root.predicted(0, br#"trace_i":"t10","ts":10}"#).is_none());
-        assert!(
-            d.root.predicted(0, br#"trace_id":1}"#).is_none(),
-            "fewer than 16 bytes left"
+        // Fewer than sixteen bytes left: compared as far as they go.
+        assert!(d.root.predicted(0, br#"trace_id":1}"#).is_some());
+        assert!(d.root.predicted(0, br#"trace_id"#).is_none());
+        assert!(d.root.predicted(0, br#"trace_i"#).is_none());
+        assert!(d.root.predicted(0, b"").is_none());
+    }
+
+    /// Lines of a few shapes, as a topic carries them (events of different
+    /// kinds leave different members out), are predicted key after key,
+    /// unmapped keys included: once each shape has been seen, a line costs
+    /// at most a miss where its shape differs from the line before.
+    #[test]
+    fn keys_that_map_to_nothing_are_learned_and_predicted() {
+        let d = decoder("");
+        let full = r#"{"ts":1,"trace_id":"t","event":"ledger.posted","status":"ok","event_id":"e","amount":1.5,"customer_id":"c","level":"info","host":"pod-1"}"#;
+        let short = r#"{"ts":2,"trace_id":"u","event":"ledger.posted","status":"ok","event_id":"f","level":"info","host":"pod-2"}"#;
+        for line in [full, short, full, short] {
+            let (fast, serde) = both(&d, line);
+            assert_eq!(fast, serde, "{line}");
+        }
+        let id_of = |key: &str| {
+            let raw = RawKey::new(key);
+            let i = d
+                .root
+                .raw_keys
+                .iter()
+                .position(|k| k.get().is_some_and(|k| k.same(&raw)));
+            KeyId::try_from(i.expect(key) + 1).unwrap()
+        };
+        let (level, host) = (id_of("level"), id_of("host"));
+        assert!(usize::from(level) > d.root.children.len(), "learned, not a child");
+        // `host` follows `level` in both shapes: predicted, and mapped to nothing.
+        assert!(matches!(
+            d.root.predicted(level, br#"host":"pod-3"}    "#),
+            Some((id, None, 5)) if id == host
+        ));
+        // The key after `event_id` is the one of the last line (`short`).
+        assert_eq!(
+            d.root.after[usize::from(id_of("event_id"))].load(Ordering::Relaxed),
+            level
         );
+    }
+
+    /// Learning is bounded: after [`LEARNED_KEYS`] distinct unmapped keys no
+    /// more are learned, and lines with any others decode as before.
+    #[test]
+    fn learned_keys_are_bounded() {
+        let d = decoder("");
+        for n in 0..LEARNED_KEYS + 8 {
+            let line = format!(r#"{{"ts":1,"trace_id":"t","event":"ledger.posted","x{n}":1,"y{n}":"v"}}"#);
+            assert!(takes_fast_path(&d, &line));
+            let (fast, serde) = both(&d, &line);
+            assert_eq!(fast, serde, "{line}");
+        }
+        let learned = d.root.raw_keys.iter().skip(d.root.children.len());
+        assert_eq!(learned.filter(|k| k.get().is_some()).count(), LEARNED_KEYS);
+        assert_eq!(d.root.raw_keys.len(), d.root.children.len() + LEARNED_KEYS);
     }
 
     /// A mapped key of sixteen bytes or more is never predicted, and is
@@ -1139,6 +1255,39 @@ attributes = { reference = "/payment_reference_number" }
     }
 
     proptest! {
+        /// Model check of the key prediction: a fresh decoder reads lines of
+        /// a few shapes in any order (keys that are prefixes of each other,
+        /// mapped and unmapped, more unmapped ones than it learns), and
+        /// every line decodes as serde_json decodes it, whatever the lines
+        /// before it left predicted.
+        #[test]
+        fn lines_of_a_few_shapes_decode_whatever_was_predicted(
+            shapes in prop::collection::vec(
+                prop::collection::vec(prop_oneof![
+                    3 => prop::sample::select(vec![
+                        "ts", "trace_id", "event", "status", "event_id", "amount", "customer_id",
+                        "level", "levels", "lev", "host", "hostname", "trace", "trace_idx",
+                    ]).prop_map(str::to_owned),
+                    1 => "[a-z]{1,18}",
+                ], 0..12),
+                1..5,
+            ),
+            lines in prop::collection::vec((any::<prop::sample::Index>(), value(1)), 1..40),
+        ) {
+            let d = decoder("");
+            for (shape, value) in lines {
+                let keys = &shapes[shape.index(shapes.len())];
+                let mut members = vec![
+                    r#""event":"ledger.posted""#.to_string(),
+                    r#""ts":"2026-11-22T08:00:00.919Z""#.to_string(),
+                ];
+                members.extend(keys.iter().map(|k| format!("\"{k}\":{value}")));
+                let line = format!("{{{}}}", members.join(","));
+                let (fast, serde) = both(&d, &line);
+                prop_assert_eq!(fast, serde, "{}", line);
+            }
+        }
+
         /// Decoding into one reused record gives what decoding each line
         /// afresh gives: nothing of an earlier line (its attributes, its
         /// fields) survives into a later one.

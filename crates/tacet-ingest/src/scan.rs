@@ -119,33 +119,35 @@ impl<'a> Scanner<'a> {
     /// The members of a mapped object, from its first key's opening quote.
     ///
     /// Most of decoding happens here, so the common layout is read inline
-    /// with the position in a local: the key predicted from the last line,
-    /// `:` right after it, a plain string value, `,"` or `}` right after
-    /// that. Each step that finds anything else (whitespace, another kind
+    /// with the position in a local: the key predicted from the last line
+    /// (the one that followed the previous key there), `:` right after it,
+    /// a plain string value, `,"` or `}` right after that. Each step that finds anything else (whitespace, another kind
     /// of value, an unpredicted key) hands over to the general code for that
     /// step only, which accepts and refuses exactly as before.
     fn mapped_members(&mut self, node: &Node, out: &mut Fields<'a>, depth: usize) -> Step {
         let bytes = self.bytes;
         let mut at = self.at;
-        let mut member = 0;
+        let mut previous = 0;
         loop {
             if bytes.get(at) != Some(&b'"') {
                 return None;
             }
             at += 1;
-            let child = match node.predicted(member, bytes.get(at..).unwrap_or_default()) {
-                Some((child, len)) => {
+            let child = match node.predicted(previous, bytes.get(at..).unwrap_or_default()) {
+                Some((id, child, len)) => {
                     at += len;
-                    Some(child)
+                    previous = id;
+                    child
                 }
                 None => {
                     self.at = at;
                     let key = self.plain_string()?;
                     at = self.at;
-                    node.child_of_member(member, key)
+                    let (id, child) = node.key_after(previous, key);
+                    previous = id;
+                    child
                 }
             };
-            member += 1;
             if bytes.get(at) == Some(&b':') && bytes.get(at + 1).is_some_and(|&b| b > b' ') {
                 at += 1;
             } else {
