@@ -181,6 +181,18 @@ impl<'a> Scanner<'a> {
                         at = self.at;
                     }
                 },
+                // A mapped amount or count: read as it is scanned.
+                (Some(child), Some(b'-' | b'0'..=b'9')) => match plain_number(bytes, at) {
+                    Some((raw, end)) => {
+                        out.capture(&child.targets, raw);
+                        at = end;
+                    }
+                    None => {
+                        self.at = at;
+                        self.mapped(child, out, depth)?;
+                        at = self.at;
+                    }
+                },
                 (Some(child), _) => {
                     self.at = at;
                     self.mapped(child, out, depth)?;
@@ -543,6 +555,63 @@ fn short_number(token: &str) -> Option<Raw<'static>> {
     }
 }
 
+/// The number at `start` in one pass, when it is the plain case
+/// [`short_number`] reads: `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, at most 18
+/// digits for an integer and 15 for a decimal, and not followed by anything
+/// that would continue a number (`.`, `e`, `E`, a digit). Its value — the
+/// very value [`short_number`] gives the token — and where it ends; `None`
+/// for anything else, which the general path reads (or refuses) as before.
+#[inline(always)]
+fn plain_number(bytes: &[u8], start: usize) -> Option<(Raw<'static>, usize)> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let negative = bytes.get(start) == Some(&b'-');
+    let whole_start = start + usize::from(negative);
+    let mut at = whole_start;
+    let mut digits = 0u64;
+    // At most 18 digits are taken: below 10^18, so no overflow.
+    while let Some(&c @ b'0'..=b'9') = bytes.get(at) {
+        if at - whole_start == 18 {
+            return None;
+        }
+        digits = digits * 10 + u64::from(c - b'0');
+        at += 1;
+    }
+    let whole = at - whole_start;
+    if whole == 0 || (whole > 1 && bytes[whole_start] == b'0') {
+        return None;
+    }
+    let raw = if bytes.get(at) == Some(&b'.') {
+        at += 1;
+        let fraction_start = at;
+        while let Some(&c @ b'0'..=b'9') = bytes.get(at) {
+            if whole + (at - fraction_start) >= 15 {
+                return None;
+            }
+            digits = digits * 10 + u64::from(c - b'0');
+            at += 1;
+        }
+        let fraction = at - fraction_start;
+        if fraction == 0 {
+            return None;
+        }
+        // As in `short_number`: both exact in an f64, one rounding.
+        let f = digits as f64 / POW10[fraction];
+        Raw::Float(if negative { -f } else { f })
+    } else {
+        match (negative, digits as i64) {
+            (false, n) => Raw::Int(n),
+            (true, 0) => Raw::Float(-0.0),
+            (true, n) => Raw::Int(-n),
+        }
+    };
+    match bytes.get(at) {
+        Some(b'.' | b'e' | b'E' | b'0'..=b'9') => None,
+        _ => Some((raw, at)),
+    }
+}
+
 /// Captures a number token through serde_json, exactly as its full pass would.
 fn number_by_serde<'a>(token: &'a str, node: &Node, out: &mut Fields<'a>) -> Step {
     let mut de = serde_json::Deserializer::from_str(token);
@@ -568,7 +637,7 @@ fn decimal(buffer: &mut [u8; 20], mut n: usize) -> &str {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{decimal, short_number, special_byte, special_byte_swar};
+    use super::{decimal, plain_number, short_number, special_byte, special_byte_swar};
     use crate::decode::Raw;
 
     #[test]
@@ -621,6 +690,37 @@ mod tests {
             let from = from.min(bytes.len());
             prop_assert_eq!(special_byte(&bytes, from), naive(&bytes, from));
             prop_assert_eq!(special_byte_swar(&bytes, from), naive(&bytes, from));
+        }
+
+        /// The one-pass reading of a plain number is `short_number`'s
+        /// reading of the token, wherever it takes one, and it takes every
+        /// plain one within the limits; followed by whatever a line has
+        /// next (or by what would make it another number: then it declines).
+        #[test]
+        fn plain_numbers_read_in_one_pass_as_short_number_reads_them(
+            token in prop_oneof![
+                "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,17})?",
+                "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+                "-?[1-9][0-9]{0,6}\\.[0-9]{2}",
+            ],
+            next in prop::sample::select(vec!["", ",", "}", "]", " ", "x", "e5", "E", ".x"]),
+        ) {
+            let line = format!("{token}{next}");
+            let plain = plain_number(line.as_bytes(), 0);
+            let continues = matches!(next.as_bytes().first(), Some(b'.' | b'e' | b'E'));
+            if let Some((raw, end)) = &plain {
+                prop_assert_eq!(*end, token.len(), "{}", line);
+                prop_assert!(!continues, "{}", line);
+                // Debug prints each float's shortest round trip: equal
+                // text, equal bits (the sign of zero included).
+                prop_assert_eq!(format!("{:?}", Some(raw)), format!("{:?}", short_number(&token)), "{}", line);
+            }
+            let well_formed = serde_json::from_str::<serde_json::Value>(&token).is_ok();
+            let digits = token.bytes().filter(u8::is_ascii_digit).count();
+            let within = if token.contains('.') { digits <= 15 } else { digits <= 18 };
+            if well_formed && within && !continues {
+                prop_assert!(plain.is_some(), "{} declined", line);
+            }
         }
 
         /// A number read without serde_json is the very value serde_json
