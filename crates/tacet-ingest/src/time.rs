@@ -6,6 +6,8 @@
 //! leap second, an out-of-range field, trailing text) goes to chrono, which
 //! stays the authority: the property test below holds the two equal.
 
+use std::cell::Cell;
+
 use tacet_core::EventTime;
 
 /// RFC 3339 to epoch milliseconds, `None` when it is not a valid timestamp.
@@ -18,18 +20,33 @@ pub fn parse_rfc3339(s: &str) -> Option<EventTime> {
     }
 }
 
+thread_local! {
+    /// The `YYYY-MM-DDTHH:MM` last read on this thread, as 16 bytes, and
+    /// its minute in epoch milliseconds before the offset is applied.
+    /// Events come in time order, near enough, so most share the minute of
+    /// the one before and only `SS.fff` and the offset are left to read.
+    /// Starts as sixteen 0xff bytes, which no `&str` holds.
+    static LAST_MINUTE: Cell<(u128, i64)> = const { Cell::new((u128::MAX, 0)) };
+}
+
 /// The common shape, or `None` to let chrono decide.
 fn fast(b: &[u8]) -> Option<EventTime> {
     if b.len() < 20 || b[16] != b':' {
         return None;
     }
-    let [year, month, day, hour, minute] = date_hour_minute(b[..16].try_into().expect("sixteen bytes"))?;
+    let prefix: &[u8; 16] = b[..16].try_into().expect("sixteen bytes");
+    let key = u128::from_le_bytes(*prefix);
+    let minute_ms = match LAST_MINUTE.get() {
+        (last, ms) if last == key => ms,
+        _ => {
+            let ms = minute_millis(prefix)?;
+            LAST_MINUTE.set((key, ms));
+            ms
+        }
+    };
     let second = digits(&b[17..19])?;
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
     // Second 60 (a leap second) is chrono's to interpret.
-    if hour > 23 || minute > 59 || second > 59 {
+    if second > 59 {
         return None;
     }
     let mut rest = &b[19..];
@@ -59,9 +76,21 @@ fn fast(b: &[u8]) -> Option<EventTime> {
         }
         _ => return None,
     };
+    Some(minute_ms + (second - offset_minutes * 60) * 1_000 + millis)
+}
+
+/// `YYYY-MM-DDTHH:MM` as the epoch milliseconds of that minute (as if it
+/// were UTC), or `None` unless it is a real date, hour and minute.
+fn minute_millis(prefix: &[u8; 16]) -> Option<i64> {
+    let [year, month, day, hour, minute] = date_hour_minute(prefix)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 {
+        return None;
+    }
     let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
-    Some(seconds * 1_000 + millis)
+    Some((days * 86_400 + hour * 3_600 + minute * 60) * 1_000)
 }
 
 /// `YYYY-MM-DDTHH:MM` as year, month, day, hour and minute, or `None` if a
@@ -235,6 +264,29 @@ mod tests {
             s[at] = byte;
             let s: String = s.into_iter().collect();
             prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
+        }
+
+        /// Model check of the remembered minute: timestamps of a few
+        /// minutes (valid or not, other seconds, fractions and offsets)
+        /// in any order on one thread each parse as chrono parses them,
+        /// whatever minute the one before left remembered.
+        #[test]
+        fn a_remembered_minute_agrees_with_chrono(
+            stamps in prop::collection::vec((
+                prop::sample::select(vec![
+                    "2026-11-22T08:00", "2026-11-22T08:01", "2024-02-29T23:59", "2023-02-29T00:00",
+                    "2026-11-22T24:00", "2026-11-22t08:00", "1969-12-31T23:59",
+                ]),
+                0i64..=61,
+                proptest::option::of("[0-9]{1,4}"),
+                prop::sample::select(vec!["Z", "+02:00", "-05:30", "+24:00", "", "Zx"]),
+            ), 1..30),
+        ) {
+            for (minute, second, fraction, offset) in stamps {
+                let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+                let s = format!("{minute}:{second:02}{fraction}{offset}");
+                prop_assert_eq!(parse_rfc3339(&s), chrono_millis(&s), "{}", s);
+            }
         }
 
         /// Arbitrary text never makes the two disagree either.
