@@ -9,11 +9,13 @@
 //!   journey attribute (the union over journeys, so every file has one schema).
 //! - [`writer::OutcomeWriter`]: an [`tacet_core::outcome::OutcomeSink`] that
 //!   buffers rows per partition and writes a file when `flush_rows` is reached
-//!   or [`writer::OutcomeWriter::flush`] is called. Files appear atomically
+//!   or [`writer::OutcomeWriter::flush`] is called (rows go into plain
+//!   vectors, `columns`, and become Arrow arrays once per file). Files appear atomically
 //!   (written under a dot-name, then renamed), so a reader never sees half a file.
 //! - [`reader::read_outcomes`]: reads a dataset back into rows (for `tacet
 //!   verify` and tests).
 
+mod columns;
 pub mod reader;
 pub mod schema;
 pub mod writer;

@@ -6,18 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, ListBuilder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Builder,
-};
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{Float64Type, Int64Type, SchemaRef, TimestampMillisecondType, UInt32Type};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tacet_core::config::AttributeType;
 use tacet_core::outcome::OutcomeSink;
 use tacet_core::{AttrValue, Catalog, JourneyId, OutcomeRecord};
 
-use crate::schema::{outcome_schema, writer_properties};
+use crate::columns::{Bools, Primitives, StringLists, Strings};
+use crate::schema::{outcome_schema, string_item, writer_properties};
 use crate::{Result, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
@@ -33,64 +31,60 @@ pub struct WriterStats {
     pub errors: u64,
 }
 
-enum AttrBuilder {
-    Str(StringBuilder),
-    Float(Float64Builder),
-    Bool(BooleanBuilder),
+enum AttrColumn {
+    Str(Strings),
+    Float(Primitives<Float64Type>),
+    Bool(Bools),
 }
 
-/// Column builders of one partition.
+/// The columns of one partition's rows not yet in a file.
 struct Builders {
     rows: usize,
-    trace_id: StringBuilder,
-    outcome: StringBuilder,
-    started_at: TimestampMillisecondBuilder,
-    acked_at: TimestampMillisecondBuilder,
-    completed_at: TimestampMillisecondBuilder,
-    deadline_at: TimestampMillisecondBuilder,
-    decided_at: TimestampMillisecondBuilder,
-    latency_ms: Int64Builder,
-    missing_steps: ListBuilder<StringBuilder>,
-    failed_steps: ListBuilder<StringBuilder>,
-    last_step: StringBuilder,
-    last_service: StringBuilder,
-    services: ListBuilder<StringBuilder>,
-    n_events: UInt32Builder,
-    n_duplicates: UInt32Builder,
-    attrs: Vec<AttrBuilder>,
+    trace_id: Strings,
+    outcome: Strings,
+    started_at: Primitives<TimestampMillisecondType>,
+    acked_at: Primitives<TimestampMillisecondType>,
+    completed_at: Primitives<TimestampMillisecondType>,
+    deadline_at: Primitives<TimestampMillisecondType>,
+    decided_at: Primitives<TimestampMillisecondType>,
+    latency_ms: Primitives<Int64Type>,
+    missing_steps: StringLists,
+    failed_steps: StringLists,
+    last_step: Strings,
+    last_service: Strings,
+    services: StringLists,
+    n_events: Primitives<UInt32Type>,
+    n_duplicates: Primitives<UInt32Type>,
+    attrs: Vec<AttrColumn>,
     since: Instant,
-}
-
-fn ts() -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::new().with_timezone("UTC")
 }
 
 impl Builders {
     fn new(catalog: &Catalog) -> Self {
         Self {
             rows: 0,
-            trace_id: StringBuilder::new(),
-            outcome: StringBuilder::new(),
-            started_at: ts(),
-            acked_at: ts(),
-            completed_at: ts(),
-            deadline_at: ts(),
-            decided_at: ts(),
-            latency_ms: Int64Builder::new(),
-            missing_steps: ListBuilder::new(StringBuilder::new()),
-            failed_steps: ListBuilder::new(StringBuilder::new()),
-            last_step: StringBuilder::new(),
-            last_service: StringBuilder::new(),
-            services: ListBuilder::new(StringBuilder::new()),
-            n_events: UInt32Builder::new(),
-            n_duplicates: UInt32Builder::new(),
+            trace_id: Strings::default(),
+            outcome: Strings::default(),
+            started_at: Primitives::default(),
+            acked_at: Primitives::default(),
+            completed_at: Primitives::default(),
+            deadline_at: Primitives::default(),
+            decided_at: Primitives::default(),
+            latency_ms: Primitives::default(),
+            missing_steps: StringLists::default(),
+            failed_steps: StringLists::default(),
+            last_step: Strings::default(),
+            last_service: Strings::default(),
+            services: StringLists::default(),
+            n_events: Primitives::default(),
+            n_duplicates: Primitives::default(),
             attrs: catalog
                 .columns()
                 .iter()
                 .map(|c| match c.kind {
-                    AttributeType::String => AttrBuilder::Str(StringBuilder::new()),
-                    AttributeType::Float => AttrBuilder::Float(Float64Builder::new()),
-                    AttributeType::Bool => AttrBuilder::Bool(BooleanBuilder::new()),
+                    AttributeType::String => AttrColumn::Str(Strings::default()),
+                    AttributeType::Float => AttrColumn::Float(Primitives::default()),
+                    AttributeType::Bool => AttrColumn::Bool(Bools::default()),
                 })
                 .collect(),
             since: Instant::now(),
@@ -98,43 +92,37 @@ impl Builders {
     }
 
     fn append(&mut self, r: &OutcomeRecord<'_>) {
-        let list = |b: &mut ListBuilder<StringBuilder>, items: &[&str]| {
-            for item in items {
-                b.values().append_value(item);
-            }
-            b.append(true);
-        };
         self.rows += 1;
-        self.trace_id.append_value(r.trace_id);
-        self.outcome.append_value(r.outcome.as_str());
-        self.started_at.append_option(r.started_at);
-        self.acked_at.append_option(r.acked_at);
-        self.completed_at.append_option(r.completed_at);
-        self.deadline_at.append_option(r.deadline_at);
-        self.decided_at.append_value(r.decided_at);
-        self.latency_ms.append_option(r.latency_ms);
-        list(&mut self.missing_steps, r.missing_steps);
-        list(&mut self.failed_steps, r.failed_steps);
-        self.last_step.append_option(r.last_step);
-        self.last_service.append_option(r.last_service);
-        list(&mut self.services, r.services);
-        self.n_events.append_value(r.n_events);
-        self.n_duplicates.append_value(r.n_duplicates);
-        for (i, builder) in self.attrs.iter_mut().enumerate() {
+        self.trace_id.push(r.trace_id);
+        self.outcome.push(r.outcome.as_str());
+        self.started_at.push_option(r.started_at);
+        self.acked_at.push_option(r.acked_at);
+        self.completed_at.push_option(r.completed_at);
+        self.deadline_at.push_option(r.deadline_at);
+        self.decided_at.push(r.decided_at);
+        self.latency_ms.push_option(r.latency_ms);
+        self.missing_steps.push(r.missing_steps);
+        self.failed_steps.push(r.failed_steps);
+        self.last_step.push_option(r.last_step);
+        self.last_service.push_option(r.last_service);
+        self.services.push(r.services);
+        self.n_events.push(r.n_events);
+        self.n_duplicates.push(r.n_duplicates);
+        for (i, column) in self.attrs.iter_mut().enumerate() {
             let value = &r.attributes.get(i).copied().flatten();
-            match builder {
-                AttrBuilder::Str(b) => match value {
-                    Some(AttrValue::Str(s)) => b.append_value(s),
-                    Some(AttrValue::Num(n)) => b.append_value(n.to_string()),
-                    Some(AttrValue::Bool(v)) => b.append_value(v.to_string()),
-                    None => b.append_null(),
+            match column {
+                AttrColumn::Str(c) => match value {
+                    Some(AttrValue::Str(s)) => c.push(s),
+                    Some(AttrValue::Num(n)) => c.push(&n.to_string()),
+                    Some(AttrValue::Bool(v)) => c.push(&v.to_string()),
+                    None => c.push_option(None),
                 },
-                AttrBuilder::Float(b) => b.append_option(match value {
+                AttrColumn::Float(c) => c.push_option(match value {
                     Some(AttrValue::Num(n)) => Some(*n),
                     Some(AttrValue::Str(s)) => s.trim().parse().ok(),
                     _ => None,
                 }),
-                AttrBuilder::Bool(b) => b.append_option(match value {
+                AttrColumn::Bool(c) => c.push_option(match value {
                     Some(AttrValue::Bool(v)) => Some(*v),
                     Some(AttrValue::Str(s)) => s.parse().ok(),
                     _ => None,
@@ -144,28 +132,29 @@ impl Builders {
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
+        let utc = |c: &mut Primitives<TimestampMillisecondType>| Arc::new(c.finish().with_timezone("UTC"));
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.outcome.finish()),
-            Arc::new(self.started_at.finish()),
-            Arc::new(self.acked_at.finish()),
-            Arc::new(self.completed_at.finish()),
-            Arc::new(self.deadline_at.finish()),
-            Arc::new(self.decided_at.finish()),
+            utc(&mut self.started_at),
+            utc(&mut self.acked_at),
+            utc(&mut self.completed_at),
+            utc(&mut self.deadline_at),
+            utc(&mut self.decided_at),
             Arc::new(self.latency_ms.finish()),
-            Arc::new(self.missing_steps.finish()),
-            Arc::new(self.failed_steps.finish()),
+            Arc::new(self.missing_steps.finish(string_item())?),
+            Arc::new(self.failed_steps.finish(string_item())?),
             Arc::new(self.last_step.finish()),
             Arc::new(self.last_service.finish()),
-            Arc::new(self.services.finish()),
+            Arc::new(self.services.finish(string_item())?),
             Arc::new(self.n_events.finish()),
             Arc::new(self.n_duplicates.finish()),
         ];
-        for b in &mut self.attrs {
-            columns.push(match b {
-                AttrBuilder::Str(b) => Arc::new(b.finish()),
-                AttrBuilder::Float(b) => Arc::new(b.finish()),
-                AttrBuilder::Bool(b) => Arc::new(b.finish()),
+        for c in &mut self.attrs {
+            columns.push(match c {
+                AttrColumn::Str(c) => Arc::new(c.finish()),
+                AttrColumn::Float(c) => Arc::new(c.finish()),
+                AttrColumn::Bool(c) => Arc::new(c.finish()),
             });
         }
         self.rows = 0;
