@@ -121,9 +121,10 @@ impl<'a> Scanner<'a> {
     /// Most of decoding happens here, so the common layout is read inline
     /// with the position in a local: the key predicted from the last line
     /// (the one that followed the previous key there), `:` right after it,
-    /// a plain string value, `,"` or `}` right after that. Each step that finds anything else (whitespace, another kind
-    /// of value, an unpredicted key) hands over to the general code for that
-    /// step only, which accepts and refuses exactly as before.
+    /// a plain string or number value, `,"` or `}` right after that. Each
+    /// step that finds anything else (whitespace, another kind of value, an
+    /// unpredicted key) hands over to the general code for that step only,
+    /// which accepts and refuses exactly as before.
     fn mapped_members(&mut self, node: &Node, out: &mut Fields<'a>, depth: usize) -> Step {
         let bytes = self.bytes;
         let mut at = self.at;
