@@ -133,13 +133,23 @@ struct Decision {
 pub(crate) struct Interner {
     pub(crate) ids: hashbrown::HashMap<Box<str>, u32>,
     pub(crate) names: Vec<Box<str>>,
+    /// The id last found for a name of each (length, first byte) bucket:
+    /// a shard sees a handful of services over and over, and comparing one
+    /// name is cheaper than hashing it. Only ever holds ids that `ids` gave
+    /// (0 for none), which never change while the interner lives (a
+    /// snapshot is restored into a fresh one).
+    recent: [u32; RECENT_SERVICES],
 }
+
+/// Buckets of [`Interner::recent`] (a power of two).
+const RECENT_SERVICES: usize = 32;
 
 impl Interner {
     fn new() -> Self {
         let mut this = Self {
             ids: Default::default(),
             names: Vec::new(),
+            recent: [0; RECENT_SERVICES],
         };
         this.names.push("".into());
         this.names.push("(other)".into());
@@ -148,10 +158,16 @@ impl Interner {
 
     #[inline]
     fn intern(&mut self, name: &str, overflow: &mut u64) -> u32 {
-        if name.is_empty() {
+        let Some(&first) = name.as_bytes().first() else {
             return 0;
+        };
+        let bucket = (name.len() ^ usize::from(first) << 1) & (RECENT_SERVICES - 1);
+        let guess = self.recent[bucket];
+        if guess != 0 && self.names.get(guess as usize).is_some_and(|n| **n == *name) {
+            return guess;
         }
         if let Some(&id) = self.ids.get(name) {
+            self.recent[bucket] = id;
             return id;
         }
         if self.names.len() >= SERVICE_CAP {
@@ -161,6 +177,7 @@ impl Interner {
         let id = self.names.len() as u32;
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
+        self.recent[bucket] = id;
         id
     }
 
@@ -955,4 +972,42 @@ fn emit<S: OutcomeSink>(
         _ => {}
     }
     sink.emit(&record);
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::Interner;
+
+    proptest! {
+        /// Model check of the recent-name cache: names that share a bucket
+        /// (same length and first byte) or not, in any order, get the ids
+        /// a plain first-seen numbering gives (0 for the empty name), and
+        /// each id names its name.
+        #[test]
+        fn interned_ids_are_the_first_seen_numbering(
+            names in prop::collection::vec(prop::sample::select(vec![
+                "", "ab", "ac", "ba", "abc", "abd", "mobile-app", "mobile-api", "core-ledger", "notify",
+            ]), 0..60),
+        ) {
+            let (mut interner, mut overflow) = (Interner::new(), 0);
+            let mut model: Vec<&str> = Vec::new();
+            for name in names {
+                let id = interner.intern(name, &mut overflow);
+                let expected = if name.is_empty() {
+                    0
+                } else {
+                    let i = model.iter().position(|n| *n == name).unwrap_or_else(|| {
+                        model.push(name);
+                        model.len() - 1
+                    });
+                    i as u32 + 2
+                };
+                prop_assert_eq!(id, expected, "{}", name);
+                prop_assert_eq!(interner.name(id), name);
+            }
+            prop_assert_eq!(overflow, 0);
+        }
+    }
 }
