@@ -505,6 +505,11 @@ fn special_byte_swar(bytes: &[u8], mut from: usize) -> usize {
     from
 }
 
+/// Powers of ten exact in an `f64`, the divisors of short decimals.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
 /// A number token (already checked for syntax) that needs no rounding
 /// decision, as serde_json hands it over: an integer of at most 18 digits
 /// (`-0` is its float `-0.0`), or a decimal without exponent whose digits
@@ -517,9 +522,6 @@ fn special_byte_swar(bytes: &[u8], mut from: usize) -> usize {
 /// correctly rounding parser.
 #[inline]
 fn short_number(token: &str) -> Option<Raw<'static>> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
     let (negative, b) = match token.as_bytes() {
         [b'-', rest @ ..] => (true, rest),
         b => (false, b),
@@ -564,9 +566,6 @@ fn short_number(token: &str) -> Option<Raw<'static>> {
 /// for anything else, which the general path reads (or refuses) as before.
 #[inline(always)]
 fn plain_number(bytes: &[u8], start: usize) -> Option<(Raw<'static>, usize)> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
     let negative = bytes.get(start) == Some(&b'-');
     let whole_start = start + usize::from(negative);
     let mut at = whole_start;
