@@ -209,7 +209,13 @@ fn apply_fetched(
     now: Instant,
     topics: &mut TopicCache,
 ) -> Result<(), RunError> {
-    let records: Vec<(FetchedMessage<'_>, usize)> = messages
+    // Everything a record needs is read here, in one tight pass: librdkafka
+    // wrote each message on another core, so each is a cache miss, and
+    // misses taken back to back overlap. Reading the message's payload,
+    // partition and offset again where it is applied, thousands of
+    // instructions later, missed again (perf: ~45 % of the samples in the
+    // loop's own code were those two loads).
+    let records: Vec<(Record<'_>, FetchedMessage<'_>)> = messages
         .iter()
         .filter_map(|m| {
             if let Some(e) = m.error() {
@@ -227,24 +233,24 @@ fn apply_fetched(
                     "A record of a topic tacet does not consume reached a fetch queue; skipped."
                 );
             }
-            topic.map(|t| (m, t))
+            let record = Record {
+                topic: topic?,
+                partition: m.partition(),
+                offset: m.offset(),
+                payload: m.payload(),
+            };
+            Some((record, m))
         })
         .collect();
     let view = |i: usize| {
-        let (m, topic) = records[i];
-        let record = Record {
-            topic,
-            partition: m.partition(),
-            offset: m.offset(),
-            payload: m.payload(),
-        };
+        let (record, m) = records[i];
         // Headers are parsed only when the decoder asks for one.
         (record, move |name: &str| m.headers().get(name.as_bytes()))
     };
-    // The messages themselves were all read just above; their payloads,
-    // written by librdkafka's fetcher on another core, were not.
+    // The payloads, written by librdkafka's fetcher on another core, were
+    // not read in the pass above.
     let prefetch = |i: usize| {
-        if let Some(payload) = records.get(i + PIPELINE_DEPTH).and_then(|(m, _)| m.payload()) {
+        if let Some(payload) = records.get(i + PIPELINE_DEPTH).and_then(|(r, _)| r.payload) {
             prefetch_payload(payload);
         }
     };
