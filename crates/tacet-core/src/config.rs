@@ -113,6 +113,7 @@ pub struct EngineConfig {
     #[serde(default = "default_max_open_journeys")]
     pub max_open_journeys: usize,
     /// Input lines longer than this are dead-lettered as `oversized_line`.
+    /// At most [`MAX_LINE_BYTES_LIMIT`].
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
 }
@@ -147,6 +148,12 @@ fn default_max_open_journeys() -> usize {
 fn default_max_line_bytes() -> usize {
     1 << 20
 }
+
+/// The largest `engine.max_line_bytes` a config may set: 256 MiB. A line's
+/// strings end up in outcome files whose string columns must stay under
+/// 2 GiB (Arrow's 32-bit offsets); with lines bounded, the outcome writer
+/// can guarantee that by writing a file early (see `tacet-store`).
+pub const MAX_LINE_BYTES_LIMIT: usize = 256 << 20;
 
 /// `[output]`: the Parquet outcome dataset.
 #[derive(Debug, Clone, Deserialize)]
@@ -831,6 +838,12 @@ impl Config {
         if self.engine.max_line_bytes < 64 {
             return Err(self.invalid("engine.max_line_bytes", "must be at least 64"));
         }
+        if self.engine.max_line_bytes > MAX_LINE_BYTES_LIMIT {
+            return Err(self.invalid(
+                "engine.max_line_bytes",
+                format!("must be at most {MAX_LINE_BYTES_LIMIT} (256 MiB)"),
+            ));
+        }
         if self.output.flush_rows == 0 {
             return Err(self.invalid("output.flush_rows", "must be at least 1"));
         }
@@ -1054,6 +1067,19 @@ slo = 0.99
         assert!(parse(&MINIMAL.replace("\"2m\"", "\"0s\"")).is_err());
         assert!(parse(&MINIMAL.replace("complete = [\"c\"]", "complete = []")).is_err());
         assert!(parse("[engine]\n").is_err(), "no journeys");
+    }
+
+    #[test]
+    fn line_limit_is_bounded_both_ways() {
+        let with_limit = |bytes: usize| parse(&format!("[engine]\nmax_line_bytes = {bytes}\n{MINIMAL}"));
+        assert!(with_limit(64).is_ok());
+        assert!(with_limit(MAX_LINE_BYTES_LIMIT).is_ok());
+        let err = with_limit(MAX_LINE_BYTES_LIMIT + 1).unwrap_err().to_string();
+        assert!(
+            err.contains("engine.max_line_bytes") && err.contains("at most"),
+            "{err}"
+        );
+        assert!(with_limit(63).is_err());
     }
 
     #[test]

@@ -57,6 +57,12 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The most bytes of distinct service names a correlator shard keeps (64
+/// MiB); a new name past it reads `(other)`, counted as a services
+/// overflow. Service names are input: this bounds the shard's memory and
+/// the `services` list of any one [`OutcomeRecord`].
+pub const SERVICE_NAME_BYTES_CAP: usize = 64 << 20;
+
 /// One decision, borrowed from the shard that made it. Sinks copy what they keep.
 #[derive(Debug, Clone, Copy)]
 pub struct OutcomeRecord<'a> {

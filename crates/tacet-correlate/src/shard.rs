@@ -28,6 +28,11 @@ pub(crate) const PENDING: u16 = u16::MAX;
 const VACANT: u16 = u16::MAX - 1;
 /// Cap on distinct service names per shard; beyond it they read `(other)`.
 const SERVICE_CAP: usize = 100_000;
+/// Cap on the bytes of those names; beyond it they read `(other)` too.
+/// Without it, made-up names of up to a line each would grow the shard
+/// without bound, and one journey's `services` list could pass the 2 GiB an
+/// outcome file's string column can hold.
+pub const SERVICE_BYTES_CAP: usize = tacet_core::outcome::SERVICE_NAME_BYTES_CAP;
 /// Tombstones are swept in buckets of this much event time.
 const TOMB_BUCKET_MS: i64 = 60_000;
 /// Below this share of `max_open` an eviction episode is over.
@@ -139,6 +144,8 @@ pub(crate) struct Interner {
     /// (0 for none), which never change while the interner lives (a
     /// snapshot is restored into a fresh one).
     recent: [u32; RECENT_SERVICES],
+    /// Bytes of `names` (see [`SERVICE_BYTES_CAP`]).
+    pub(crate) bytes: usize,
 }
 
 /// Buckets of [`Interner::recent`] (a power of two).
@@ -150,6 +157,7 @@ impl Interner {
             ids: Default::default(),
             names: Vec::new(),
             recent: [0; RECENT_SERVICES],
+            bytes: 0,
         };
         this.names.push("".into());
         this.names.push("(other)".into());
@@ -170,11 +178,12 @@ impl Interner {
             self.recent[bucket] = id;
             return id;
         }
-        if self.names.len() >= SERVICE_CAP {
+        if self.names.len() >= SERVICE_CAP || self.bytes + name.len() > SERVICE_BYTES_CAP {
             *overflow += 1;
             return 1;
         }
         let id = self.names.len() as u32;
+        self.bytes += name.len();
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
         self.recent[bucket] = id;
@@ -1009,5 +1018,26 @@ mod tests {
             }
             prop_assert_eq!(overflow, 0);
         }
+    }
+
+    #[test]
+    fn names_past_the_byte_cap_read_other_and_are_counted() {
+        let (mut interner, mut overflow) = (Interner::new(), 0);
+        let mib = |c: char| c.to_string().repeat(1 << 20);
+        // 64 names of 1 MiB fill the cap exactly; the 65th does not fit.
+        for i in 0..64u8 {
+            let name = mib(char::from(b'0' + i));
+            assert_eq!(interner.intern(&name, &mut overflow), u32::from(i) + 2);
+        }
+        assert_eq!(overflow, 0);
+        assert_eq!(interner.bytes, super::SERVICE_BYTES_CAP);
+        let over = mib('~');
+        assert_eq!(interner.intern(&over, &mut overflow), 1);
+        assert_eq!(interner.name(1), "(other)");
+        assert_eq!(overflow, 1);
+        // Names already known are still found; a short new one does not fit either.
+        assert_eq!(interner.intern(&mib('0'), &mut overflow), 2);
+        assert_eq!(interner.intern("a", &mut overflow), 1);
+        assert_eq!(overflow, 2);
     }
 }

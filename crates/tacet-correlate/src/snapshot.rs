@@ -215,10 +215,12 @@ impl<S: OutcomeSink> Shard<S> {
         let n = d.len(4)?;
         shard.services.names.clear();
         shard.services.ids.clear();
+        shard.services.bytes = 0;
         for i in 0..n {
             let name = std::str::from_utf8(d.bytes()?).map_err(|_| SnapshotError::Format)?;
             shard.services.names.push(name.into());
             if i >= 2 {
+                shard.services.bytes += name.len();
                 shard.services.ids.insert(name.into(), i as u32);
             }
         }

@@ -173,6 +173,37 @@ fn a_foreign_or_truncated_snapshot_is_an_error_not_a_panic() {
     assert_eq!(restored.open_traces(), 2);
 }
 
+/// Service names are input: their bytes per shard are capped (beyond the
+/// cap a new name reads `(other)` and is counted), and a restored shard
+/// counts the names it restored against the cap.
+#[test]
+fn service_name_bytes_are_capped_across_a_restore() {
+    let c = catalog();
+    let sink = Collect {
+        rows: Default::default(),
+        catalog: c.clone(),
+    };
+    let mut shard = tacet_correlate::Shard::new(c.clone(), usize::MAX, sink.clone());
+    let mib = tacet_correlate::SERVICE_BYTES_CAP >> 6;
+    // 63 of the 64 MiB the cap allows.
+    for i in 0..63 {
+        let name = format!("{i:02}{}", "s".repeat(mib - 2));
+        with_event(&c, &ev(&format!("t{i}"), "t.req", 1.0).service(&name), |event| {
+            shard.apply(event)
+        });
+    }
+    assert_eq!(shard.stats().services_overflow, 0);
+    let mut bytes = Vec::new();
+    shard.write_snapshot(&mut bytes);
+    let mut restored = tacet_correlate::Shard::restore(c.clone(), usize::MAX, sink, &bytes).unwrap();
+    // Two more MiB do not fit, before the restore or after it.
+    let big = "b".repeat(2 * mib);
+    for s in [&mut shard, &mut restored] {
+        with_event(&c, &ev("late", "t.req", 2.0).service(&big), |event| s.apply(event));
+        assert_eq!(s.stats().services_overflow, 1);
+    }
+}
+
 #[test]
 fn model_agrees_on_a_hand_written_stream() {
     let c = catalog();

@@ -38,8 +38,9 @@ impl Validity {
 /// An offset into a column's bytes or a list's values.
 #[inline]
 fn offset(len: usize) -> i32 {
-    // As arrow's own builders: one file's strings stay below 2 GiB (rows
-    // are written every `flush_rows`; attribute strings are at most 32 KiB).
+    // The writer keeps every column below 2 GiB: it writes a file once its
+    // rows' strings pass `FLUSH_STRING_BYTES`, and no row adds more than a
+    // line or the service names a shard keeps (see writer.rs).
     i32::try_from(len).expect("an outcome file's strings fit in 2 GiB")
 }
 
@@ -75,6 +76,12 @@ impl Utf8Values {
 
     fn len(&self) -> usize {
         self.offsets.len() - 1
+    }
+
+    /// Bytes of the values so far.
+    #[inline]
+    fn bytes(&self) -> usize {
+        self.bytes.len()
     }
 
     /// The values with `nulls` as an array, and empty again.
@@ -115,6 +122,12 @@ impl Strings {
         }
     }
 
+    /// Bytes of the strings so far.
+    #[inline]
+    pub(crate) fn bytes(&self) -> usize {
+        self.values.bytes()
+    }
+
     /// The column, and empty again.
     pub(crate) fn finish(&mut self) -> StringArray {
         let nulls = self.validity.finish();
@@ -145,6 +158,12 @@ impl StringLists {
             self.items.push(item);
         }
         self.offsets.push(offset(self.items.len()));
+    }
+
+    /// Bytes of the items so far.
+    #[inline]
+    pub(crate) fn bytes(&self) -> usize {
+        self.items.bytes()
     }
 
     /// The column with `item` as its items' field, and empty again.

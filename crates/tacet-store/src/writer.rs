@@ -20,6 +20,27 @@ use crate::{Result, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Bytes of strings a partition's buffered rows may hold before its file is
+/// written, whatever `flush_rows` says: Arrow's strings have 32-bit offsets,
+/// so each string column of a file must stay under 2 GiB. Rows are checked
+/// after each append, so a column holds less than this plus one row's
+/// strings, and one row adds at most a line (a non-canonical trace id, a
+/// service name) or the service names its shard keeps (its `services`
+/// list); attribute strings are at most 32 KiB. Normal rows (~100 bytes of
+/// strings) reach `flush_rows` long before this.
+const FLUSH_STRING_BYTES: usize = 256 << 20;
+
+const _: () = {
+    use tacet_core::config::MAX_LINE_BYTES_LIMIT;
+    use tacet_core::outcome::SERVICE_NAME_BYTES_CAP;
+    let largest_row = if MAX_LINE_BYTES_LIMIT > SERVICE_NAME_BYTES_CAP {
+        MAX_LINE_BYTES_LIMIT
+    } else {
+        SERVICE_NAME_BYTES_CAP
+    };
+    assert!(FLUSH_STRING_BYTES + largest_row < i32::MAX as usize);
+};
+
 /// Counters of one writer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -131,6 +152,27 @@ impl Builders {
         }
     }
 
+    /// Bytes of the buffered rows' strings, all string columns together
+    /// (so at least those of any one column).
+    fn string_bytes(&self) -> usize {
+        let attrs: usize = self
+            .attrs
+            .iter()
+            .map(|c| match c {
+                AttrColumn::Str(c) => c.bytes(),
+                AttrColumn::Float(_) | AttrColumn::Bool(_) => 0,
+            })
+            .sum();
+        self.trace_id.bytes()
+            + self.outcome.bytes()
+            + self.missing_steps.bytes()
+            + self.failed_steps.bytes()
+            + self.last_step.bytes()
+            + self.last_service.bytes()
+            + self.services.bytes()
+            + attrs
+    }
+
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch> {
         let utc = |c: &mut Primitives<TimestampMillisecondType>| Arc::new(c.finish().with_timezone("UTC"));
         let mut columns: Vec<ArrayRef> = vec![
@@ -173,6 +215,8 @@ pub struct OutcomeWriter {
     root: PathBuf,
     name: String,
     flush_rows: usize,
+    /// [`FLUSH_STRING_BYTES`], lower in tests.
+    flush_bytes: usize,
     open: HashMap<(JourneyId, i64), Builders>,
     /// Batches whose file could not be written, kept for the next flush.
     pending: Vec<((JourneyId, i64), RecordBatch)>,
@@ -191,11 +235,20 @@ impl OutcomeWriter {
             root: root.join("outcomes"),
             name: name.to_owned(),
             flush_rows: flush_rows.max(1),
+            flush_bytes: FLUSH_STRING_BYTES,
             open: HashMap::new(),
             pending: Vec::new(),
             next_file: 0,
             stats: WriterStats::default(),
         }
+    }
+
+    /// The same writer with a lower string-bytes limit than
+    /// [`FLUSH_STRING_BYTES`], so that tests reach it with small rows.
+    #[cfg(test)]
+    pub(crate) fn with_flush_bytes(mut self, bytes: usize) -> Self {
+        self.flush_bytes = bytes;
+        self
     }
 
     /// Counters so far.
@@ -294,7 +347,7 @@ impl OutcomeSink for OutcomeWriter {
         let builders = self.open.entry(key).or_insert_with(|| Builders::new(&self.catalog));
         builders.append(record);
         self.stats.rows += 1;
-        if builders.rows >= self.flush_rows
+        if (builders.rows >= self.flush_rows || builders.string_bytes() >= self.flush_bytes)
             && let Err(e) = self.write_partition(key)
         {
             // Kept in `pending` and retried at the next flush; counted.
