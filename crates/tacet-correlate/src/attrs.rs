@@ -9,12 +9,20 @@ const TAG_STR: u8 = 0;
 const TAG_NUM: u8 = 1;
 const TAG_TRUE: u8 = 2;
 const TAG_FALSE: u8 = 3;
-/// The trace id text of a non-canonical trace.
+/// The trace id text of a non-canonical trace, up to `MAX_STR` bytes.
 const TAG_TRACE_TEXT: u8 = 4;
+/// A longer trace id text: an 8-byte length, then its bytes. Trace ids are
+/// "any string" (SPEC §1), as long as a line; attribute strings are capped
+/// instead. A tag of its own keeps the blobs of older snapshots readable.
+const TAG_LONG_TRACE_TEXT: u8 = 5;
 /// Set on values that came from the journey's start event, which wins.
 const FROM_START: u8 = 0x80;
 /// Longest string kept (a two-byte varint length): 32 KiB.
 const MAX_STR: usize = (1 << 15) - 1;
+
+fn is_trace_text(tag: u8) -> bool {
+    tag == TAG_TRACE_TEXT || tag == TAG_LONG_TRACE_TEXT
+}
 
 #[derive(Default)]
 pub(crate) struct Blob(Option<Box<[u8]>>);
@@ -39,14 +47,14 @@ impl Blob {
     pub(crate) fn trace_text(&self) -> Option<&str> {
         self.entries()
             .next()
-            .filter(|e| e.tag == TAG_TRACE_TEXT)
+            .filter(|e| is_trace_text(e.tag))
             .map(|e| std::str::from_utf8(e.payload).expect("stored from &str"))
     }
 
     #[cfg(test)]
     pub(crate) fn attr(&self, slot: AttrSlot) -> Option<AttrValue<'_>> {
         self.entries()
-            .find(|e| e.tag != TAG_TRACE_TEXT && e.slot == slot)
+            .find(|e| !is_trace_text(e.tag) && e.slot == slot)
             .map(|e| match e.tag {
                 TAG_STR => AttrValue::Str(std::str::from_utf8(e.payload).expect("stored from &str")),
                 TAG_NUM => AttrValue::Num(f64::from_le_bytes(e.payload.try_into().expect("8 bytes"))),
@@ -58,8 +66,13 @@ impl Blob {
     /// Sets the trace id text (once, before any attribute).
     pub(crate) fn set_trace_text(&mut self, text: &str) {
         let mut out = Vec::new();
-        push(&mut out, 0, TAG_TRACE_TEXT, text.as_bytes());
-        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+        let tag = if text.len() <= MAX_STR {
+            TAG_TRACE_TEXT
+        } else {
+            TAG_LONG_TRACE_TEXT
+        };
+        push(&mut out, 0, tag, text.as_bytes());
+        for e in self.entries().filter(|e| !is_trace_text(e.tag)) {
             push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
         }
         self.set_bytes(&out);
@@ -70,7 +83,7 @@ impl Blob {
     pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrValue<'_>)], from_start: bool) {
         // One pass over the blob: which slots are present, which from the start.
         let (mut present, mut from_start_mask) = (0u128, 0u128);
-        for e in self.entries().filter(|e| e.tag != TAG_TRACE_TEXT) {
+        for e in self.entries().filter(|e| !is_trace_text(e.tag)) {
             present |= 1 << e.slot;
             if e.flags & FROM_START != 0 {
                 from_start_mask |= 1 << e.slot;
@@ -88,7 +101,7 @@ impl Blob {
         }
         let mut out = Vec::with_capacity(self.heap_bytes() + 64);
         for e in self.entries() {
-            if e.tag == TAG_TRACE_TEXT || replaced & (1 << e.slot) == 0 {
+            if is_trace_text(e.tag) || replaced & (1 << e.slot) == 0 {
                 push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
             }
         }
@@ -120,7 +133,7 @@ impl Blob {
     pub(crate) fn for_each_attr<'s>(&'s self, mut f: impl FnMut(AttrSlot, AttrValue<'s>)) {
         for e in self.entries() {
             let value = match e.tag {
-                TAG_TRACE_TEXT => continue,
+                TAG_TRACE_TEXT | TAG_LONG_TRACE_TEXT => continue,
                 // SAFETY: string payloads are only ever written from a `&str`
                 // cut at a char boundary (`merge`), or read from a snapshot
                 // by `from_bytes`, which checks them: checking again for
@@ -149,7 +162,7 @@ impl Blob {
             let [_, tag, tail @ ..] = rest else {
                 return None;
             };
-            if *tag == TAG_TRACE_TEXT && !first {
+            if is_trace_text(*tag) && !first {
                 return None;
             }
             first = false;
@@ -163,6 +176,12 @@ impl Blob {
                     let payload = tail.get(head..head + len)?;
                     std::str::from_utf8(payload).ok()?;
                     &tail[head + len..]
+                }
+                TAG_LONG_TRACE_TEXT => {
+                    let len = usize::try_from(u64::from_le_bytes(*tail.first_chunk::<8>()?)).ok()?;
+                    let payload = tail.get(8..)?.get(..len)?;
+                    std::str::from_utf8(payload).ok()?;
+                    &tail[8 + len..]
                 }
                 TAG_NUM => tail.get(8..)?,
                 TAG_TRUE | TAG_FALSE => tail,
@@ -186,12 +205,17 @@ fn push(out: &mut Vec<u8>, head: u8, tag: u8, payload: &[u8]) {
         TAG_STR | TAG_TRACE_TEXT => {
             // Varint length: one byte below 128, two up to MAX_STR.
             let len = payload.len();
+            debug_assert!(len <= MAX_STR, "longer strings are cut or tagged long");
             if len < 0x80 {
                 out.push(len as u8);
             } else {
                 out.push(0x80 | (len & 0x7f) as u8);
                 out.push((len >> 7) as u8);
             }
+            out.extend_from_slice(payload);
+        }
+        TAG_LONG_TRACE_TEXT => {
+            out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
             out.extend_from_slice(payload);
         }
         _ => out.extend_from_slice(payload),
@@ -224,6 +248,12 @@ impl<'a> Iterator for Entries<'a> {
                     ((rest[0] & 0x7f) as usize | (rest[1] as usize) << 7, 2)
                 };
                 (&rest[head..head + len], &rest[head + len..])
+            }
+            TAG_LONG_TRACE_TEXT => {
+                let (len, rest) = rest.split_at(8);
+                // Written from a `usize` length (`push`) or checked to fit one (`from_bytes`).
+                let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+                rest.split_at(len)
             }
             TAG_NUM => (&rest[..8], &rest[8..]),
             _ => (&rest[..0], rest),
@@ -281,12 +311,16 @@ mod tests {
                 0..12,
             ),
             text_at in 0usize..13,
+            // Trace ids of every length class: one- and two-byte lengths
+            // and the long tag past 32 KiB, multi-byte characters included.
+            text in prop::sample::select(vec![8usize, 127, 128, 32_767, 32_768, 40_001])
+                .prop_map(|n| "é".repeat(n / 2) + &"x".repeat(n % 2)),
         ) {
             let mut blob = Blob::default();
             let mut model: BTreeMap<AttrSlot, (Value, bool)> = BTreeMap::new();
             for (i, (attrs, from_start)) in merges.iter().enumerate() {
                 if i == text_at {
-                    blob.set_trace_text("order-17");
+                    blob.set_trace_text(&text);
                 }
                 let values: Vec<(AttrSlot, AttrValue<'_>)> = attrs.iter().map(|(s, v)| (*s, v.as_attr())).collect();
                 blob.merge(&values, *from_start);
@@ -312,7 +346,7 @@ mod tests {
                     let expected = model.get(&slot).map(|(v, _)| v.as_attr());
                     prop_assert_eq!(blob.attr(slot), expected, "slot {}", slot);
                 }
-                prop_assert_eq!(blob.trace_text(), (i >= text_at).then_some("order-17"));
+                prop_assert_eq!(blob.trace_text(), (i >= text_at).then_some(text.as_str()));
             }
         }
     }
@@ -350,7 +384,7 @@ mod tests {
     /// again: a snapshot's blob must be refused here if one is not UTF-8.
     #[test]
     fn a_string_that_is_not_utf8_is_not_a_well_formed_blob() {
-        for tag in [TAG_STR, TAG_TRACE_TEXT] {
+        for tag in [TAG_STR, TAG_TRACE_TEXT, TAG_LONG_TRACE_TEXT] {
             let mut bytes = Vec::new();
             push(&mut bytes, 0, tag, &[b'o', 0xff, b'k']);
             assert!(Blob::from_bytes(&bytes).is_none(), "tag {tag}");
@@ -379,5 +413,28 @@ mod tests {
         assert_eq!(b.attr(0), Some(AttrValue::Str(long.as_str())));
         assert_eq!(b.attr(1), Some(AttrValue::Str(&huge[..MAX_STR])));
         assert_eq!(b.attr(2), Some(AttrValue::Str("é")));
+    }
+
+    /// A long trace id's entry is refused when cut short anywhere, when its
+    /// length points past the blob, and when it is not first.
+    #[test]
+    fn a_damaged_long_trace_text_is_not_a_well_formed_blob() {
+        let text = "t".repeat(MAX_STR + 1);
+        let mut b = Blob::default();
+        b.set_trace_text(&text);
+        b.merge(&[(0, AttrValue::Num(1.0))], false);
+        let bytes = b.as_bytes().unwrap().to_vec();
+        assert_eq!(bytes[1], TAG_LONG_TRACE_TEXT);
+        assert_eq!(Blob::from_bytes(&bytes).unwrap().trace_text(), Some(text.as_str()));
+        for cut in [3, 10, 11, 100, bytes.len() - 11] {
+            assert!(Blob::from_bytes(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut huge = bytes.clone();
+        huge[2..10].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Blob::from_bytes(&huge).is_none());
+        let mut second = Vec::new();
+        push(&mut second, 0, TAG_NUM, &1.0f64.to_le_bytes());
+        push(&mut second, 0, TAG_LONG_TRACE_TEXT, text.as_bytes());
+        assert!(Blob::from_bytes(&second).is_none());
     }
 }

@@ -454,3 +454,35 @@ fn results_do_not_depend_on_the_shard_count() {
         assert_eq!(one.rows, run_engine(&c, &events, shards).rows, "{shards} shards");
     }
 }
+
+/// SPEC §1: a trace id is any string, as long as a line. Attribute strings
+/// are capped at 32 KiB; a non-canonical trace id must come out whole
+/// however long it is (it was cut, or its row lost, past 32 KiB).
+#[test]
+fn a_trace_id_longer_than_an_attribute_string_is_kept_whole() {
+    let c = catalog();
+    for len in [127, 128, 32_767, 32_768, 40_000, 1 << 20] {
+        // Multi-byte characters too: a cut anywhere but at a char boundary
+        // would not be a string.
+        let trace: String = "é".repeat(len / 2) + &"x".repeat(len % 2);
+        let events = [
+            ev(&trace, "t.req", 0.0).amount(250.0),
+            ev(&trace, "t.ok", 1.0).service("gw"),
+            ev(&trace, "ledger", 5.0).service("core"),
+            ev(&trace, "sms", 7.0).service("notify"),
+        ];
+        // Straight through, and through a snapshot taken with it open.
+        for run in [
+            run_engine(&c, &events, 1),
+            run_engine_restarting(&c, &events, 1, usize::MAX, &[2]),
+        ] {
+            let r = only(&run, &trace);
+            assert_eq!(r.outcome, Outcome::Completed, "trace id of {len} bytes");
+            assert_eq!(
+                r.attributes[0],
+                ("amount".to_string(), "250".to_string()),
+                "trace id of {len} bytes"
+            );
+        }
+    }
+}
