@@ -88,6 +88,8 @@ pub struct Catalog {
     pub allowed_lateness_ms: i64,
     pub late_horizon_ms: i64,
     pub orphan_timeout_ms: i64,
+    /// `engine.max_events_per_journey`.
+    pub max_events_per_journey: usize,
 }
 
 fn ms(d: std::time::Duration) -> EventTime {
@@ -116,6 +118,7 @@ impl Catalog {
             allowed_lateness_ms: ms(config.engine.allowed_lateness),
             late_horizon_ms: ms(config.engine.late_horizon),
             orphan_timeout_ms: ms(config.orphan_timeout()),
+            max_events_per_journey: config.engine.max_events_per_journey,
         };
 
         // Attribute columns: the union of names, each with one type.

@@ -112,6 +112,14 @@ pub struct EngineConfig {
     /// logged once per episode); it is never dropped silently.
     #[serde(default = "default_max_open_journeys")]
     pub max_open_journeys: usize,
+    /// Cap on the distinct events one journey keeps (default 1,000). A
+    /// journey's state is re-read at each of its events, so a trace id that
+    /// every event carries (an all-zero id from broken instrumentation)
+    /// would otherwise make each event cost as much as all before it. A
+    /// journey that passes the cap is evicted to the dead-letter sink
+    /// (`event_limit_evicted`, counted) and its later events count as late.
+    #[serde(default = "default_max_events_per_journey")]
+    pub max_events_per_journey: usize,
     /// Input lines longer than this are dead-lettered as `oversized_line`.
     /// At most [`MAX_LINE_BYTES_LIMIT`].
     #[serde(default = "default_max_line_bytes")]
@@ -128,6 +136,7 @@ impl Default for EngineConfig {
             late_horizon: default_late_horizon(),
             orphan_timeout: None,
             max_open_journeys: default_max_open_journeys(),
+            max_events_per_journey: default_max_events_per_journey(),
             max_line_bytes: default_max_line_bytes(),
         }
     }
@@ -144,6 +153,9 @@ fn default_late_horizon() -> Duration {
 }
 fn default_max_open_journeys() -> usize {
     20_000_000
+}
+fn default_max_events_per_journey() -> usize {
+    1_000
 }
 fn default_max_line_bytes() -> usize {
     1 << 20
@@ -835,6 +847,9 @@ impl Config {
         if self.engine.max_open_journeys == 0 {
             return Err(self.invalid("engine.max_open_journeys", "must be at least 1"));
         }
+        if self.engine.max_events_per_journey == 0 {
+            return Err(self.invalid("engine.max_events_per_journey", "must be at least 1"));
+        }
         if self.engine.max_line_bytes < 64 {
             return Err(self.invalid("engine.max_line_bytes", "must be at least 64"));
         }
@@ -1080,6 +1095,15 @@ slo = 0.99
             "{err}"
         );
         assert!(with_limit(63).is_err());
+    }
+
+    #[test]
+    fn event_cap_defaults_to_a_thousand_and_is_at_least_one() {
+        assert_eq!(parse(MINIMAL).unwrap().engine.max_events_per_journey, 1_000);
+        let with_cap = |n: usize| parse(&format!("[engine]\nmax_events_per_journey = {n}\n{MINIMAL}"));
+        assert_eq!(with_cap(1).unwrap().engine.max_events_per_journey, 1);
+        let err = with_cap(0).unwrap_err().to_string();
+        assert!(err.contains("engine.max_events_per_journey"), "{err}");
     }
 
     #[test]

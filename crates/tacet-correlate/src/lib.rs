@@ -35,6 +35,6 @@ mod stats;
 mod timers;
 pub mod watermark;
 
-pub use shard::{Evicted, InFlight, SERVICE_BYTES_CAP, Shard, SlotHint};
+pub use shard::{EvictReason, Evicted, InFlight, SERVICE_BYTES_CAP, Shard, SlotHint};
 pub use snapshot::SnapshotError;
 pub use stats::{JourneyStats, ShardStats};

@@ -88,9 +88,31 @@ pub(crate) struct SilentTomb {
     pub(crate) missing: u32,
 }
 
-/// An open journey pushed out by `max_open_journeys`, for the dead-letter sink.
+/// Why a journey was evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// `max_open_journeys`: the shard was full and this journey was the
+    /// closest to its decision.
+    StateLimit,
+    /// `max_events_per_journey`: the journey (open, or a silent failure
+    /// awaiting its correction) passed the cap.
+    EventLimit,
+}
+
+impl EvictReason {
+    /// The dead-letter reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvictReason::StateLimit => "state_limit_evicted",
+            EvictReason::EventLimit => "event_limit_evicted",
+        }
+    }
+}
+
+/// A journey pushed out by a cap, for the dead-letter sink.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evicted {
+    pub reason: EvictReason,
     pub trace_id: String,
     pub journey: Option<String>,
     pub first_seen: EventTime,
@@ -215,6 +237,8 @@ pub struct Shard<S> {
     pub(crate) watermark: EventTime,
     max_open: usize,
     evicting: bool,
+    /// Whether a journey passing `max_events_per_journey` was logged yet.
+    warned_event_limit: bool,
     evicted: Vec<Evicted>,
     stats: ShardStats,
     trace_id: String,
@@ -240,6 +264,7 @@ impl<S: OutcomeSink> Shard<S> {
             watermark: EventTime::MIN,
             max_open: max_open.max(1),
             evicting: false,
+            warned_event_limit: false,
             evicted: Vec::new(),
             stats,
             trace_id: String::new(),
@@ -416,6 +441,13 @@ impl<S: OutcomeSink> Shard<S> {
             name: e.name,
             ok: e.ok,
         });
+        if t.events.len() > self.catalog.max_events_per_journey {
+            // Every event re-reads the journey's events: past the cap, one
+            // trace id on every event would make each cost more than the last.
+            self.warn_event_limit();
+            self.evict(slot, EvictReason::EventLimit);
+            return;
+        }
         if !e.attrs.is_empty() {
             let from_start = matches!(opener, Some((_, Role::Start)));
             t.blob.merge(e.attrs, from_start);
@@ -688,6 +720,22 @@ impl<S: OutcomeSink> Shard<S> {
         if s.trace.events.iter().any(|x| x.fingerprint == e.fingerprint) {
             return;
         }
+        if s.trace.events.len() >= self.catalog.max_events_per_journey {
+            // Its correction is no longer watched for (its tombstone stays,
+            // so its events still count as late).
+            let s = self.silent.remove(&e.trace).expect("present");
+            self.warn_event_limit();
+            self.stats.evicted += 1;
+            self.evicted.push(Evicted {
+                reason: EvictReason::EventLimit,
+                trace_id: trace_text(&s.trace).into_owned(),
+                journey: Some(self.catalog.journey(s.journey).name.clone()),
+                first_seen: first_seen(&s.trace.events),
+                n_events: s.trace.events.len() + 1,
+                timer_at: s.deadline_at.saturating_add(self.catalog.late_horizon_ms),
+            });
+            return;
+        }
         let service = self.services.intern(e.service, &mut self.stats.services_overflow);
         if !e.attrs.is_empty() {
             let from_start = matches!(self.catalog.opener(e.name), Some((_, Role::Start)));
@@ -766,20 +814,40 @@ impl<S: OutcomeSink> Shard<S> {
                     "Open-journey limit reached; evicting the journeys closest to their deadline to the dead-letter sink until load falls below 90%."
                 );
             }
-            self.stats.evicted += 1;
-            let evicted = Evicted {
-                trace_id: trace_text(t).into_owned(),
-                journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
-                first_seen: first_seen(&t.events),
-                n_events: t.events.len(),
-                timer_at: t.timer_at,
-            };
-            let last = t.events.iter().map(|s| s.time).max().unwrap_or(self.watermark);
-            let expires = last.saturating_add(self.catalog.late_horizon_ms);
-            self.evicted.push(evicted);
-            let trace = self.release(slot);
-            self.bury(trace.key, expires);
+            self.evict(slot, EvictReason::StateLimit);
             return;
+        }
+    }
+
+    /// Writes the open journey at `slot` to the dead-letter list, forgets
+    /// it and tombstones its trace: its later events count as late, none
+    /// opens an orphan, and it gets no outcome it did not earn.
+    fn evict(&mut self, slot: u32, reason: EvictReason) {
+        let t = self.slab.get(slot);
+        self.stats.evicted += 1;
+        let evicted = Evicted {
+            reason,
+            trace_id: trace_text(t).into_owned(),
+            journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
+            first_seen: first_seen(&t.events),
+            n_events: t.events.len(),
+            timer_at: t.timer_at,
+        };
+        let last = t.events.iter().map(|s| s.time).max().unwrap_or(self.watermark);
+        let expires = last.saturating_add(self.catalog.late_horizon_ms);
+        self.evicted.push(evicted);
+        let trace = self.release(slot);
+        self.bury(trace.key, expires);
+    }
+
+    #[cold]
+    fn warn_event_limit(&mut self) {
+        if !self.warned_event_limit {
+            self.warned_event_limit = true;
+            tracing::warn!(
+                max_events_per_journey = self.catalog.max_events_per_journey,
+                "A journey passed engine.max_events_per_journey and was evicted to the dead-letter sink (a trace id shared by unrelated events?); logged once per shard, each one counted."
+            );
         }
     }
 }

@@ -56,7 +56,8 @@ pub struct ShardStats {
     pub late_events: u64,
     /// Events naming an opener of another journey than their trace's.
     pub conflicting_openers: u64,
-    /// Open journeys evicted to the dead-letter sink by `max_open_journeys`.
+    /// Journeys evicted to the dead-letter sink by `max_open_journeys` or
+    /// `max_events_per_journey`.
     pub evicted: u64,
     /// Distinct services beyond the interner's cap, reported as `(other)`.
     pub services_overflow: u64,

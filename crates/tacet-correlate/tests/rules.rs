@@ -486,3 +486,82 @@ fn a_trace_id_longer_than_an_attribute_string_is_kept_whole() {
         }
     }
 }
+
+/// `engine.max_events_per_journey`: a journey that passes the cap is
+/// evicted (a dead letter, counted), gets no outcome, and its later events
+/// count as late; duplicates do not count toward the cap, other journeys
+/// are untouched.
+#[test]
+fn a_journey_past_the_event_cap_is_evicted_not_decided() {
+    let c = catalog_from(&CONFIG.replace("[engine]\n", "[engine]\nmax_events_per_journey = 4\n"));
+    let events = [
+        ev("a", "t.req", 0.0),
+        ev("a", "t.ok", 1.0),
+        ev("a", "t.ok", 1.0), // a duplicate
+        ev("a", "sms", 2.0),
+        ev("a", "sms", 3.0), // the fourth distinct event: at the cap
+        ev("b", "t.req", 0.0),
+        ev("b", "t.ok", 1.0),
+        ev("a", "sms", 4.0), // the fifth: past it
+        ev("a", "ledger", 5.0),
+        ev("b", "ledger", 5.0),
+        ev("b", "sms", 6.0),
+        tick(1000.0),
+    ];
+    let run = run_engine(&c, &events, 1);
+    assert_eq!(pairs(&run), [("b", Outcome::Completed)], "a is evicted, not decided");
+    assert_eq!(run.evicted.len(), 1);
+    let e = &run.evicted[0];
+    assert_eq!(e.reason, tacet_correlate::EvictReason::EventLimit);
+    assert_eq!(
+        (e.trace_id.as_str(), e.journey.as_deref(), e.n_events),
+        ("a", Some("transfer"), 5)
+    );
+    assert_eq!(run.evicted_count, 1);
+    assert_eq!(run.duplicates, 1);
+    assert_eq!(run.late, 1, "a's ledger came after its eviction");
+}
+
+/// A silent failure awaiting its correction is evicted too when its late
+/// events reach the cap: no correction is watched for after that.
+#[test]
+fn a_silent_failure_past_the_event_cap_stops_waiting_for_its_correction() {
+    let c = catalog_from(&CONFIG.replace("[engine]\n", "[engine]\nmax_events_per_journey = 4\n"));
+    let mut events = vec![
+        ev("a", "t.req", 0.0),
+        ev("a", "t.ok", 1.0),
+        ev("a", "sms", 2.0),
+        tick(200.0),
+        ev("a", "push", 300.0), // late, kept: four events
+    ];
+    let run = run_engine(&c, &events, 1);
+    assert_eq!(pairs(&run).iter().filter(|p| p.0 == "a").count(), 1);
+    assert!(run.evicted.is_empty());
+    events.push(ev("a", "push", 301.0)); // a fifth: past the cap
+    events.push(ev("a", "ledger", 400.0)); // would have corrected it
+    let run = run_engine(&c, &events, 1);
+    let a: Vec<_> = pairs(&run).into_iter().filter(|p| p.0 == "a").collect();
+    assert_eq!(a, [("a", Outcome::SilentFailure)], "no correction after the eviction");
+    assert_eq!(run.evicted.len(), 1);
+    assert_eq!(run.evicted[0].reason, tacet_correlate::EvictReason::EventLimit);
+    assert_eq!(run.evicted[0].n_events, 5);
+    assert_eq!(run.late, 3);
+}
+
+/// One trace id on 20,000 events (an all-zero id from broken
+/// instrumentation): the default cap evicts its journey at the 1,001st
+/// event, the rest count as late. (Before the cap, every event re-read all
+/// the events before it: 100,000 such events took 20 s of one core.)
+#[test]
+fn one_trace_id_on_every_event_is_evicted_at_the_default_cap() {
+    let c = catalog();
+    let mut events: Vec<TestEvent> = (0..20_000)
+        .map(|i| ev("00000000000000000000000000000000", "sms", f64::from(i) * 0.001))
+        .collect();
+    events.insert(0, ev("00000000000000000000000000000000", "t.req", 0.0));
+    let run = run_engine(&c, &events, 1);
+    assert!(run.rows.is_empty());
+    assert_eq!(run.evicted.len(), 1);
+    assert_eq!(run.evicted[0].n_events, 1_001);
+    assert_eq!(run.late, 20_001 - 1_001);
+}

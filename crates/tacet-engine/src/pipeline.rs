@@ -713,12 +713,12 @@ pub fn write_in_flight_file(dir: &std::path::Path, name: &str, in_flight: &[InFl
     Ok(())
 }
 
-/// The dead-letter record of a journey evicted by the open-journey cap.
+/// The dead-letter record of a journey evicted by a cap.
 pub fn evicted_letter(j: &Evicted) -> serde_json::Value {
     serde_json::json!({
         "source": "engine",
         "position": format!("trace:{}", j.trace_id),
-        "reason": "state_limit_evicted",
+        "reason": j.reason.as_str(),
         "journey": j.journey,
         "first_seen": j.first_seen,
         "n_events": j.n_events,

@@ -309,3 +309,63 @@ fn the_open_journey_cap_evicts_to_the_dead_letter_file_and_counts() {
     assert_eq!(in_file, evicted, "every evicted journey is in the dead-letter file");
     assert_eq!(r.report.dead_letters, evicted);
 }
+
+/// One trace id on thousands of unrelated events (an all-zero id from
+/// broken instrumentation): its journey passes `max_events_per_journey`
+/// (default 1,000), is evicted to the dead-letter file with its own reason
+/// and counted, and every other journey is decided as before.
+#[test]
+fn a_trace_id_on_every_event_is_evicted_by_the_event_cap() {
+    let config = Config::embedded_default();
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate(
+        &config,
+        dir.path(),
+        GenOptions {
+            journeys: 2_000,
+            seed: 5,
+            malformed_rate: 0.0,
+            ..Default::default()
+        },
+    );
+    let before = run(
+        &config,
+        &[path(dir.path(), "events.ndjson")],
+        &dir.path().join("before"),
+        2,
+        2,
+        1 << 20,
+    );
+    let events = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    let ts = last["ts"].as_str().unwrap().to_owned();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("events.ndjson"))
+        .unwrap();
+    for i in 0..3_000 {
+        writeln!(
+            file,
+            r#"{{"ts":"{ts}","trace_id":"00000000000000000000000000000000","service":"payments-api","event":"transfer.accepted","status":"ok","event_id":"hot-{i}"}}"#
+        )
+        .unwrap();
+    }
+    drop(file);
+    let out = dir.path().join("out");
+    let r = run(&config, &[path(dir.path(), "events.ndjson")], &out, 2, 2, 1 << 20);
+    assert_eq!(r.report.correlate.evicted, 1);
+    let letters = std::fs::read_to_string(out.join("dead-letter.ndjson")).unwrap();
+    let evicted: Vec<&str> = letters
+        .lines()
+        .filter(|l| l.contains("\"event_limit_evicted\""))
+        .collect();
+    assert_eq!(evicted.len(), 1, "{letters}");
+    assert!(evicted[0].contains("\"n_events\":1001"), "{}", evicted[0]);
+    assert_eq!(
+        r.report.correlate.late_events,
+        before.report.correlate.late_events + 3_000 - 1_001,
+        "the hot trace's events after its eviction are late"
+    );
+    let v = compare(&g.truth, &r.rows, &r.in_flight);
+    assert!(v.is_exact(), "{v:#?}");
+}
