@@ -444,7 +444,6 @@ impl<S: OutcomeSink> Shard<S> {
         if t.events.len() > self.catalog.max_events_per_journey {
             // Every event re-reads the journey's events: past the cap, one
             // trace id on every event would make each cost more than the last.
-            self.warn_event_limit();
             self.evict(slot, EvictReason::EventLimit);
             return;
         }
@@ -724,16 +723,9 @@ impl<S: OutcomeSink> Shard<S> {
             // Its correction is no longer watched for (its tombstone stays,
             // so its events still count as late).
             let s = self.silent.remove(&e.trace).expect("present");
-            self.warn_event_limit();
-            self.stats.evicted += 1;
-            self.evicted.push(Evicted {
-                reason: EvictReason::EventLimit,
-                trace_id: trace_text(&s.trace).into_owned(),
-                journey: Some(self.catalog.journey(s.journey).name.clone()),
-                first_seen: first_seen(&s.trace.events),
-                n_events: s.trace.events.len() + 1,
-                timer_at: s.deadline_at.saturating_add(self.catalog.late_horizon_ms),
-            });
+            let horizon = s.deadline_at.saturating_add(self.catalog.late_horizon_ms);
+            let n_events = s.trace.events.len() + 1;
+            self.note_eviction(EvictReason::EventLimit, &s.trace, Some(s.journey), n_events, horizon);
             return;
         }
         let service = self.services.intern(e.service, &mut self.stats.services_overflow);
@@ -823,21 +815,35 @@ impl<S: OutcomeSink> Shard<S> {
     /// it and tombstones its trace: its later events count as late, none
     /// opens an orphan, and it gets no outcome it did not earn.
     fn evict(&mut self, slot: u32, reason: EvictReason) {
-        let t = self.slab.get(slot);
-        self.stats.evicted += 1;
-        let evicted = Evicted {
-            reason,
-            trace_id: trace_text(t).into_owned(),
-            journey: (t.journey != PENDING).then(|| self.catalog.journey(t.journey).name.clone()),
-            first_seen: first_seen(&t.events),
-            n_events: t.events.len(),
-            timer_at: t.timer_at,
-        };
-        let last = t.events.iter().map(|s| s.time).max().unwrap_or(self.watermark);
-        let expires = last.saturating_add(self.catalog.late_horizon_ms);
-        self.evicted.push(evicted);
         let trace = self.release(slot);
-        self.bury(trace.key, expires);
+        let journey = (trace.journey != PENDING).then_some(trace.journey);
+        self.note_eviction(reason, &trace, journey, trace.events.len(), trace.timer_at);
+        let last = trace.events.iter().map(|s| s.time).max().unwrap_or(self.watermark);
+        self.bury(trace.key, last.saturating_add(self.catalog.late_horizon_ms));
+    }
+
+    /// Counts an evicted journey and keeps it for the dead-letter sink (the
+    /// one place both caps, and both kinds of journey, go through).
+    fn note_eviction(
+        &mut self,
+        reason: EvictReason,
+        trace: &OpenTrace,
+        journey: Option<JourneyId>,
+        n_events: usize,
+        timer_at: EventTime,
+    ) {
+        if reason == EvictReason::EventLimit {
+            self.warn_event_limit();
+        }
+        self.stats.evicted += 1;
+        self.evicted.push(Evicted {
+            reason,
+            trace_id: trace_text(trace).into_owned(),
+            journey: journey.map(|j| self.catalog.journey(j).name.clone()),
+            first_seen: first_seen(&trace.events),
+            n_events,
+            timer_at,
+        });
     }
 
     #[cold]
