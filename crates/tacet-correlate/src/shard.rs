@@ -201,6 +201,14 @@ impl Interner {
             return id;
         }
         if self.names.len() >= SERVICE_CAP || self.bytes + name.len() > SERVICE_BYTES_CAP {
+            if *overflow == 0 {
+                // Once per shard; every one is counted (`services_overflow`).
+                tracing::warn!(
+                    names = self.names.len(),
+                    bytes = self.bytes,
+                    "A shard holds as many service names as it keeps (100,000 names or 64 MiB); new ones read (other)."
+                );
+            }
             *overflow += 1;
             return 1;
         }

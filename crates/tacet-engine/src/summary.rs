@@ -69,6 +69,8 @@ pub struct RunSummary {
     pub decode_errors: BTreeMap<String, u64>,
     pub dead_letters: u64,
     pub evicted: u64,
+    /// Service names past a shard's cap, reported as `(other)`.
+    pub services_overflow: u64,
     pub outcome_rows: u64,
     pub outcome_files: u64,
     pub write_errors: u64,
@@ -150,6 +152,7 @@ impl RunReport {
                 .collect(),
             dead_letters: self.dead_letters,
             evicted: self.correlate.evicted,
+            services_overflow: self.correlate.services_overflow,
             outcome_rows: self.writer.rows,
             outcome_files: self.writer.files,
             write_errors: self.writer.errors,

@@ -369,3 +369,32 @@ fn a_trace_id_on_every_event_is_evicted_by_the_event_cap() {
     let v = compare(&g.truth, &r.rows, &r.in_flight);
     assert!(v.is_exact(), "{v:#?}");
 }
+
+/// Service names are input: past a shard's 100,000 names the rest read
+/// `(other)`, and each is counted in the summary.
+#[test]
+fn service_names_past_the_cap_are_counted_in_the_summary() {
+    let config = Config::embedded_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = BufWriter::new(File::create(dir.path().join("events.ndjson")).unwrap());
+    // Two of the 100,000 ids are the empty name and `(other)`.
+    for i in 0..100_005 {
+        writeln!(
+            file,
+            r#"{{"ts":"2026-11-22T08:00:00.000Z","trace_id":"t-{i}","service":"s-{i}","event":"transfer.requested","status":"ok"}}"#
+        )
+        .unwrap();
+    }
+    drop(file);
+    let r = run(
+        &config,
+        &[path(dir.path(), "events.ndjson")],
+        &dir.path().join("out"),
+        1,
+        1,
+        1 << 20,
+    );
+    let summary = r.report.summary(&Catalog::new(&config).unwrap());
+    assert_eq!(summary.services_overflow, 100_005 - 99_998);
+    assert_eq!(summary.in_flight, 100_005, "nothing else changes");
+}
