@@ -597,6 +597,34 @@ mod tests {
         assert_eq!(snap.header.offsets["payments"], 10);
     }
 
+    /// A journey evicted by a cap reaches the dead-letter file with its
+    /// reason and is counted apart from refused records, so `tacet run`'s
+    /// stop line can say how many journeys got no outcome.
+    #[test]
+    fn a_journey_past_the_event_cap_is_dead_lettered_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = copartitioned_engine(dir.path(), 1, 1);
+        let cap = Config::embedded_default().engine.max_events_per_journey as i64;
+        for offset in 0..=cap {
+            // Distinct events (times differ) on one trace id.
+            let line = format!(
+                r#"{{"ts":"2026-11-22T10:00:{:02}.{:03}Z","trace_id":"t-hot","service":"mobile-bff","event":"transfer.requested"}}"#,
+                offset / 1000,
+                offset % 1000
+            );
+            plain(&mut engine, 0, offset, line.as_bytes());
+        }
+        let counters = engine.counters().unwrap();
+        assert_eq!(counters.evicted, 1);
+        assert_eq!(counters.dead_letters, 1);
+        assert_eq!(counters.decode.error_total(), 0, "no record was refused");
+        engine.checkpoint().unwrap();
+        let letters = std::fs::read_to_string(dir.path().join("dead-letter.ndjson")).unwrap();
+        let letter: serde_json::Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
+        assert_eq!(letter["reason"], "event_limit_evicted");
+        assert_eq!(letter["position"], "trace:t-hot");
+    }
+
     #[test]
     fn a_partition_that_comes_back_lives_on_the_same_thread() {
         let dir = tempfile::tempdir().unwrap();

@@ -71,6 +71,9 @@ pub(crate) struct Group {
 pub struct RunCounters {
     pub decode: DecodeStats,
     pub dead_letters: u64,
+    /// Journeys evicted by `max_open_journeys` or `max_events_per_journey`
+    /// (each also one of `dead_letters`).
+    pub evicted: u64,
     pub rows: u64,
     pub checkpoints: u64,
     pub discarded_files: u64,
@@ -85,6 +88,7 @@ impl RunCounters {
     pub fn merge(&mut self, other: &RunCounters) {
         self.decode.merge(&other.decode);
         self.dead_letters += other.dead_letters;
+        self.evicted += other.evicted;
         self.rows += other.rows;
         self.discarded_files += other.discarded_files;
         self.repartition_duplicates += other.repartition_duplicates;
@@ -649,6 +653,7 @@ impl GroupSet {
         for j in evicted {
             shared.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;
             self.counters.dead_letters += 1;
+            self.counters.evicted += 1;
         }
         Ok(())
     }

@@ -614,6 +614,13 @@ fn run_kafka(
         let errors: Vec<String> = report.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
         eprintln!("Errors retried: {}.", errors.join(", "));
     }
+    if c.evicted > 0 {
+        eprintln!(
+            "Evicted {} journeys past engine.max_open_journeys or engine.max_events_per_journey to {}/dead-letter.ndjson (never given an outcome).",
+            c.evicted,
+            out.display()
+        );
+    }
     if c.repartition_duplicates > 0 {
         eprintln!(
             "Skipped {} records the repartitioner had written twice (it restarted before committing them).",
