@@ -151,6 +151,10 @@ impl Running {
 pub struct Windows {
     groups: usize,
     minutes: Vec<Bucket>,
+    /// The newest and oldest minute any bucket was filled for: no bucket
+    /// outside them holds anything, so [`Windows::sums`] reads only between.
+    newest: i64,
+    oldest: i64,
     hours: Vec<HourBucket>,
     services: Vec<Box<str>>,
 }
@@ -169,6 +173,8 @@ impl Windows {
                 };
                 minutes
             ],
+            newest: i64::MIN,
+            oldest: i64::MAX,
             hours: vec![
                 HourBucket {
                     hour: i64::MIN,
@@ -197,6 +203,8 @@ impl Windows {
                 missing: SmallVec::from_elem(0, self.groups),
                 ..Default::default()
             };
+            self.newest = self.newest.max(minute);
+            self.oldest = self.oldest.min(minute);
         }
         match (n.synthetic, n.is_good()) {
             (true, true) => b.synthetic_good += 1,
@@ -285,18 +293,28 @@ impl Windows {
         let mut out: Vec<Option<WindowSum>> = vec![None; spans.len()];
         let mut due = by_span.into_iter().peekable();
         let mut running = Running::new(self.groups);
-        for taken in 0..=longest {
-            while let Some(i) = due.next_if(|&i| spans[i] == taken) {
+        // Only minutes between the oldest and newest ever filled can hold
+        // anything: after a run's last decision the watermark keeps moving
+        // (to the last deadline, or by wall clock while idle), and every
+        // minute it passes is evaluated; reading all 4,320 buckets of the
+        // longest window for each cost ~320K instructions per journey and
+        // minute. Windows shorter than the first minute read sum nothing,
+        // those longer than the last read sum everything read: the same
+        // additions in the same order as a pass over every minute.
+        let from = last.saturating_sub(self.newest).max(0);
+        let to = last.saturating_sub(self.oldest).min(longest - 1);
+        for taken in from..=to {
+            while let Some(i) = due.next_if(|&i| spans[i] <= taken) {
                 out[i] = Some(running.total(&self.services));
-            }
-            if taken == longest {
-                break;
             }
             let minute = last - taken;
             let b = &self.minutes[minute.rem_euclid(len) as usize];
             if b.minute == minute {
                 running.add(b);
             }
+        }
+        for i in due {
+            out[i] = Some(running.total(&self.services));
         }
         out.into_iter()
             .map(|s| s.expect("every window is taken by the end of the pass"))
