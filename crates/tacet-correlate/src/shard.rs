@@ -294,6 +294,12 @@ impl<S: OutcomeSink> Shard<S> {
         self.watermark
     }
 
+    /// The counters so far, by reference (without the gauges
+    /// [`Shard::stats`] fills in).
+    pub fn counted(&self) -> &ShardStats {
+        &self.stats
+    }
+
     /// Counters so far (gauges refreshed).
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats.clone();

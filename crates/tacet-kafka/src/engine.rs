@@ -597,6 +597,40 @@ mod tests {
         assert_eq!(snap.header.offsets["payments"], 10);
     }
 
+    /// What the correlators count (here, duplicates) reaches the run's
+    /// counters, also from a partition revoked before the end (its shard
+    /// goes with its group), and a partition assigned again counts afresh
+    /// from its snapshot: nothing lost, nothing counted twice.
+    #[test]
+    fn correlator_counts_outlive_a_revoked_partition_and_are_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = copartitioned_engine(dir.path(), 2, 2);
+        let line = |p: i32| {
+            format!(
+                r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}","service":"mobile-bff","event":"transfer.requested"}}"#
+            )
+        };
+        // The same event twice on each partition: one duplicate each.
+        for p in 0..2 {
+            plain(&mut engine, p, 0, line(p).as_bytes());
+            plain(&mut engine, p, 1, line(p).as_bytes());
+        }
+        assert_eq!(engine.counters().unwrap().duplicates, 2);
+        engine.revoke(&[(0, 0)]).unwrap();
+        assert_eq!(
+            engine.counters().unwrap().duplicates,
+            2,
+            "partition 0's count outlives its group"
+        );
+        // Restored from its snapshot, which holds the event: a third copy is
+        // a duplicate again, counted once.
+        engine.assign(&[(0, 0)]).unwrap();
+        plain(&mut engine, 0, 2, line(0).as_bytes());
+        assert_eq!(engine.counters().unwrap().duplicates, 3);
+        engine.close_alerts().unwrap();
+        assert_eq!(engine.counters().unwrap().duplicates, 3, "the threads' last word, once");
+    }
+
     /// A journey evicted by a cap reaches the dead-letter file with its
     /// reason and is counted apart from refused records, so `tacet run`'s
     /// stop line can say how many journeys got no outcome.

@@ -19,7 +19,7 @@ use tacet_alert::AlertFeed;
 use tacet_core::outcome::Tee;
 use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
 use tacet_correlate::watermark::Watermarks;
-use tacet_correlate::{InFlight, Shard, SlotHint};
+use tacet_correlate::{InFlight, Shard, ShardStats, SlotHint};
 use tacet_engine::Metrics;
 use tacet_engine::pipeline::AlertProgress;
 use tacet_ingest::decode::{AttrCow, Decoded};
@@ -80,6 +80,14 @@ pub struct RunCounters {
     /// Records the repartitioner wrote twice (it crashed between writing
     /// them and committing its source offsets), recognised and skipped.
     pub repartition_duplicates: u64,
+    /// What the correlators counted (as in `tacet replay`'s summary): events
+    /// ignored as duplicates within their trace, events for an already
+    /// decided trace, openers of another journey than their trace's, and
+    /// events whose service name was past a shard's cap (`(other)`).
+    pub duplicates: u64,
+    pub late_events: u64,
+    pub conflicting_openers: u64,
+    pub services_overflow: u64,
 }
 
 impl RunCounters {
@@ -92,6 +100,19 @@ impl RunCounters {
         self.rows += other.rows;
         self.discarded_files += other.discarded_files;
         self.repartition_duplicates += other.repartition_duplicates;
+        self.duplicates += other.duplicates;
+        self.late_events += other.late_events;
+        self.conflicting_openers += other.conflicting_openers;
+        self.services_overflow += other.services_overflow;
+    }
+
+    /// Adds what one shard counted. (Its evictions are already counted, as
+    /// dead letters, when they are written.)
+    fn add_shard(&mut self, s: &ShardStats) {
+        self.duplicates += s.duplicates;
+        self.late_events += s.late_events;
+        self.conflicting_openers += s.conflicting_openers;
+        self.services_overflow += s.services_overflow;
     }
 }
 
@@ -393,7 +414,9 @@ impl<G> Groups<G> {
 pub(crate) struct GroupSet {
     shared: Arc<Shared>,
     groups: Groups,
-    pub(crate) counters: RunCounters,
+    /// Counted here, and what the shards of released groups had counted;
+    /// [`GroupSet::counters`] adds the shards of the groups owned now.
+    counters: RunCounters,
     alerts: Option<Sender<AlertProgress>>,
     /// Events per topic since the last [`GroupSet::publish_events`]: the
     /// `tacet_events` counters are shared by every thread, so they are
@@ -417,6 +440,17 @@ impl GroupSet {
         &self.shared
     }
 
+    /// This thread's counters so far. A shard's counts live as long as its
+    /// group here (they are not in snapshots): a group's are folded in when
+    /// it is released, so none is lost on a rebalance or counted twice.
+    pub(crate) fn counters(&self) -> RunCounters {
+        let mut all = self.counters.clone();
+        for (_, g) in self.groups.iter() {
+            all.add_shard(g.shard.counted());
+        }
+        all
+    }
+
     pub(crate) fn open_journeys(&self) -> usize {
         self.groups.iter().map(|(_, g)| g.shard.open_traces()).sum()
     }
@@ -436,6 +470,9 @@ impl GroupSet {
         self.shared.sync_dead_letters()?;
         let offsets = self.checkpoint_group(p)?;
         self.report_alerts(p, true);
+        if let Some(g) = self.groups.get(p) {
+            self.counters.add_shard(g.shard.counted());
+        }
         self.groups.remove(p);
         tracing::info!(partition = p, "Partition revoked after a checkpoint.");
         Ok(offsets)

@@ -334,7 +334,7 @@ impl Worker {
                 serve(&mut set, &inbox, &give_back, progress, &failed);
                 // The channel closed: the run is over. Last word to the alert rules.
                 set.report_all_alerts();
-                set.counters
+                set.counters()
             })?;
         Ok(Self {
             commands: Some(commands),
@@ -488,7 +488,7 @@ fn serve(
                 let _ = reply.send(unless_broken(broken, || set.finish(max)));
             }
             Command::Counters(reply) => {
-                let _ = reply.send(set.counters.clone());
+                let _ = reply.send(set.counters());
             }
         }
     }

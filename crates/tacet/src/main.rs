@@ -621,6 +621,12 @@ fn run_kafka(
             out.display()
         );
     }
+    if c.duplicates + c.late_events + c.conflicting_openers + c.services_overflow > 0 {
+        eprintln!(
+            "Correlation: {} duplicate events ignored, {} late events (their journey was already decided), {} events opening another journey than their trace's, {} events past the service-name cap (reported as (other)).",
+            c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow
+        );
+    }
     if c.repartition_duplicates > 0 {
         eprintln!(
             "Skipped {} records the repartitioner had written twice (it restarted before committing them).",
