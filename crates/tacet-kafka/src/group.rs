@@ -772,7 +772,42 @@ impl GroupSet {
 
 #[cfg(test)]
 mod tests {
-    use super::Groups;
+    use super::{Groups, RunCounters};
+    use tacet_correlate::ShardStats;
+
+    /// Every count a shard keeps for the stop line reaches `RunCounters`,
+    /// and survives the merge of the threads' counters, each from its own
+    /// field. A shard's own eviction count is not added: evictions are
+    /// counted as they are dead-lettered.
+    #[test]
+    fn shard_counts_reach_the_run_counters_each_in_its_field() {
+        let shard = ShardStats {
+            duplicates: 1,
+            late_events: 2,
+            conflicting_openers: 3,
+            services_overflow: 4,
+            evicted: 5,
+            ..Default::default()
+        };
+        let mut thread = RunCounters {
+            evicted: 6,
+            ..Default::default()
+        };
+        thread.add_shard(&shard);
+        let mut run = RunCounters::default();
+        run.merge(&thread);
+        run.merge(&thread);
+        assert_eq!(
+            (
+                run.duplicates,
+                run.late_events,
+                run.conflicting_openers,
+                run.services_overflow,
+                run.evicted
+            ),
+            (2, 4, 6, 8, 12)
+        );
+    }
 
     #[test]
     fn groups_are_found_by_partition_and_listed_in_partition_order() {
