@@ -71,6 +71,10 @@ pub struct Metrics {
     /// Kafka client, poll, commit and outcome-write errors of `tacet run`,
     /// by kind (retried; logged at most every 10 s per kind).
     pub kafka_errors: Family<ReasonLabels, Counter>,
+    /// What `tacet run`'s correlators counted but did not turn into a
+    /// journey (duplicate, late, conflicting_opener, services_overflow),
+    /// brought up to date at every checkpoint.
+    pub correlator_events: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,10 +98,16 @@ impl Metrics {
         let consumer_lag = Family::<PartitionLabels, Gauge>::default();
         let checkpoints = Counter::default();
         let kafka_errors = Family::<ReasonLabels, Counter>::default();
+        let correlator_events = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "tacet_kafka_errors",
             "Errors tacet run retried, by kind (client, poll, commit, outcome_write, repartition_poll)",
             kafka_errors.clone(),
+        );
+        registry.register(
+            "tacet_correlator_events",
+            "Events tacet run's correlators set aside, by reason (duplicate, late, conflicting_opener, services_overflow); updated at every checkpoint",
+            correlator_events.clone(),
         );
         registry.register(
             "tacet_consumer_lag",
@@ -150,6 +160,7 @@ impl Metrics {
             consumer_lag,
             checkpoints,
             kafka_errors,
+            correlator_events,
         })
     }
 

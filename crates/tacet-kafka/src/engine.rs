@@ -114,6 +114,9 @@ pub struct Engine {
     /// What the engine itself counted (checkpoint rounds, discarded files),
     /// and, once the threads stopped, theirs.
     counters: RunCounters,
+    /// The correlators' counts already added to `tacet_correlator_events`,
+    /// in [`CORRELATOR_REASONS`] order.
+    exported: [u64; 4],
     stopped: bool,
     /// A correlator thread's failure, for the poll loop to stop on.
     failed: Arc<Mutex<Option<RunError>>>,
@@ -121,6 +124,10 @@ pub struct Engine {
     /// correlator threads hold its senders.
     alert_thread: Option<tacet_engine::pipeline::AlertThread>,
 }
+
+/// The `reason` labels of `tacet_correlator_events`, in the order of
+/// [`Engine::export_correlator_counts`]' totals.
+const CORRELATOR_REASONS: [&str; 4] = ["duplicate", "late", "conflicting_opener", "services_overflow"];
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
 /// attribute columns.
@@ -204,6 +211,7 @@ impl Engine {
             assignment_epoch: 0,
             dispatched: 0,
             counters: RunCounters::default(),
+            exported: [0; 4],
             stopped: false,
             failed,
             alert_thread: Some(alert_thread),
@@ -348,7 +356,29 @@ impl Engine {
         if let Some(m) = &self.shared.metrics {
             m.checkpoints.inc();
         }
+        self.export_correlator_counts()?;
         Ok(offsets)
+    }
+
+    /// Brings `tacet_correlator_events` up to the run's counts. They are
+    /// asked of the threads, which keeps them off the per-record path, so
+    /// this runs once per checkpoint: the metric is as fresh as the last
+    /// one. The totals never fall (a revoked group's counts fold into its
+    /// thread's), so the counters are raised by the difference.
+    fn export_correlator_counts(&mut self) -> Result<(), RunError> {
+        let Some(m) = self.shared.metrics.clone() else {
+            return Ok(());
+        };
+        let c = self.counters()?;
+        let totals = [c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow];
+        for ((reason, total), exported) in CORRELATOR_REASONS.iter().zip(totals).zip(&mut self.exported) {
+            let counter = m.correlator_events.get_or_create(&tacet_engine::metrics::ReasonLabels {
+                reason: (*reason).to_owned(),
+            });
+            counter.inc_by(total.saturating_sub(*exported));
+            *exported = (*exported).max(total);
+        }
+        Ok(())
     }
 
     /// One Kafka record, copied into the batch of the thread that owns its
@@ -478,6 +508,16 @@ mod tests {
     /// correlator threads, owning partitions `0..partitions`; with the
     /// config hash its snapshots carry.
     fn test_engine(dir: &std::path::Path, layout: Layout, workers: usize, partitions: i32) -> (Engine, u64) {
+        metered_engine(dir, layout, workers, partitions, None)
+    }
+
+    fn metered_engine(
+        dir: &std::path::Path,
+        layout: Layout,
+        workers: usize,
+        partitions: i32,
+        metrics: Option<Arc<Metrics>>,
+    ) -> (Engine, u64) {
         let partitioning = match layout {
             Layout::Copartitioned => tacet_core::config::Partitioning::Copartitioned,
             Layout::Repartitioned { .. } => tacet_core::config::Partitioning::Repartition,
@@ -504,7 +544,7 @@ mod tests {
             max_line_bytes: 1 << 20,
             workers,
         };
-        let mut engine = Engine::new(&config, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
+        let mut engine = Engine::new(&config, &plan, &layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();
         let owned: Vec<(usize, i32)> = (0..partitions).map(|p| (0, p)).collect();
         engine.assign(&owned).unwrap();
         (engine, config_hash(&config))
@@ -629,6 +669,48 @@ mod tests {
         assert_eq!(engine.counters().unwrap().duplicates, 3);
         engine.close_alerts().unwrap();
         assert_eq!(engine.counters().unwrap().duplicates, 3, "the threads' last word, once");
+    }
+
+    /// `/metrics` carries the correlators' counts as of the last checkpoint,
+    /// each reason in its own series, and a checkpoint with nothing new adds
+    /// nothing (the counters rise by the difference, not by the total).
+    #[test]
+    fn correlator_counts_reach_the_metrics_at_each_checkpoint_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (mut engine, _) = metered_engine(dir.path(), Layout::Copartitioned, 2, 2, Some(metrics.clone()));
+        let series = |reason: &str| {
+            let text = metrics.encode();
+            let prefix = format!("tacet_correlator_events_total{{reason=\"{reason}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map(|v| v.parse::<u64>().unwrap())
+        };
+        let line = |p: i32| {
+            format!(
+                r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}","service":"mobile-bff","event":"transfer.requested"}}"#
+            )
+        };
+        for p in 0..2 {
+            plain(&mut engine, p, 0, line(p).as_bytes());
+            plain(&mut engine, p, 1, line(p).as_bytes());
+        }
+        assert_eq!(series("duplicate"), None, "nothing exported before a checkpoint");
+        engine.checkpoint().unwrap();
+        assert_eq!(series("duplicate"), Some(2));
+        assert_eq!(series("late"), Some(0));
+        assert_eq!(series("conflicting_opener"), Some(0));
+        assert_eq!(series("services_overflow"), Some(0));
+        engine.checkpoint().unwrap();
+        assert_eq!(series("duplicate"), Some(2), "an idle checkpoint adds nothing");
+        plain(&mut engine, 1, 2, line(1).as_bytes());
+        engine.checkpoint().unwrap();
+        assert_eq!(series("duplicate"), Some(3));
+        assert_eq!(
+            engine.counters().unwrap().duplicates,
+            3,
+            "the metric is the run's count"
+        );
     }
 
     /// A journey evicted by a cap reaches the dead-letter file with its
