@@ -94,10 +94,23 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
     #[test]
-    fn sharded_engine_matches_the_model((events, shards) in stream(), short_horizon in any::<bool>()) {
+    fn sharded_engine_matches_the_model(
+        (events, shards) in stream(),
+        short_horizon in any::<bool>(),
+        event_cap in prop::option::weighted(0.25, 2usize..6),
+    ) {
         // A short horizon makes tombstones expire inside the stream, so that
-        // re-opened traces and expired corrections are exercised too.
-        let c = if short_horizon { catalog_from(&CONFIG.replace("\"1h\"", "\"3m\"")) } else { catalog() };
+        // re-opened traces and expired corrections are exercised too. A
+        // small event cap (traces have up to 6 events and duplicates) evicts
+        // open journeys and stops corrections of silent failures.
+        let mut text = if short_horizon { CONFIG.replace("\"1h\"", "\"3m\"") } else { CONFIG.to_owned() };
+        if let Some(cap) = event_cap {
+            text = text.replace("[engine]\n", &format!("[engine]\nmax_events_per_journey = {cap}\n"));
+        }
+        let c = catalog_from(&text);
+        if let Some(cap) = event_cap {
+            prop_assert_eq!(c.max_events_per_journey, cap, "the cap reached the catalog");
+        }
         let engine = run_engine(&c, &events, shards);
         let model = run_model(&c, &events);
         prop_assert_eq!(&engine.rows, &model.rows);

@@ -2,6 +2,9 @@
 //! shards, timers, slabs, hash tables, generations or tombstone buckets: every
 //! trace is re-judged from its full event list whenever anything changes. It
 //! is slow and obviously right, which is what the engine is compared against.
+//! `engine.max_events_per_journey` is modelled as SPEC's config reference
+//! describes it: a trace that passes it gets no outcome and its later events
+//! are late; a silent failure that would pass it is no longer corrected.
 
 use std::collections::BTreeMap;
 
@@ -60,6 +63,12 @@ pub fn run_model(catalog: &Catalog, input: &[TestEvent]) -> ModelRun {
                 if trace.events.iter().any(|k| k.identity == identity) {
                     continue;
                 }
+                if trace.events.len() >= catalog.max_events_per_journey {
+                    // One more event would pass the cap: the correction is
+                    // no longer watched for (no row; the tombstone stays).
+                    decided.silent = None;
+                    continue;
+                }
                 trace.events.push(Kept { e: e.clone(), identity });
                 let horizon = deadline + catalog.late_horizon_ms;
                 if let Some(done) = all_satisfied_by(catalog, j, &trace.events, horizon) {
@@ -86,6 +95,17 @@ pub fn run_model(catalog: &Catalog, input: &[TestEvent]) -> ModelRun {
             continue;
         }
         trace.events.push(Kept { e: e.clone(), identity });
+        if trace.events.len() > catalog.max_events_per_journey {
+            // Evicted (dead-lettered) with no outcome, and remembered until
+            // the late horizon past its last event, so that what follows is
+            // late rather than a new journey.
+            let last = trace.events.iter().map(|k| k.e.time).max().unwrap();
+            trace.decided = Some(Decided {
+                expires: last + catalog.late_horizon_ms,
+                silent: None,
+            });
+            continue;
+        }
         judge(catalog, &e.trace, trace, &mut rows, w);
     }
     if max_time > EventTime::MIN {
