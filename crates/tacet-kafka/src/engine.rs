@@ -637,6 +637,22 @@ mod tests {
         assert_eq!(snap.header.offsets["payments"], 10);
     }
 
+    /// The opening event of trace `t-<p>`.
+    fn opener_of(p: i32) -> String {
+        format!(
+            r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}","service":"mobile-bff","event":"transfer.requested"}}"#
+        )
+    }
+
+    /// The same event twice on each of `partitions` (offsets 0 and 1): one
+    /// duplicate each.
+    fn send_each_twice(engine: &mut Engine, partitions: i32) {
+        for p in 0..partitions {
+            plain(engine, p, 0, opener_of(p).as_bytes());
+            plain(engine, p, 1, opener_of(p).as_bytes());
+        }
+    }
+
     /// What the correlators count (here, duplicates) reaches the run's
     /// counters, also from a partition revoked before the end (its shard
     /// goes with its group), and a partition assigned again counts afresh
@@ -645,16 +661,8 @@ mod tests {
     fn correlator_counts_outlive_a_revoked_partition_and_are_not_counted_twice() {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = copartitioned_engine(dir.path(), 2, 2);
-        let line = |p: i32| {
-            format!(
-                r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}","service":"mobile-bff","event":"transfer.requested"}}"#
-            )
-        };
-        // The same event twice on each partition: one duplicate each.
-        for p in 0..2 {
-            plain(&mut engine, p, 0, line(p).as_bytes());
-            plain(&mut engine, p, 1, line(p).as_bytes());
-        }
+        let line = opener_of;
+        send_each_twice(&mut engine, 2);
         assert_eq!(engine.counters().unwrap().duplicates, 2);
         engine.revoke(&[(0, 0)]).unwrap();
         assert_eq!(
@@ -686,15 +694,8 @@ mod tests {
                 .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .map(|v| v.parse::<u64>().unwrap())
         };
-        let line = |p: i32| {
-            format!(
-                r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}","service":"mobile-bff","event":"transfer.requested"}}"#
-            )
-        };
-        for p in 0..2 {
-            plain(&mut engine, p, 0, line(p).as_bytes());
-            plain(&mut engine, p, 1, line(p).as_bytes());
-        }
+        let line = opener_of;
+        send_each_twice(&mut engine, 2);
         assert_eq!(series("duplicate"), None, "nothing exported before a checkpoint");
         engine.checkpoint().unwrap();
         assert_eq!(series("duplicate"), Some(2));
