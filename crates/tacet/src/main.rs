@@ -96,7 +96,12 @@ enum Command {
     /// losing nor repeating a decision. Run several with the same group id to
     /// share the partitions.
     ///
-    /// Example: tacet run --config config/kafka.toml --out /var/lib/tacet
+    /// Example, with the journeys of config/tacet.toml and the Kafka sources
+    /// of docker/kafka-sources.toml (set `brokers` to yours first):
+    ///
+    ///   cat config/tacet.toml docker/kafka-sources.toml > kafka.toml
+    ///
+    ///   tacet run --config kafka.toml --out /var/lib/tacet
     Run {
         /// The config: [[source]] kind = "kafka" tables, journeys, [checkpoint].
         #[arg(long)]
