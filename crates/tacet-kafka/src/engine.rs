@@ -346,35 +346,34 @@ impl Engine {
             replies.push(rx);
         }
         let mut offsets = Vec::new();
+        // The threads' counts come back with their offsets: every thread
+        // answers a checkpoint, so the run's counts need no second round.
+        let mut counted = self.counters.clone();
         for rx in replies {
             let result = rx
                 .recv()
                 .map_err(|_| RunError::Kafka("a correlator thread stopped".into()))?;
-            offsets.extend(result?);
+            let (thread_offsets, thread_counts) = result?;
+            offsets.extend(thread_offsets);
+            counted.merge(&thread_counts);
         }
         self.counters.checkpoints += 1;
         if let Some(m) = &self.shared.metrics {
             m.checkpoints.inc();
         }
-        // The checkpoint is made: a failure to read the counts (a thread
-        // that died, which the poll loop learns from `failed`) must not
-        // keep its offsets from being committed.
-        if let Err(e) = self.export_correlator_counts() {
-            tracing::debug!(error = %e, "Correlator counts not exported at this checkpoint.");
-        }
+        self.export_correlator_counts(&counted);
         Ok(offsets)
     }
 
-    /// Brings `tacet_correlator_events` up to the run's counts. They are
-    /// asked of the threads, which keeps them off the per-record path, so
-    /// this runs once per checkpoint: the metric is as fresh as the last
-    /// one. The totals never fall (a revoked group's counts fold into its
+    /// Brings `tacet_correlator_events` up to the run's counts `c`, as of a
+    /// checkpoint: the counts live in the correlator threads, off the
+    /// per-record path, so the metric is as fresh as the last checkpoint.
+    /// The totals never fall (a revoked group's counts fold into its
     /// thread's), so the counters are raised by the difference.
-    fn export_correlator_counts(&mut self) -> Result<(), RunError> {
-        let Some(m) = self.shared.metrics.clone() else {
-            return Ok(());
+    fn export_correlator_counts(&mut self, c: &RunCounters) {
+        let Some(m) = &self.shared.metrics else {
+            return;
         };
-        let c = self.counters()?;
         let totals = [c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow];
         for ((reason, total), exported) in CORRELATOR_REASONS.iter().zip(totals).zip(&mut self.exported) {
             let counter = m.correlator_events.get_or_create(&tacet_engine::metrics::ReasonLabels {
@@ -383,7 +382,6 @@ impl Engine {
             counter.inc_by(total.saturating_sub(*exported));
             *exported = (*exported).max(total);
         }
-        Ok(())
     }
 
     /// One Kafka record, copied into the batch of the thread that owns its
@@ -666,7 +664,6 @@ mod tests {
     fn correlator_counts_outlive_a_revoked_partition_and_are_not_counted_twice() {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = copartitioned_engine(dir.path(), 2, 2);
-        let line = opener_of;
         send_each_twice(&mut engine, 2);
         assert_eq!(engine.counters().unwrap().duplicates, 2);
         engine.revoke(&[(0, 0)]).unwrap();
@@ -678,7 +675,7 @@ mod tests {
         // Restored from its snapshot, which holds the event: a third copy is
         // a duplicate again, counted once.
         engine.assign(&[(0, 0)]).unwrap();
-        plain(&mut engine, 0, 2, line(0).as_bytes());
+        plain(&mut engine, 0, 2, opener_of(0).as_bytes());
         assert_eq!(engine.counters().unwrap().duplicates, 3);
         engine.close_alerts().unwrap();
         assert_eq!(engine.counters().unwrap().duplicates, 3, "the threads' last word, once");
@@ -699,7 +696,6 @@ mod tests {
                 .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .map(|v| v.parse::<u64>().unwrap())
         };
-        let line = opener_of;
         send_each_twice(&mut engine, 2);
         assert_eq!(series("duplicate"), None, "nothing exported before a checkpoint");
         engine.checkpoint().unwrap();
@@ -709,7 +705,7 @@ mod tests {
         assert_eq!(series("services_overflow"), Some(0));
         engine.checkpoint().unwrap();
         assert_eq!(series("duplicate"), Some(2), "an idle checkpoint adds nothing");
-        plain(&mut engine, 1, 2, line(1).as_bytes());
+        plain(&mut engine, 1, 2, opener_of(1).as_bytes());
         engine.checkpoint().unwrap();
         assert_eq!(series("duplicate"), Some(3));
         assert_eq!(

@@ -285,7 +285,9 @@ pub(crate) enum Command {
     Fetched(Messages, Instant),
     Adopt(i32, Box<Group>),
     Release(i32, Sender<Result<Vec<CommitOffset>, RunError>>),
-    Checkpoint(Sender<Result<Vec<CommitOffset>, RunError>>),
+    /// Checkpoint every group; the reply carries the offsets to commit and
+    /// the thread's counts as of the checkpoint (for `/metrics`).
+    Checkpoint(Sender<Result<(Vec<CommitOffset>, RunCounters), RunError>>),
     Tick(Instant),
     MaxSeen(Sender<Option<EventTime>>),
     Finish(EventTime, Sender<Result<usize, RunError>>),
@@ -473,7 +475,8 @@ fn serve(
                 let _ = reply.send(unless_broken(broken, || set.release(p)));
             }
             Command::Checkpoint(reply) => {
-                let _ = reply.send(unless_broken(broken, || set.checkpoint()));
+                let done = unless_broken(broken, || set.checkpoint()).map(|offsets| (offsets, set.counters()));
+                let _ = reply.send(done);
             }
             Command::Tick(now) => {
                 if !broken {

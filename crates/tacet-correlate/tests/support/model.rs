@@ -3,8 +3,9 @@
 //! trace is re-judged from its full event list whenever anything changes. It
 //! is slow and obviously right, which is what the engine is compared against.
 //! `engine.max_events_per_journey` (a tacet setting, not in SPEC) is
-//! modelled as its documentation in `tacet-core`'s config says: a trace that passes it gets no outcome and its later events
-//! are late; a silent failure that would pass it is no longer corrected.
+//! modelled as `tacet-core`'s config documents it: a trace that passes it
+//! gets no outcome and its later events are late; a silent failure that
+//! would pass it is no longer corrected.
 
 use std::collections::BTreeMap;
 
