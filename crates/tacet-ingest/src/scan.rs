@@ -442,7 +442,13 @@ fn plain_string_end(bytes: &[u8], start: usize) -> Step<usize> {
 /// per step as serde_json's own string scan does.
 #[inline]
 fn special_byte(bytes: &[u8], mut from: usize) -> usize {
-    while let Some(chunk) = bytes.get(from..from + 16) {
+    // One compare per step, against the last start with sixteen bytes left:
+    // a `get` per step also checked `from + 16` for overflow (~150
+    // instructions per record).
+    let last_start = bytes.len().checked_sub(16);
+    while last_start.is_some_and(|last| from <= last) {
+        // SAFETY: `from + 16 <= bytes.len()` (the loop's condition).
+        let chunk = unsafe { bytes.get_unchecked(from..from + 16) };
         let found = specials16(chunk.try_into().expect("sixteen bytes"));
         if found != 0 {
             return from + found.trailing_zeros() as usize;
@@ -671,6 +677,28 @@ mod tests {
         (from..bytes.len())
             .find(|&i| matches!(bytes[i], b'"' | b'\\' | 0..=0x1f))
             .unwrap_or(bytes.len())
+    }
+
+    /// Every length around the sixteen-byte steps, every start and every
+    /// place of the one quote (or none): the scan's bound ends each step
+    /// exactly where sixteen bytes are left.
+    #[test]
+    fn special_byte_finds_the_quote_at_every_edge_of_its_steps() {
+        for len in 0..50 {
+            for quote in (0..len).map(Some).chain([None]) {
+                let mut bytes = vec![b'a'; len];
+                if let Some(q) = quote {
+                    bytes[q] = b'"';
+                }
+                for from in 0..=len {
+                    assert_eq!(
+                        special_byte(&bytes, from),
+                        naive(&bytes, from),
+                        "{len} {quote:?} {from}"
+                    );
+                }
+            }
+        }
     }
 
     proptest! {
