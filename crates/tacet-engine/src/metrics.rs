@@ -55,6 +55,39 @@ pub struct SinkLabels {
     pub result: String,
 }
 
+/// The `reason` labels of `tacet_correlator_events`, in the order of
+/// [`CorrelatorExport::export`]'s totals.
+pub const CORRELATOR_REASONS: [&str; 4] = ["duplicate", "late", "conflicting_opener", "services_overflow"];
+
+/// What one holder of correlator counts (a replay shard thread, a `tacet
+/// run`) has added to `tacet_correlator_events` so far. Its counts are
+/// totals that never fall, so the counters rise by the difference, and
+/// several holders add up.
+#[derive(Debug, Default)]
+pub struct CorrelatorExport {
+    /// `None` until the first export, which creates every series (at 0 too).
+    exported: Option<[u64; 4]>,
+}
+
+impl CorrelatorExport {
+    /// Raises `tacet_correlator_events` to `totals` (duplicate, late,
+    /// conflicting_opener, services_overflow, as [`CORRELATOR_REASONS`]).
+    pub fn export(&mut self, m: &Metrics, totals: [u64; 4]) {
+        let before = self.exported.unwrap_or_default();
+        if self.exported == Some(totals) {
+            return; // nothing new: no label lookups
+        }
+        for ((reason, total), exported) in CORRELATOR_REASONS.iter().zip(totals).zip(before) {
+            m.correlator_events
+                .get_or_create(&ReasonLabels {
+                    reason: (*reason).to_owned(),
+                })
+                .inc_by(total.saturating_sub(exported));
+        }
+        self.exported = Some(std::array::from_fn(|i| before[i].max(totals[i])));
+    }
+}
+
 /// Every metric tacet exports.
 pub struct Metrics {
     registry: Registry,
@@ -106,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "tacet_correlator_events",
-            "Events tacet run's correlators set aside, by reason (duplicate, late, conflicting_opener, services_overflow); updated at every checkpoint",
+            "Events the correlators set aside, by reason (duplicate, late, conflicting_opener, services_overflow); tacet run updates it at every checkpoint, tacet replay after every chunk",
             correlator_events.clone(),
         );
         registry.register(
@@ -235,5 +268,39 @@ impl Drop for MetricsServer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CORRELATOR_REASONS, CorrelatorExport, Metrics};
+
+    fn series(m: &Metrics, reason: &str) -> Option<u64> {
+        let prefix = format!("tacet_correlator_events_total{{reason=\"{reason}\"}} ");
+        m.encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|v| v.parse().unwrap())
+    }
+
+    /// Each holder raises the counters by what it counted since its last
+    /// export, so two holders add up, a repeated total adds nothing, and the
+    /// first export shows every reason, at 0 too.
+    #[test]
+    fn correlator_counts_rise_by_the_difference_and_holders_add_up() {
+        let m = Metrics::new();
+        let (mut a, mut b) = (CorrelatorExport::default(), CorrelatorExport::default());
+        a.export(&m, [0, 0, 0, 0]);
+        for reason in CORRELATOR_REASONS {
+            assert_eq!(series(&m, reason), Some(0), "{reason}");
+        }
+        a.export(&m, [2, 1, 0, 0]);
+        a.export(&m, [2, 1, 0, 0]);
+        b.export(&m, [3, 0, 1, 0]);
+        a.export(&m, [5, 1, 0, 4]);
+        assert_eq!(series(&m, "duplicate"), Some(5 + 3));
+        assert_eq!(series(&m, "late"), Some(1));
+        assert_eq!(series(&m, "conflicting_opener"), Some(1));
+        assert_eq!(series(&m, "services_overflow"), Some(4));
     }
 }

@@ -19,7 +19,9 @@ use tacet_correlate::{Evicted, InFlight, Shard, ShardStats};
 use tacet_ingest::{ChunkReader, DeadLetter, DecodeStats, Decoder, ShardBatch};
 use tacet_store::{OutcomeWriter, WriterStats};
 
-use crate::metrics::{JourneyLabels, Metrics, OutcomeLabels, ReasonLabels, SinkLabels, SourceLabels, WindowLabels};
+use crate::metrics::{
+    CorrelatorExport, JourneyLabels, Metrics, OutcomeLabels, ReasonLabels, SinkLabels, SourceLabels, WindowLabels,
+};
 use crate::summary::RunReport;
 
 /// Errors that stop a run.
@@ -500,6 +502,7 @@ fn run_shard(
     metrics: Option<Arc<Metrics>>,
 ) -> Result<ShardResult, tacet_store::StoreError> {
     let mut published_open = 0i64;
+    let mut exported = CorrelatorExport::default();
     let lateness = shard_lateness(&shard);
     let mut progress = Progress::new(partitions);
     let mut waiting: BTreeMap<u64, Delivery> = BTreeMap::new();
@@ -551,6 +554,7 @@ fn run_shard(
                 let open = shard.open_traces() as i64;
                 m.open_journeys.inc_by(open - published_open);
                 published_open = open;
+                exported.export(m, correlator_totals(shard.counted()));
             }
             if delivery.pending_shards.fetch_sub(1, Ordering::AcqRel) == 1 {
                 let _ = credits.send(());
@@ -579,6 +583,7 @@ fn run_shard(
     if let Some(m) = &metrics {
         let open = shard.open_traces() as i64;
         m.open_journeys.inc_by(open - published_open);
+        exported.export(m, correlator_totals(shard.counted()));
     }
     let stats = shard.stats();
     let Tee(mut writer, _) = shard.into_sink();
@@ -589,6 +594,12 @@ fn run_shard(
         in_flight,
         max_time,
     })
+}
+
+/// A shard's counts for `tacet_correlator_events`, in
+/// [`crate::metrics::CORRELATOR_REASONS`] order.
+fn correlator_totals(s: &ShardStats) -> [u64; 4] {
+    [s.duplicates, s.late_events, s.conflicting_openers, s.services_overflow]
 }
 
 fn shard_lateness(shard: &Shard<ShardSink>) -> i64 {

@@ -376,6 +376,20 @@ fn metrics_are_served_in_prometheus_format_and_match_the_summary() {
         value("tacet_open_journeys", &[]) as u64,
         summary.in_flight + summary.pending_in_flight
     );
+    // The correlators' counts, from every shard thread, once each.
+    assert!(summary.duplicates > 0, "the traffic has duplicates to count");
+    for (reason, n) in [
+        ("duplicate", summary.duplicates),
+        ("late", summary.late_events),
+        ("conflicting_opener", report.correlate.conflicting_openers),
+        ("services_overflow", summary.services_overflow),
+    ] {
+        assert_eq!(
+            value("tacet_correlator_events_total", &[("reason", reason)]) as u64,
+            n,
+            "{reason}"
+        );
+    }
     let delivered = value(
         "tacet_alerts_total",
         &[("sink", "replay-incidents"), ("result", "delivered")],

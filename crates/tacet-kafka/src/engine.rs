@@ -114,9 +114,8 @@ pub struct Engine {
     /// What the engine itself counted (checkpoint rounds, discarded files),
     /// and, once the threads stopped, theirs.
     counters: RunCounters,
-    /// The correlators' counts already added to `tacet_correlator_events`,
-    /// in [`CORRELATOR_REASONS`] order.
-    exported: [u64; 4],
+    /// The correlators' counts already added to `tacet_correlator_events`.
+    exported: tacet_engine::metrics::CorrelatorExport,
     stopped: bool,
     /// A correlator thread's failure, for the poll loop to stop on.
     failed: Arc<Mutex<Option<RunError>>>,
@@ -124,10 +123,6 @@ pub struct Engine {
     /// correlator threads hold its senders.
     alert_thread: Option<tacet_engine::pipeline::AlertThread>,
 }
-
-/// The `reason` labels of `tacet_correlator_events`, in the order of
-/// [`Engine::export_correlator_counts`]' totals.
-const CORRELATOR_REASONS: [&str; 4] = ["duplicate", "late", "conflicting_opener", "services_overflow"];
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
 /// attribute columns.
@@ -211,7 +206,7 @@ impl Engine {
             assignment_epoch: 0,
             dispatched: 0,
             counters: RunCounters::default(),
-            exported: [0; 4],
+            exported: Default::default(),
             stopped: false,
             failed,
             alert_thread: Some(alert_thread),
@@ -375,13 +370,7 @@ impl Engine {
             return;
         };
         let totals = [c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow];
-        for ((reason, total), exported) in CORRELATOR_REASONS.iter().zip(totals).zip(&mut self.exported) {
-            let counter = m.correlator_events.get_or_create(&tacet_engine::metrics::ReasonLabels {
-                reason: (*reason).to_owned(),
-            });
-            counter.inc_by(total.saturating_sub(*exported));
-            *exported = (*exported).max(total);
-        }
+        self.exported.export(m, totals);
     }
 
     /// One Kafka record, copied into the batch of the thread that owns its
