@@ -77,6 +77,53 @@ struct Input {
     done: bool,
     /// Inside an oversized line: drop bytes until the next newline.
     skipping: bool,
+    /// A pipe or socket (stdin): its lines are handed on as soon as a read
+    /// comes back short, so a pause in the input does not hold back the
+    /// lines before it until a whole chunk has arrived.
+    streaming: bool,
+    /// What a streaming input's reads land in (allocated on its first read).
+    scratch: Vec<u8>,
+}
+
+/// The most one read of a streaming input asks for: a pipe's buffer.
+const STREAM_READ: usize = 64 * 1024;
+
+impl Input {
+    fn new(name: &str, reader: Box<dyn Read + Send>, streaming: bool) -> Self {
+        Self {
+            name: Arc::from(name),
+            reader,
+            carry: Vec::new(),
+            next_line: 1,
+            done: false,
+            skipping: false,
+            streaming,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Reads what a streaming input has now onto `buf`: until `max` bytes
+    /// or a read that comes back short (0 bytes: the end).
+    fn read_available(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let mut got = 0;
+        while got < max {
+            if self.scratch.is_empty() {
+                self.scratch = vec![0; STREAM_READ];
+            }
+            let ask = (max - got).min(STREAM_READ);
+            let n = match self.reader.read(&mut self.scratch[..ask]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            buf.extend_from_slice(&self.scratch[..n]);
+            got += n;
+            if n < ask {
+                break;
+            }
+        }
+        Ok(got)
+    }
 }
 
 /// Reads inputs as chunks of about `chunk_bytes`.
@@ -117,30 +164,32 @@ impl ChunkReader {
                 total = total.zip(len).map(|(a, b)| a + b);
                 Box::new(file)
             };
-            inputs.push(Input {
-                name: Arc::from(path.as_str()),
-                reader,
-                carry: Vec::new(),
-                next_line: 1,
-                done: false,
-                skipping: false,
-            });
+            inputs.push(Input::new(path, reader, path == "-"));
         }
         Ok(Self::from_inputs(inputs, chunk_bytes, max_line, total))
     }
 
-    /// Reads from in-memory or custom readers, named for dead letters.
+    /// Reads from in-memory readers (read whole chunks at a time, as files
+    /// are), named for dead letters.
     pub fn from_readers(readers: Vec<(String, Box<dyn Read + Send>)>, chunk_bytes: usize, max_line: usize) -> Self {
+        Self::from_named(readers, false, chunk_bytes, max_line)
+    }
+
+    /// Reads from pipes or sockets, as stdin is read: the lines a read
+    /// brings are handed on when the input pauses, not when a chunk is full.
+    pub fn from_streams(readers: Vec<(String, Box<dyn Read + Send>)>, chunk_bytes: usize, max_line: usize) -> Self {
+        Self::from_named(readers, true, chunk_bytes, max_line)
+    }
+
+    fn from_named(
+        readers: Vec<(String, Box<dyn Read + Send>)>,
+        streaming: bool,
+        chunk_bytes: usize,
+        max_line: usize,
+    ) -> Self {
         let inputs = readers
             .into_iter()
-            .map(|(name, reader)| Input {
-                name: Arc::from(name.as_str()),
-                reader,
-                carry: Vec::new(),
-                next_line: 1,
-                done: false,
-                skipping: false,
-            })
+            .map(|(name, reader)| Input::new(&name, reader, streaming))
             .collect();
         Self::from_inputs(inputs, chunk_bytes, max_line, None)
     }
@@ -211,7 +260,7 @@ impl ChunkReader {
         let input = &mut self.inputs[p];
         buf.extend_from_slice(&input.carry);
         input.carry.clear();
-        let mut eof = false;
+        let mut eof: bool;
         let mut first = true;
         loop {
             // Fill up to chunk_bytes; grow by as much again while no line ends.
@@ -223,19 +272,25 @@ impl ChunkReader {
             };
             first = false;
             buf.reserve(want - filled);
-            // read_to_end reads into spare capacity (no zero-filling for files)
-            // and retries on EINTR.
-            let got = (&mut input.reader)
-                .take((want - filled) as u64)
-                .read_to_end(&mut buf)
-                .map_err(|source| ReadError {
-                    path: input.name.to_string(),
-                    source,
-                })?;
-            self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
-            if filled + got < want {
-                eof = true;
+            let got = if input.streaming {
+                // What the stream has now: when that holds whole lines the
+                // chunk ends below, so a pause hands them on (the end is the
+                // read after, which brings nothing).
+                let got = input.read_available(&mut buf, want - filled);
+                eof = got.as_ref().is_ok_and(|&n| n == 0);
+                got
+            } else {
+                // read_to_end reads into spare capacity (no zero-filling for
+                // files) and retries on EINTR.
+                let got = (&mut input.reader).take((want - filled) as u64).read_to_end(&mut buf);
+                eof = got.as_ref().is_ok_and(|&n| filled + n < want);
+                got
             }
+            .map_err(|source| ReadError {
+                path: input.name.to_string(),
+                source,
+            })?;
+            self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
             if input.skipping {
                 match memchr::memchr(b'\n', &buf) {
                     Some(i) => {
@@ -341,6 +396,87 @@ mod tests {
         let parts: Vec<_> = cs.iter().map(|c| (c.partition, c.last)).collect();
         assert_eq!(parts, [(0, true), (1, true)]);
         assert_eq!(&cs[0].bytes[..], b"x\ny");
+    }
+
+    /// A pipe: each `read` brings one message, and waits for the next.
+    struct Pipe {
+        rx: std::sync::mpsc::Receiver<Vec<u8>>,
+        pending: Vec<u8>,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.pending.is_empty() {
+                match self.rx.recv() {
+                    Ok(bytes) => self.pending = bytes,
+                    Err(_) => return Ok(0), // the writer closed it
+                }
+            }
+            let n = out.len().min(self.pending.len());
+            out[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            Ok(n)
+        }
+    }
+
+    /// Lines read from stdin (or any stream) are handed on while the input
+    /// pauses, not held until a whole chunk has arrived; a line cut by the
+    /// pause waits for its end; numbering and the last chunk are as for a
+    /// file.
+    #[test]
+    fn a_paused_stream_hands_on_the_lines_it_has() {
+        use std::sync::mpsc::{channel, sync_channel};
+        use std::time::Duration;
+        let (write, rx) = sync_channel::<Vec<u8>>(0);
+        let pipe = Box::new(Pipe {
+            rx,
+            pending: Vec::new(),
+        }) as Box<dyn Read + Send>;
+        let (chunks_tx, chunks) = channel();
+        let reader = std::thread::spawn(move || {
+            let mut r = ChunkReader::from_streams(vec![("-".into(), pipe)], 1 << 20, 1 << 20);
+            let (mut dead, mut stats) = (Vec::new(), DecodeStats::default());
+            while let Some(c) = r.next_chunk(&mut dead, &mut stats).unwrap() {
+                chunks_tx.send(c).unwrap();
+            }
+        });
+        let next = || {
+            chunks
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a chunk while the input pauses")
+        };
+        write.send(b"a\nb\n".to_vec()).unwrap();
+        let c = next();
+        assert_eq!((&c.bytes[..], c.first_line, c.last), (&b"a\nb\n"[..], 1, false));
+        write.send(b"c\nd".to_vec()).unwrap();
+        let c = next();
+        assert_eq!((&c.bytes[..], c.first_line, c.last), (&b"c\n"[..], 3, false));
+        write.send(b"e\n".to_vec()).unwrap();
+        let c = next();
+        assert_eq!((&c.bytes[..], c.first_line, c.last), (&b"de\n"[..], 4, false));
+        drop(write);
+        let c = next();
+        assert_eq!((&c.bytes[..], c.last), (&b""[..], true));
+        reader.join().unwrap();
+        assert!(chunks.try_recv().is_err(), "nothing after the last chunk");
+    }
+
+    /// A stream that never pauses is cut as a file is: whole lines, all of
+    /// them, in order.
+    #[test]
+    fn a_stream_read_at_once_gives_every_line() {
+        let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+        let reader = Box::new(io::Cursor::new(text.clone().into_bytes())) as Box<dyn Read + Send>;
+        let mut r = ChunkReader::from_streams(vec![("-".into(), reader)], 4096, 1 << 20);
+        let (mut dead, mut stats, mut joined, mut n) = (Vec::new(), DecodeStats::default(), Vec::new(), 0);
+        while let Some(c) = r.next_chunk(&mut dead, &mut stats).unwrap() {
+            assert!(c.bytes.is_empty() || c.bytes.ends_with(b"\n"));
+            assert_eq!(c.first_line, 1 + joined.iter().filter(|&&b| b == b'\n').count() as u64);
+            joined.extend_from_slice(&c.bytes);
+            n += 1;
+        }
+        assert_eq!(joined, text.as_bytes());
+        assert!(n > 10, "{n} chunks");
     }
 
     #[test]
