@@ -90,6 +90,26 @@ fn stream() -> impl Strategy<Value = (Vec<TestEvent>, usize)> {
         })
 }
 
+/// The test catalog. A short horizon makes tombstones expire inside the
+/// stream, so that re-opened traces and expired corrections are exercised
+/// too. A small event cap (traces have up to 6 events and duplicates)
+/// evicts open journeys and stops corrections of silent failures.
+fn catalog_with(short_horizon: bool, event_cap: Option<usize>) -> std::sync::Arc<tacet_core::Catalog> {
+    let mut text = if short_horizon {
+        CONFIG.replace("\"1h\"", "\"3m\"")
+    } else {
+        CONFIG.to_owned()
+    };
+    if let Some(cap) = event_cap {
+        text = text.replace("[engine]\n", &format!("[engine]\nmax_events_per_journey = {cap}\n"));
+    }
+    let c = catalog_from(&text);
+    if let Some(cap) = event_cap {
+        assert_eq!(c.max_events_per_journey, cap, "the cap reached the catalog");
+    }
+    c
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
 
@@ -99,18 +119,7 @@ proptest! {
         short_horizon in any::<bool>(),
         event_cap in prop::option::weighted(0.25, 2usize..6),
     ) {
-        // A short horizon makes tombstones expire inside the stream, so that
-        // re-opened traces and expired corrections are exercised too. A
-        // small event cap (traces have up to 6 events and duplicates) evicts
-        // open journeys and stops corrections of silent failures.
-        let mut text = if short_horizon { CONFIG.replace("\"1h\"", "\"3m\"") } else { CONFIG.to_owned() };
-        if let Some(cap) = event_cap {
-            text = text.replace("[engine]\n", &format!("[engine]\nmax_events_per_journey = {cap}\n"));
-        }
-        let c = catalog_from(&text);
-        if let Some(cap) = event_cap {
-            prop_assert_eq!(c.max_events_per_journey, cap, "the cap reached the catalog");
-        }
+        let c = catalog_with(short_horizon, event_cap);
         let engine = run_engine(&c, &events, shards);
         let model = run_model(&c, &events);
         prop_assert_eq!(&engine.rows, &model.rows);
@@ -130,8 +139,9 @@ proptest! {
         lag in 0usize..6,
         wrong_every in 0usize..5,
         short_horizon in any::<bool>(),
+        event_cap in prop::option::weighted(0.25, 2usize..6),
     ) {
-        let c = if short_horizon { catalog_from(&CONFIG.replace("\"1h\"", "\"3m\"")) } else { catalog() };
+        let c = catalog_with(short_horizon, event_cap);
         let engine = run_engine_hinted(&c, &events, shards, lag, wrong_every);
         let model = run_model(&c, &events);
         prop_assert_eq!(&engine.rows, &model.rows);
@@ -144,14 +154,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     /// Snapshot and restore at random points change nothing: the rows and the
-    /// in-flight set equal the model's (no journey lost, none decided twice).
+    /// in-flight set equal the model's (no journey lost, none decided twice),
+    /// also when the event cap evicts journeys and stops corrections across
+    /// a restore.
     #[test]
     fn restoring_snapshots_mid_stream_matches_the_model(
         (events, shards) in stream(),
         cuts in prop::collection::vec(0usize..200, 1..4),
         short_horizon in any::<bool>(),
+        event_cap in prop::option::weighted(0.25, 2usize..6),
     ) {
-        let c = if short_horizon { catalog_from(&CONFIG.replace("\"1h\"", "\"3m\"")) } else { catalog() };
+        let c = catalog_with(short_horizon, event_cap);
         let restarts: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
         let engine = run_engine_restarting(&c, &events, shards, usize::MAX, &restarts);
         let model = run_model(&c, &events);
