@@ -274,22 +274,20 @@ impl ChunkReader {
             buf.reserve(want - filled);
             let got = if input.streaming {
                 // What the stream has now: when that holds whole lines the
-                // chunk ends below, so a pause hands them on (the end is the
-                // read after, which brings nothing).
-                let got = input.read_available(&mut buf, want - filled);
-                eof = got.as_ref().is_ok_and(|&n| n == 0);
-                got
+                // chunk ends below, so a pause hands them on.
+                input.read_available(&mut buf, want - filled)
             } else {
                 // read_to_end reads into spare capacity (no zero-filling for
                 // files) and retries on EINTR.
-                let got = (&mut input.reader).take((want - filled) as u64).read_to_end(&mut buf);
-                eof = got.as_ref().is_ok_and(|&n| filled + n < want);
-                got
+                (&mut input.reader).take((want - filled) as u64).read_to_end(&mut buf)
             }
             .map_err(|source| ReadError {
                 path: input.name.to_string(),
                 source,
             })?;
+            // A stream's end is a read that brings nothing; a file's, one
+            // that falls short.
+            eof = if input.streaming { got == 0 } else { filled + got < want };
             self.bytes_read.fetch_add(got as u64, Ordering::Relaxed);
             if input.skipping {
                 match memchr::memchr(b'\n', &buf) {
