@@ -445,8 +445,10 @@ fn special_byte(bytes: &[u8], mut from: usize) -> usize {
     // One compare per step, against the last start with sixteen bytes left:
     // a `get` per step also checked `from + 16` for overflow (~150
     // instructions per record).
-    let last_start = bytes.len().checked_sub(16);
-    while last_start.is_some_and(|last| from <= last) {
+    let Some(last_start) = bytes.len().checked_sub(16) else {
+        return special_byte_swar(bytes, from);
+    };
+    while from <= last_start {
         // SAFETY: `from + 16 <= bytes.len()` (the loop's condition).
         let chunk = unsafe { bytes.get_unchecked(from..from + 16) };
         let found = specials16(chunk.try_into().expect("sixteen bytes"));
@@ -455,7 +457,20 @@ fn special_byte(bytes: &[u8], mut from: usize) -> usize {
         }
         from += 16;
     }
-    special_byte_swar(bytes, from)
+    if from >= bytes.len() {
+        return bytes.len();
+    }
+    // Fewer than sixteen bytes left: the line's last sixteen, with the bits
+    // of the bytes before `from` shifted out. A line's last string always
+    // ends here, and a byte at a time cost ~40 instructions per record.
+    // SAFETY: `last_start + 16 == bytes.len()`.
+    let chunk = unsafe { bytes.get_unchecked(last_start..) };
+    let found = specials16(chunk.try_into().expect("sixteen bytes")) >> (from - last_start);
+    if found != 0 {
+        from + found.trailing_zeros() as usize
+    } else {
+        bytes.len()
+    }
 }
 
 /// Bit `i` set where `chunk[i]` is `"`, `\\` or a control character.
