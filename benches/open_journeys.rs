@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tacet_bench::{env_or, rss_bytes};
 use tacet_core::event::fingerprint_by_id;
 use tacet_core::outcome::OutcomeSink;
-use tacet_core::{AttrValue, Catalog, Config, Event, OutcomeRecord, TraceKey};
+use tacet_core::{AttrCow, Catalog, Config, Event, OutcomeRecord, TraceKey};
 use tacet_correlate::Shard;
 
 #[global_allocator]
@@ -58,11 +58,11 @@ fn main() {
         customer_id.push_str("c-");
         customer_id.push_str(&(10_000 + i % 90_000).to_string());
         let attrs = [
-            (amount, AttrValue::Num(250.0 + (i % 1000) as f64)),
-            (currency, AttrValue::Str("EUR")),
-            (customer, AttrValue::Str(&customer_id)),
-            (channel, AttrValue::Str("mobile")),
-            (region, AttrValue::Str("eu-west")),
+            (amount, AttrCow::Num(250.0 + (i % 1000) as f64)),
+            (currency, AttrCow::Str("EUR".into())),
+            (customer, AttrCow::Str(customer_id.as_str().into())),
+            (channel, AttrCow::Str("mobile".into())),
+            (region, AttrCow::Str("eu-west".into())),
         ];
         let mut event = Event {
             trace,

@@ -243,6 +243,30 @@ pub enum AttrValue<'a> {
     Bool(bool),
 }
 
+/// A journey attribute value as an event carries it: borrowed from its
+/// record, or a string of its own when the record's text had escapes.
+/// Events hold these as the decoder made them, so that no record pays for
+/// converting its attributes before they are merged (~130 instructions per
+/// Kafka record, callgrind).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttrCow<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    Num(f64),
+    Bool(bool),
+}
+
+impl AttrCow<'_> {
+    /// The value, borrowed.
+    #[inline]
+    pub fn value(&self) -> AttrValue<'_> {
+        match self {
+            AttrCow::Str(s) => AttrValue::Str(s),
+            AttrCow::Num(n) => AttrValue::Num(*n),
+            AttrCow::Bool(b) => AttrValue::Bool(*b),
+        }
+    }
+}
+
 /// One decoded event, borrowed from its batch.
 #[derive(Clone, Copy, Debug)]
 pub struct Event<'a> {
@@ -261,7 +285,7 @@ pub struct Event<'a> {
     /// Emitting service; empty when the event names none.
     pub service: &'a str,
     /// Attribute values found in the event, by pointer slot.
-    pub attrs: &'a [(AttrSlot, AttrValue<'a>)],
+    pub attrs: &'a [(AttrSlot, AttrCow<'a>)],
 }
 
 #[cfg(test)]

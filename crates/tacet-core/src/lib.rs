@@ -26,5 +26,5 @@ pub mod pointer;
 
 pub use catalog::{AttrSlot, Catalog, JourneyId, NameId, Role};
 pub use config::{Config, ConfigError};
-pub use event::{AttrValue, Event, EventTime, TraceKey};
+pub use event::{AttrCow, AttrValue, Event, EventTime, TraceKey};
 pub use outcome::{Outcome, OutcomeRecord, OutcomeRow};

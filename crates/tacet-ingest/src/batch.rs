@@ -1,10 +1,11 @@
 //! Decoded events bound for one shard, borrowing their strings from the
 //! input chunk (or from the batch's own arena for strings JSON escaped).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
-use tacet_core::{AttrSlot, AttrValue, Event, EventTime, NameId, TraceKey};
+use tacet_core::{AttrCow, AttrSlot, Event, EventTime, NameId, TraceKey};
 
 use crate::reader::ChunkBytes;
 
@@ -118,7 +119,7 @@ impl ShardBatch {
         } else {
             simdutf8::basic::from_utf8(&self.chunk).ok()
         };
-        let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
+        let mut attrs: SmallVec<[(AttrSlot, AttrCow<'_>); 8]> = SmallVec::new();
         for raw in &self.events {
             attrs.clear();
             let start = raw.attrs_start as usize;
@@ -126,9 +127,9 @@ impl ShardBatch {
                 attrs.push((
                     *slot,
                     match *value {
-                        SpanValue::Str(s) => AttrValue::Str(self.text(chunk, s)),
-                        SpanValue::Num(n) => AttrValue::Num(n),
-                        SpanValue::Bool(b) => AttrValue::Bool(b),
+                        SpanValue::Str(s) => AttrCow::Str(Cow::Borrowed(self.text(chunk, s))),
+                        SpanValue::Num(n) => AttrCow::Num(n),
+                        SpanValue::Bool(b) => AttrCow::Bool(b),
                     },
                 ));
             }

@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
+pub use tacet_core::AttrCow;
 use tacet_core::config::{ParsedMapping, TraceIdSource};
 use tacet_core::event::{fingerprint_by_fields, fingerprint_by_id, traceparent_trace_id};
 use tacet_core::{AttrSlot, Catalog, EventTime, NameId, TraceKey};
@@ -482,14 +483,6 @@ impl<'de> Visitor<'de> for KeyVisitor {
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
         Ok(Cow::Owned(v.to_owned()))
     }
-}
-
-/// An attribute value borrowed from one decoded line.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttrCow<'a> {
-    Str(Cow<'a, str>),
-    Num(f64),
-    Bool(bool),
 }
 
 /// One line, decoded.

@@ -14,15 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use smallvec::SmallVec;
 use tacet_alert::AlertFeed;
 use tacet_core::outcome::Tee;
-use tacet_core::{AttrSlot, AttrValue, Catalog, Event, EventTime, TraceKey};
+use tacet_core::{Catalog, Event, EventTime, TraceKey};
 use tacet_correlate::watermark::Watermarks;
 use tacet_correlate::{InFlight, Shard, ShardStats, SlotHint};
 use tacet_engine::Metrics;
 use tacet_engine::pipeline::AlertProgress;
-use tacet_ingest::decode::{AttrCow, Decoded};
+use tacet_ingest::decode::Decoded;
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::OutcomeWriter;
 
@@ -658,17 +657,6 @@ impl GroupSet {
         };
         stats.events += 1;
         let (key, canonical) = trace.unwrap_or_else(|| TraceKey::from_text(&decoded.trace_id));
-        let mut attrs: SmallVec<[(AttrSlot, AttrValue<'_>); 8]> = SmallVec::new();
-        for (slot, value) in &decoded.attrs {
-            attrs.push((
-                *slot,
-                match value {
-                    AttrCow::Str(s) => AttrValue::Str(s),
-                    AttrCow::Num(n) => AttrValue::Num(*n),
-                    AttrCow::Bool(b) => AttrValue::Bool(*b),
-                },
-            ));
-        }
         let event = Event {
             trace: key,
             trace_text: (!canonical).then_some(&*decoded.trace_id),
@@ -677,7 +665,7 @@ impl GroupSet {
             ok: decoded.ok,
             fingerprint: decoded.fingerprint,
             service: &decoded.service,
-            attrs: &attrs,
+            attrs: &decoded.attrs,
         };
         g.max_seen[input] = Some(g.max_seen[input].map_or(event.time, |m| m.max(event.time)));
         g.watermarks.observe(input, event.time, now);

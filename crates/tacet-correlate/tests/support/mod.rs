@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tacet_core::event::{fingerprint_by_fields, fingerprint_by_id};
 use tacet_core::outcome::OutcomeSink;
-use tacet_core::{AttrValue, Catalog, Config, Event, EventTime, OutcomeRecord, OutcomeRow, TraceKey};
+use tacet_core::{AttrCow, Catalog, Config, Event, EventTime, OutcomeRecord, OutcomeRow, TraceKey};
 use tacet_correlate::{InFlight, Shard};
 
 /// Two journeys sharing the `ledger` step, an any-of group, and an attribute.
@@ -101,7 +101,7 @@ pub fn with_event<R>(catalog: &Catalog, e: &TestEvent, f: impl FnOnce(&Event<'_>
         Some(id) => fingerprint_by_id(id.as_bytes()),
         None => fingerprint_by_fields(name, e.service.as_bytes(), e.time),
     };
-    let attrs: Vec<_> = e.amount.map(|a| (0, AttrValue::Num(a))).into_iter().collect();
+    let attrs: Vec<_> = e.amount.map(|a| (0, AttrCow::Num(a))).into_iter().collect();
     let event = Event {
         trace,
         trace_text: (!canonical).then_some(e.trace.as_str()),
