@@ -79,8 +79,11 @@ impl Blob {
     }
 
     /// Merges an event's attributes: a slot keeps its first value unless the
-    /// new one comes from the start event and the old one did not.
-    pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrCow<'_>)], from_start: bool) {
+    /// new one comes from the start event and the old one did not. A changed
+    /// blob is built in `scratch` (the caller's, reused: a first event's
+    /// merge allocated a buffer of its own and then the blob) and copied
+    /// into an exact-size allocation.
+    pub(crate) fn merge(&mut self, attrs: &[(AttrSlot, AttrCow<'_>)], from_start: bool, scratch: &mut Vec<u8>) {
         // One pass over the blob: which slots are present, which from the start.
         let (mut present, mut from_start_mask) = (0u128, 0u128);
         for e in self.entries().filter(|e| !is_trace_text(e.tag)) {
@@ -99,10 +102,11 @@ impl Blob {
         if replaced == 0 {
             return;
         }
-        let mut out = Vec::with_capacity(self.heap_bytes() + 64);
+        let out = scratch;
+        out.clear();
         for e in self.entries() {
             if is_trace_text(e.tag) || replaced & (1 << e.slot) == 0 {
-                push(&mut out, e.slot as u8 | e.flags, e.tag, e.payload);
+                push(out, e.slot as u8 | e.flags, e.tag, e.payload);
             }
         }
         let flags = if from_start { FROM_START } else { 0 };
@@ -119,14 +123,14 @@ impl Blob {
                     while !s.is_char_boundary(end) {
                         end -= 1;
                     }
-                    push(&mut out, head, TAG_STR, &s.as_bytes()[..end]);
+                    push(out, head, TAG_STR, &s.as_bytes()[..end]);
                 }
-                AttrValue::Num(n) => push(&mut out, head, TAG_NUM, &n.to_le_bytes()),
-                AttrValue::Bool(true) => push(&mut out, head, TAG_TRUE, &[]),
-                AttrValue::Bool(false) => push(&mut out, head, TAG_FALSE, &[]),
+                AttrValue::Num(n) => push(out, head, TAG_NUM, &n.to_le_bytes()),
+                AttrValue::Bool(true) => push(out, head, TAG_TRUE, &[]),
+                AttrValue::Bool(false) => push(out, head, TAG_FALSE, &[]),
             }
         }
-        self.set_bytes(&out);
+        self.set_bytes(out);
     }
 
     /// Every attribute value by slot, in one pass: `f(slot, value)`.
@@ -328,13 +332,16 @@ mod tests {
                 .prop_map(|n| "é".repeat(n / 2) + &"x".repeat(n % 2)),
         ) {
             let mut blob = Blob::default();
+            // One scratch for every merge, as a shard keeps it: what an
+            // earlier merge left there must not reach a later blob.
+            let mut scratch = Vec::new();
             let mut model: BTreeMap<AttrSlot, (Value, bool)> = BTreeMap::new();
             for (i, (attrs, from_start)) in merges.iter().enumerate() {
                 if i == text_at {
                     blob.set_trace_text(&text);
                 }
                 let values: Vec<(AttrSlot, AttrCow<'_>)> = attrs.iter().map(|(s, v)| (*s, v.as_cow())).collect();
-                blob.merge(&values, *from_start);
+                blob.merge(&values, *from_start, &mut scratch);
                 let mut seen = Vec::new();
                 for (slot, v) in attrs {
                     if seen.contains(slot) {
@@ -366,13 +373,21 @@ mod tests {
     fn first_value_wins_unless_start_overrides() {
         let mut b = Blob::default();
         b.set_trace_text("order-17");
-        b.merge(&[(0, AttrCow::Num(250.0)), (1, AttrCow::Str("EUR".into()))], false);
-        b.merge(&[(1, AttrCow::Str("USD".into())), (2, AttrCow::Bool(true))], false);
+        b.merge(
+            &[(0, AttrCow::Num(250.0)), (1, AttrCow::Str("EUR".into()))],
+            false,
+            &mut Vec::new(),
+        );
+        b.merge(
+            &[(1, AttrCow::Str("USD".into())), (2, AttrCow::Bool(true))],
+            false,
+            &mut Vec::new(),
+        );
         assert_eq!(b.attr(1), Some(AttrValue::Str("EUR")));
         assert_eq!(b.attr(2), Some(AttrValue::Bool(true)));
-        b.merge(&[(0, AttrCow::Num(99.5))], true);
+        b.merge(&[(0, AttrCow::Num(99.5))], true, &mut Vec::new());
         assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)));
-        b.merge(&[(0, AttrCow::Num(1.0))], true);
+        b.merge(&[(0, AttrCow::Num(1.0))], true, &mut Vec::new());
         assert_eq!(b.attr(0), Some(AttrValue::Num(99.5)), "the first start value stays");
         assert_eq!(b.trace_text(), Some("order-17"));
         assert_eq!(b.attr(3), None);
@@ -385,7 +400,7 @@ mod tests {
         push(&mut bytes, 0, TAG_TRACE_TEXT, b"order-17");
         assert!(Blob::from_bytes(&bytes).is_none());
         let mut b = Blob::default();
-        b.merge(&[(0, AttrCow::Num(1.0))], false);
+        b.merge(&[(0, AttrCow::Num(1.0))], false, &mut Vec::new());
         b.set_trace_text("order-17");
         let restored = Blob::from_bytes(b.as_bytes().unwrap()).expect("written first");
         assert_eq!(restored.trace_text(), Some("order-17"));
@@ -420,6 +435,7 @@ mod tests {
                 (2, AttrCow::Str("é".into())),
             ],
             false,
+            &mut Vec::new(),
         );
         assert_eq!(b.attr(0), Some(AttrValue::Str(long.as_str())));
         assert_eq!(b.attr(1), Some(AttrValue::Str(&huge[..MAX_STR])));
@@ -433,7 +449,7 @@ mod tests {
         let text = "t".repeat(MAX_STR + 1);
         let mut b = Blob::default();
         b.set_trace_text(&text);
-        b.merge(&[(0, AttrCow::Num(1.0))], false);
+        b.merge(&[(0, AttrCow::Num(1.0))], false, &mut Vec::new());
         let bytes = b.as_bytes().unwrap().to_vec();
         assert_eq!(bytes[1], TAG_LONG_TRACE_TEXT);
         assert_eq!(Blob::from_bytes(&bytes).unwrap().trace_text(), Some(text.as_str()));

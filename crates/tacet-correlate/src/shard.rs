@@ -250,6 +250,8 @@ pub struct Shard<S> {
     evicted: Vec<Evicted>,
     stats: ShardStats,
     trace_id: String,
+    /// Where [`Blob::merge`] builds a changed blob.
+    blob_scratch: Vec<u8>,
 }
 
 impl<S: OutcomeSink> Shard<S> {
@@ -276,6 +278,7 @@ impl<S: OutcomeSink> Shard<S> {
             evicted: Vec::new(),
             stats,
             trace_id: String::new(),
+            blob_scratch: Vec::new(),
         }
     }
 
@@ -463,7 +466,7 @@ impl<S: OutcomeSink> Shard<S> {
         }
         if !e.attrs.is_empty() {
             let from_start = matches!(opener, Some((_, Role::Start)));
-            t.blob.merge(e.attrs, from_start);
+            t.blob.merge(e.attrs, from_start, &mut self.blob_scratch);
         }
         match (t.journey, opener) {
             (PENDING, Some((journey, _))) => t.journey = journey,
@@ -745,7 +748,7 @@ impl<S: OutcomeSink> Shard<S> {
         let service = self.services.intern(e.service, &mut self.stats.services_overflow);
         if !e.attrs.is_empty() {
             let from_start = matches!(self.catalog.opener(e.name), Some((_, Role::Start)));
-            s.trace.blob.merge(e.attrs, from_start);
+            s.trace.blob.merge(e.attrs, from_start, &mut self.blob_scratch);
         }
         s.trace.events.push(Seen {
             fingerprint: e.fingerprint,
