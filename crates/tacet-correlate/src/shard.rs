@@ -1005,13 +1005,12 @@ fn emit<S: OutcomeSink>(
     service_names.sort_unstable();
     service_names.dedup();
     // The last event in event time; ties go to the greatest (name, service)
-    // so that arrival order never changes a row.
+    // so that arrival order never changes a row. Names are looked up on a
+    // tie only.
     let last = t.events.iter().max_by(|a, b| {
-        (a.time, catalog.name(a.name), services.name(a.service)).cmp(&(
-            b.time,
-            catalog.name(b.name),
-            services.name(b.service),
-        ))
+        a.time.cmp(&b.time).then_with(|| {
+            (catalog.name(a.name), services.name(a.service)).cmp(&(catalog.name(b.name), services.name(b.service)))
+        })
     });
     let mut attributes: SmallVec<[Option<AttrValue<'_>>; 8]> = SmallVec::from_elem(None, catalog.columns().len());
     t.blob.for_each_attr(|slot, value| {
