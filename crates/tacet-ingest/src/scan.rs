@@ -438,8 +438,9 @@ fn plain_string_end(bytes: &[u8], start: usize) -> Step<usize> {
 }
 
 /// The first `"`, `\\` or control character at or after `from` (or the
-/// end): sixteen bytes per step with SSE2 while sixteen remain, then eight
-/// per step as serde_json's own string scan does.
+/// end): sixteen bytes per step with SSE2 while sixteen remain, then the
+/// line's last sixteen once; a line shorter than sixteen bytes eight per
+/// step, as serde_json's own string scan does.
 #[inline]
 fn special_byte(bytes: &[u8], mut from: usize) -> usize {
     // One compare per step, against the last start with sixteen bytes left:
