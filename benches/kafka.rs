@@ -9,7 +9,10 @@
 //! 3), each in a fresh consumer group from the earliest offset
 //! (`TACET_BENCH_ONLY=tacet` skips the bare consumer, for profiling). Rates count
 //! from a consumer's first record to its last, so group joins and the idle
-//! wait at the end are not in them.
+//! wait at the end are not in them. At the default size that window is
+//! ~0.4 s and holds the bare consumer's ramp-up; `TACET_BENCH_JOURNEYS=400000`
+//! (~1.5 s) gives the sustained ratio, about four points lower
+//! (docs/PERFORMANCE.md, 2026-12-05 evening).
 //!
 //! It also prints the CPU each consumer used per record, this process and
 //! the broker's (from /proc, 10 ms ticks), over its whole run: for tacet
