@@ -475,11 +475,10 @@ fn special_byte(bytes: &[u8], mut from: usize) -> usize {
 }
 
 /// Whether every byte is below 0x80 (the decoder's check before UTF-8
-/// validation). On a ~240-byte record this ORs
-/// fifteen 16-byte loads and tests one mask: ~55 instructions (callgrind,
-/// decode bench), where simdutf8 (which copies the line's tail into a
-/// 64-byte block) takes ~110 and `<[u8]>::is_ascii` (a word at a time)
-/// ~135.
+/// validation). On a ~240-byte record this ORs fifteen 16-byte loads and
+/// tests one mask: ~55 instructions (callgrind, decode bench), where
+/// simdutf8 (which copies the line's tail into a 64-byte block) takes ~110
+/// and `<[u8]>::is_ascii` (a word at a time) ~135.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128};
@@ -730,9 +729,6 @@ mod tests {
             .unwrap_or(bytes.len())
     }
 
-    /// Every length around the sixteen-byte steps, every start and every
-    /// place of the one quote (or none): the scan's bound ends each step
-    /// exactly where sixteen bytes are left.
     /// The ASCII check in front of the UTF-8 validation reads every byte:
     /// a high byte at any position of a line of any length around its
     /// sixteen-byte steps (and its overlapping last step) is seen.
@@ -751,6 +747,9 @@ mod tests {
         }
     }
 
+    /// Every length around the sixteen-byte steps, every start and every
+    /// place of the one quote (or none): the scan's bound ends each step
+    /// exactly where sixteen bytes are left.
     #[test]
     fn special_byte_finds_the_quote_at_every_edge_of_its_steps() {
         for len in 0..50 {
