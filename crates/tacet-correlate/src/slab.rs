@@ -30,10 +30,11 @@ impl<T: Vacant> Slab<T> {
         if let Some(slot) = self.free.pop() {
             return slot;
         }
-        let total: usize = self.chunks.iter().map(Vec::len).sum();
         if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
+        // Every chunk but the last is full.
+        let total = (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len);
         self.chunks.last_mut().expect("chunk exists").push(T::default());
         total as u32
     }
