@@ -37,7 +37,7 @@ use tacet_bench::{TOPICS, env_or, generated_events, median, process_cpu, topic_o
 use tacet_core::{Catalog, Config};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
 
 struct Broker(Child);
 
@@ -58,6 +58,8 @@ fn nisshi() -> PathBuf {
 }
 
 fn main() {
+    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
+    tacet_alloc::use_large_mappings();
     // `TACET_LOG=debug` (an env filter) shows tacet's and librdkafka's logs.
     if let Ok(filter) = std::env::var("TACET_LOG") {
         tracing_subscriber::fmt()

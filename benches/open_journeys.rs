@@ -17,7 +17,7 @@ use tacet_core::{AttrCow, Catalog, Config, Event, OutcomeRecord, TraceKey};
 use tacet_correlate::Shard;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
 
 struct Discard(u64);
 
@@ -28,6 +28,8 @@ impl OutcomeSink for Discard {
 }
 
 fn main() {
+    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
+    tacet_alloc::use_large_mappings();
     let open: u64 = env_or("TACET_BENCH_OPEN", 5_000_000);
     let config = Config::embedded_default();
     let catalog = Arc::new(Catalog::new(&config).unwrap());

@@ -18,7 +18,7 @@ use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, TruthRow, compare};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
 
 fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usize) -> RunReport {
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
@@ -32,6 +32,8 @@ fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usiz
 }
 
 fn main() {
+    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
+    tacet_alloc::use_large_mappings();
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 500_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
