@@ -140,14 +140,14 @@ unsafe impl GlobalAlloc for TacetAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if is_large(layout.size(), layout.align()) {
-            // A fresh anonymous mapping reads as zeroes: nothing is touched
-            // until it is written.
-            // SAFETY: see `map`.
-            unsafe { map(mapped_len(layout.size())) }
-        } else {
-            // SAFETY: forwarded as given.
-            unsafe { MiMalloc.alloc_zeroed(layout) }
+        // A fresh mapping reads as zeroes: a large block is not touched
+        // until it is written. SAFETY: forwarded as given.
+        unsafe {
+            if is_large(layout.size(), layout.align()) {
+                self.alloc(layout)
+            } else {
+                MiMalloc.alloc_zeroed(layout)
+            }
         }
     }
 
