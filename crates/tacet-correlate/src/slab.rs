@@ -75,3 +75,46 @@ impl<T: Vacant> Slab<T> {
         self.chunks.iter().flatten().filter(|t| !t.is_vacant())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry that remembers the slot it was given (0 = vacant).
+    #[derive(Default)]
+    struct Tagged(u32);
+
+    impl Vacant for Tagged {
+        fn is_vacant(&self) -> bool {
+            self.0 == 0
+        }
+    }
+
+    /// Against the model "a vector of slots and a free list": fresh slots
+    /// are numbered in order across chunk boundaries, freed ones come back
+    /// last-freed first, and each slot reads back what was written to it.
+    #[test]
+    fn slots_are_numbered_in_order_across_chunks_and_reused() {
+        let mut slab = Slab::<Tagged>::new();
+        let n = 2 * CHUNK as u32 + 5;
+        for expected in 0..n {
+            let slot = slab.alloc();
+            assert_eq!(slot, expected);
+            slab.get_mut(slot).0 = slot + 1;
+        }
+        assert_eq!(slab.len(), n as usize);
+        for slot in [7, CHUNK as u32, n - 1] {
+            assert_eq!(slab.get(slot).0, slot + 1);
+            slab.get_mut(slot).0 = 0;
+            slab.release(slot);
+        }
+        assert_eq!(slab.len(), n as usize - 3);
+        assert_eq!(slab.iter().count(), n as usize - 3);
+        assert_eq!([slab.alloc(), slab.alloc(), slab.alloc()], [n - 1, CHUNK as u32, 7]);
+        // With the free list empty, numbering goes on where it stopped.
+        assert_eq!(slab.alloc(), n);
+        assert!(slab.try_get(n).is_some());
+        assert!(slab.try_get(n + 1).is_none());
+        assert!(slab.try_get(u32::MAX).is_none());
+    }
+}
