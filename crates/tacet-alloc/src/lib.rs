@@ -186,11 +186,12 @@ unsafe impl GlobalAlloc for TacetAlloc {
                 // SAFETY: `block..block + old_len` is a mapping of ours;
                 // MAYMOVE lets the kernel place the result anywhere free.
                 unsafe {
+                    // The huge-page advice is the mapping's and moves with it
+                    // (a test checks): no second `madvise`.
                     let p = libc::mremap(block.cast(), old_len, new_len, libc::MREMAP_MAYMOVE);
                     if p == libc::MAP_FAILED {
                         return ptr::null_mut();
                     }
-                    advise(p, new_len);
                     p.cast()
                 }
             }
@@ -317,6 +318,47 @@ mod tests {
                 // SAFETY: a live block with its layout.
                 unsafe { TacetAlloc.dealloc(block.ptr, block.layout) };
             }
+        }
+    }
+
+    /// The `VmFlags` of the mapping that holds `address`, from
+    /// /proc/self/smaps.
+    fn vm_flags(address: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, end)) = range.split_once('-')
+                && let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16))
+            {
+                inside = (start..end).contains(&address);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return flags.to_owned();
+            }
+        }
+        panic!("no mapping holds {address:#x}");
+    }
+
+    /// A large block is a mapping advised into huge pages (`hg`), and keeps
+    /// the advice when `mremap` grows or moves it.
+    #[test]
+    fn large_blocks_are_huge_page_mappings_through_growth() {
+        if !use_large_mappings() || !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            return; // turned off here: nothing is mapped
+        }
+        let layout = Layout::from_size_align(LARGE, 8).unwrap();
+        // SAFETY: a non-zero size; the block is written within its length
+        // and freed with its last layout.
+        unsafe {
+            let block = TacetAlloc.alloc(layout);
+            assert_eq!(block as usize % LARGE, 0, "placed on a huge-page boundary");
+            assert!(vm_flags(block as usize).split_whitespace().any(|f| f == "hg"));
+            let grown = TacetAlloc.realloc(block, layout, 5 * LARGE);
+            ptr::write_bytes(grown, 1, 5 * LARGE);
+            for offset in [0, 4 * LARGE] {
+                assert!(vm_flags(grown as usize + offset).split_whitespace().any(|f| f == "hg"));
+            }
+            TacetAlloc.dealloc(grown, Layout::from_size_align(5 * LARGE, 8).unwrap());
         }
     }
 
