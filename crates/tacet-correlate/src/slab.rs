@@ -33,8 +33,15 @@ impl<T: Vacant> Slab<T> {
         if let Some(slot) = self.free.pop() {
             return slot;
         }
-        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+        match self.chunks.last() {
+            // The first chunk grows by doubling: a shard with few journeys
+            // (one per partition, many of them quiet) would otherwise hold
+            // a whole 2 MiB huge page from its first journey on.
+            None => self.chunks.push(Vec::new()),
+            // Past the first, a slab is large: each chunk is made whole,
+            // one mapping, no doubling copies.
+            Some(c) if c.len() == CHUNK => self.chunks.push(Vec::with_capacity(CHUNK)),
+            Some(_) => {}
         }
         // Every chunk but the last is full.
         let total = (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len);
@@ -93,9 +100,16 @@ mod tests {
     /// Against the model "a vector of slots and a free list": fresh slots
     /// are numbered in order across chunk boundaries, freed ones come back
     /// last-freed first, and each slot reads back what was written to it.
+    /// A small slab reserves no whole chunk.
     #[test]
     fn slots_are_numbered_in_order_across_chunks_and_reused() {
         let mut slab = Slab::<Tagged>::new();
+        for _ in 0..10 {
+            slab.alloc();
+        }
+        // A small slab holds room for about what it has, not a chunk.
+        assert!(slab.chunks[0].capacity() < 64);
+        slab = Slab::new();
         let n = 2 * CHUNK as u32 + 5;
         for expected in 0..n {
             let slot = slab.alloc();
