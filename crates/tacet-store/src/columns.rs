@@ -13,10 +13,56 @@ use arrow::array::{ArrayRef, BooleanArray, ListArray, PrimitiveArray, StringArra
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{ArrowPrimitiveType, FieldRef};
 
+/// A vector of a column's values that remembers how long it was when last
+/// taken, so that the next file's rows reserve that in one step.
+#[derive(Debug)]
+struct Grown<T> {
+    items: Vec<T>,
+    taken: usize,
+}
+
+impl<T> Default for Grown<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            taken: 0,
+        }
+    }
+}
+
+impl<T> Grown<T> {
+    #[inline]
+    fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The items, leaving none behind.
+    fn take(&mut self) -> Vec<T> {
+        self.taken = self.items.len();
+        std::mem::take(&mut self.items)
+    }
+
+    /// Room for as many items as were last taken.
+    fn reserve_taken(&mut self) {
+        self.items.reserve(self.taken.saturating_sub(self.items.len()));
+    }
+}
+
+impl<T: Copy> Grown<T> {
+    #[inline]
+    fn extend_from_slice(&mut self, items: &[T]) {
+        self.items.extend_from_slice(items);
+    }
+}
+
 /// Which rows of a column hold a value.
 #[derive(Debug, Default)]
 struct Validity {
-    valid: Vec<bool>,
+    valid: Grown<bool>,
     nulls: usize,
 }
 
@@ -27,10 +73,14 @@ impl Validity {
         self.nulls += usize::from(!valid);
     }
 
+    fn reserve_taken(&mut self) {
+        self.valid.reserve_taken();
+    }
+
     /// The rows' validity for Arrow (none at all when every row has a
     /// value, as a builder leaves it), and empty again.
     fn finish(&mut self) -> Option<NullBuffer> {
-        let valid = std::mem::take(&mut self.valid);
+        let valid = self.valid.take();
         (std::mem::take(&mut self.nulls) > 0).then(|| NullBuffer::from(valid))
     }
 }
@@ -44,38 +94,78 @@ fn offset(len: usize) -> i32 {
     i32::try_from(len).expect("an outcome file's strings fit in 2 GiB")
 }
 
-/// The offsets and bytes of `Utf8` values.
+/// Offsets into a column's bytes or a list's values: starts with 0, one
+/// more per value.
 #[derive(Debug)]
-struct Utf8Values {
-    /// Starts with 0; one more per value.
-    offsets: Vec<i32>,
-    bytes: Vec<u8>,
+struct Offsets(Grown<i32>);
+
+impl Default for Offsets {
+    fn default() -> Self {
+        let mut offsets = Grown::default();
+        offsets.push(0);
+        Self(offsets)
+    }
 }
 
-impl Default for Utf8Values {
-    fn default() -> Self {
-        Self {
-            offsets: vec![0],
-            bytes: Vec::new(),
-        }
+impl Offsets {
+    #[inline]
+    fn push(&mut self, len: usize) {
+        self.0.push(offset(len));
     }
+
+    /// Values so far.
+    fn values(&self) -> usize {
+        self.0.len() - 1
+    }
+
+    fn reserve_taken(&mut self) {
+        self.0.reserve_taken();
+    }
+
+    /// The offsets for Arrow, and a lone 0 again.
+    fn finish(&mut self) -> OffsetBuffer<i32> {
+        let offsets = self.0.take();
+        self.0.push(0);
+        OffsetBuffer::new(ScalarBuffer::from(offsets))
+    }
+}
+
+/// The offsets and bytes of `Utf8` values.
+#[derive(Debug, Default)]
+struct Utf8Values {
+    offsets: Offsets,
+    bytes: Grown<u8>,
 }
 
 impl Utf8Values {
     #[inline]
     fn push(&mut self, value: &str) {
         self.bytes.extend_from_slice(value.as_bytes());
-        self.offsets.push(offset(self.bytes.len()));
+        self.offsets.push(self.bytes.len());
     }
 
     /// An empty value (the slot of a null).
     #[inline]
     fn push_empty(&mut self) {
-        self.offsets.push(offset(self.bytes.len()));
+        self.offsets.push(self.bytes.len());
     }
 
     fn len(&self) -> usize {
-        self.offsets.len() - 1
+        self.offsets.values()
+    }
+
+    fn reserve_taken(&mut self) {
+        self.offsets.reserve_taken();
+        self.bytes.reserve_taken();
+    }
+
+    /// Values and bytes there is room for.
+    #[cfg(test)]
+    fn reserved(&self) -> (usize, usize) {
+        (
+            self.offsets.0.items.capacity().saturating_sub(1),
+            self.bytes.items.capacity(),
+        )
     }
 
     /// Bytes of the values so far.
@@ -86,8 +176,8 @@ impl Utf8Values {
 
     /// The values with `nulls` as an array, and empty again.
     fn finish(&mut self, nulls: Option<NullBuffer>) -> StringArray {
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(&mut self.offsets, vec![0])));
-        let bytes = Buffer::from_vec(std::mem::take(&mut self.bytes));
+        let offsets = self.offsets.finish();
+        let bytes = Buffer::from_vec(self.bytes.take());
         // SAFETY: every value's bytes were appended whole from a `&str`, so
         // the bytes are UTF-8 and every offset (checked to start at 0 and
         // never decrease by `OffsetBuffer::new`) is a char boundary; the
@@ -128,6 +218,18 @@ impl Strings {
         self.values.bytes()
     }
 
+    /// Room for as many rows and bytes as the last file had.
+    pub(crate) fn reserve_taken(&mut self) {
+        self.values.reserve_taken();
+        self.validity.reserve_taken();
+    }
+
+    /// Rows and bytes there is room for.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> (usize, usize) {
+        self.values.reserved()
+    }
+
     /// The column, and empty again.
     pub(crate) fn finish(&mut self) -> StringArray {
         let nulls = self.validity.finish();
@@ -136,19 +238,10 @@ impl Strings {
 }
 
 /// A `List<Utf8>` column whose lists and items are never null.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct StringLists {
-    offsets: Vec<i32>,
+    offsets: Offsets,
     items: Utf8Values,
-}
-
-impl Default for StringLists {
-    fn default() -> Self {
-        Self {
-            offsets: vec![0],
-            items: Utf8Values::default(),
-        }
-    }
 }
 
 impl StringLists {
@@ -157,7 +250,7 @@ impl StringLists {
         for item in items {
             self.items.push(item);
         }
-        self.offsets.push(offset(self.items.len()));
+        self.offsets.push(self.items.len());
     }
 
     /// Bytes of the items so far.
@@ -166,9 +259,21 @@ impl StringLists {
         self.items.bytes()
     }
 
+    /// Room for as many lists, items and bytes as the last file had.
+    pub(crate) fn reserve_taken(&mut self) {
+        self.offsets.reserve_taken();
+        self.items.reserve_taken();
+    }
+
+    /// Items and their bytes there is room for.
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> (usize, usize) {
+        self.items.reserved()
+    }
+
     /// The column with `item` as its items' field, and empty again.
     pub(crate) fn finish(&mut self, item: FieldRef) -> Result<ListArray, arrow::error::ArrowError> {
-        let offsets = OffsetBuffer::new(ScalarBuffer::from(std::mem::replace(&mut self.offsets, vec![0])));
+        let offsets = self.offsets.finish();
         let items: ArrayRef = Arc::new(self.items.finish(None));
         ListArray::try_new(item, offsets, items, None)
     }
@@ -177,14 +282,14 @@ impl StringLists {
 /// A column of a primitive type (integers, floats, timestamps).
 #[derive(Debug)]
 pub(crate) struct Primitives<T: ArrowPrimitiveType> {
-    values: Vec<T::Native>,
+    values: Grown<T::Native>,
     validity: Validity,
 }
 
 impl<T: ArrowPrimitiveType> Default for Primitives<T> {
     fn default() -> Self {
         Self {
-            values: Vec::new(),
+            values: Grown::default(),
             validity: Validity::default(),
         }
     }
@@ -203,19 +308,22 @@ impl<T: ArrowPrimitiveType> Primitives<T> {
         self.validity.push(value.is_some());
     }
 
+    /// Room for as many rows as the last file had.
+    pub(crate) fn reserve_taken(&mut self) {
+        self.values.reserve_taken();
+        self.validity.reserve_taken();
+    }
+
     /// The column, and empty again.
     pub(crate) fn finish(&mut self) -> PrimitiveArray<T> {
-        PrimitiveArray::new(
-            ScalarBuffer::from(std::mem::take(&mut self.values)),
-            self.validity.finish(),
-        )
+        PrimitiveArray::new(ScalarBuffer::from(self.values.take()), self.validity.finish())
     }
 }
 
 /// A `Boolean` column.
 #[derive(Debug, Default)]
 pub(crate) struct Bools {
-    values: Vec<bool>,
+    values: Grown<bool>,
     validity: Validity,
 }
 
@@ -226,12 +334,15 @@ impl Bools {
         self.validity.push(value.is_some());
     }
 
+    /// Room for as many rows as the last file had.
+    pub(crate) fn reserve_taken(&mut self) {
+        self.values.reserve_taken();
+        self.validity.reserve_taken();
+    }
+
     /// The column, and empty again.
     pub(crate) fn finish(&mut self) -> BooleanArray {
-        BooleanArray::new(
-            BooleanBuffer::from(std::mem::take(&mut self.values)),
-            self.validity.finish(),
-        )
+        BooleanArray::new(BooleanBuffer::from(self.values.take()), self.validity.finish())
     }
 }
 
@@ -244,6 +355,27 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// A column's next file reserves, at its first row, the room its last
+    /// file took, and only then (not while the last file is written).
+    #[test]
+    fn a_column_reserves_what_its_last_file_took() {
+        let mut column = Strings::default();
+        for value in ["a", "bc", "def"] {
+            column.push(value);
+        }
+        column.finish();
+        assert_eq!(
+            column.values.bytes.items.capacity(),
+            0,
+            "nothing held while the file is written"
+        );
+        column.reserve_taken();
+        assert!(column.values.bytes.items.capacity() >= 6);
+        assert!(column.values.offsets.0.items.capacity() >= 4);
+        assert!(column.validity.valid.items.capacity() >= 3);
+        assert_eq!(column.finish().len(), 0, "room, not rows");
+    }
 
     proptest! {
         /// Each column holds what arrow's own builder holds after the same
@@ -264,6 +396,12 @@ mod tests {
             let mut times = Primitives::<TimestampMillisecondType>::default();
             let (mut floats, mut bools) = (Primitives::<Float64Type>::default(), Bools::default());
             for rows in batches {
+                // As the writer does at a file's first row.
+                strings.reserve_taken();
+                lists.reserve_taken();
+                times.reserve_taken();
+                floats.reserve_taken();
+                bools.reserve_taken();
                 let mut string_builder = StringBuilder::new();
                 let mut list_builder = ListBuilder::new(StringBuilder::new());
                 let mut time_builder = TimestampMillisecondBuilder::new();

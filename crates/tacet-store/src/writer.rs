@@ -112,6 +112,9 @@ impl Builders {
     }
 
     fn append(&mut self, r: &OutcomeRecord<'_>) {
+        if self.rows == 0 {
+            self.reserve_taken();
+        }
         self.rows += 1;
         self.trace_id.push(r.trace_id);
         self.outcome.push(r.outcome.as_str());
@@ -147,6 +150,41 @@ impl Builders {
                     Some(AttrValue::Str(s)) => s.parse().ok(),
                     _ => None,
                 }),
+            }
+        }
+    }
+
+    /// Room in every column for as many rows (and bytes) as the last file
+    /// had: see the columns module.
+    fn reserve_taken(&mut self) {
+        for c in [
+            &mut self.trace_id,
+            &mut self.outcome,
+            &mut self.last_step,
+            &mut self.last_service,
+        ] {
+            c.reserve_taken();
+        }
+        for c in [
+            &mut self.started_at,
+            &mut self.acked_at,
+            &mut self.completed_at,
+            &mut self.deadline_at,
+            &mut self.decided_at,
+        ] {
+            c.reserve_taken();
+        }
+        for c in [&mut self.missing_steps, &mut self.failed_steps, &mut self.services] {
+            c.reserve_taken();
+        }
+        self.latency_ms.reserve_taken();
+        self.n_events.reserve_taken();
+        self.n_duplicates.reserve_taken();
+        for c in &mut self.attrs {
+            match c {
+                AttrColumn::Str(c) => c.reserve_taken(),
+                AttrColumn::Float(c) => c.reserve_taken(),
+                AttrColumn::Bool(c) => c.reserve_taken(),
             }
         }
     }
@@ -356,5 +394,56 @@ impl OutcomeSink for OutcomeWriter {
             // Kept in `pending` and retried at the next flush; counted.
             tracing::error!(error = %e, "Could not write an outcome file; the rows are kept and retried.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tacet_core::config::Config;
+    use tacet_core::outcome::Outcome;
+
+    use super::*;
+
+    /// Once a partition's file is written, its next row reserves the room
+    /// that file took, every column at once (see the columns module).
+    #[test]
+    fn a_partitions_next_file_reserves_the_last_ones_room() {
+        let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = OutcomeWriter::new(catalog, dir.path(), "t0", 5);
+        let decided_at = 1_795_342_503_000;
+        let row = |trace_id| OutcomeRecord {
+            trace_id,
+            journey: 0,
+            outcome: Outcome::Completed,
+            started_at: Some(decided_at),
+            acked_at: None,
+            completed_at: None,
+            deadline_at: None,
+            decided_at,
+            latency_ms: None,
+            missing_steps: &[],
+            missing_groups: 0,
+            failed_steps: &[],
+            last_step: None,
+            last_service: None,
+            services: &["gw"],
+            n_events: 1,
+            n_duplicates: 0,
+            attributes: &[],
+        };
+        for _ in 0..5 {
+            w.emit(&row("0af7651916cd43dd8448eb211c80319c"));
+        }
+        assert_eq!(w.stats().files, 1);
+        let key = (0, decided_at.div_euclid(DAY_MS));
+        assert_eq!(w.open[&key].trace_id.reserved().1, 0, "no bytes held while idle");
+        w.emit(&row("1af7651916cd43dd8448eb211c80319c"));
+        let (rows, bytes) = w.open[&key].trace_id.reserved();
+        assert!(
+            rows >= 5 && bytes >= 5 * 32,
+            "room for the last file's 5 rows: {rows}, {bytes}"
+        );
+        assert!(w.open[&key].services.reserved() >= (5, 5 * 2));
     }
 }
