@@ -28,8 +28,12 @@ impl AlertFeed {
     }
 
     /// The notes since the last call.
+    ///
+    /// The notes after them get room for as many at once: grown by
+    /// doubling, each batch was copied and faulted in at every step.
     pub fn take(&mut self) -> Vec<Note> {
-        std::mem::take(&mut self.notes)
+        let room = self.notes.len();
+        std::mem::replace(&mut self.notes, Vec::with_capacity(room))
     }
 }
 
@@ -66,5 +70,46 @@ impl OutcomeSink for AlertFeed {
                 .synthetic_column
                 .is_some_and(|c| truthy(r.attributes.get(c).copied().flatten())),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tacet_core::config::Config;
+
+    use super::*;
+
+    /// The notes after a take get room for as many as it took.
+    #[test]
+    fn notes_after_a_take_have_room_for_as_many() {
+        let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
+        let mut feed = AlertFeed::new(catalog, "synthetic");
+        let record = OutcomeRecord {
+            trace_id: "0af7651916cd43dd8448eb211c80319c",
+            journey: 0,
+            outcome: Outcome::SilentFailure,
+            started_at: None,
+            acked_at: None,
+            completed_at: None,
+            deadline_at: None,
+            decided_at: 1_795_342_503_000,
+            latency_ms: None,
+            missing_steps: &[],
+            missing_groups: 1,
+            failed_steps: &[],
+            last_step: None,
+            last_service: Some("gw"),
+            services: &["gw"],
+            n_events: 1,
+            n_duplicates: 0,
+            attributes: &[],
+        };
+        for _ in 0..100 {
+            feed.emit(&record);
+        }
+        let notes = feed.take();
+        assert_eq!(notes.len(), 100);
+        assert_eq!(notes[0].trace_id.as_deref(), Some(record.trace_id));
+        assert!(feed.notes.is_empty() && feed.notes.capacity() >= 100);
     }
 }
