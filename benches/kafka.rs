@@ -60,6 +60,7 @@ fn nisshi() -> PathBuf {
 fn main() {
     // As `tacet run` and `tacet replay`: large state blocks in huge pages.
     tacet_alloc::use_large_mappings();
+    tacet_alloc::delay_purging();
     // `TACET_LOG=debug` (an env filter) shows tacet's and librdkafka's logs.
     if let Ok(filter) = std::env::var("TACET_LOG") {
         tracing_subscriber::fmt()

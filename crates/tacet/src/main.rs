@@ -234,9 +234,11 @@ fn main() {
     let cli = Cli::parse();
     // The engine's state grows in a few large blocks: first touches of
     // 4 KiB pages were a ninth of the correlators' time. Not for `sql`,
-    // whose large buffers come and go per query (see tacet-alloc).
+    // whose large buffers come and go per query (see tacet-alloc). And
+    // what a checkpoint frees, the next one reuses warm.
     if matches!(cli.command, Command::Run { .. } | Command::Replay { .. }) {
         tacet_alloc::use_large_mappings();
+        tacet_alloc::delay_purging();
     }
     // A long-running consumer reports progress and rebalances by default.
     let floor = if matches!(cli.command, Command::Run { .. }) {
