@@ -307,7 +307,8 @@ mod tests {
     }
 
     #[test]
-    fn only_columns_whose_values_repeat_are_dictionary_encoded() {
+    fn only_columns_whose_values_repeat_are_dictionary_encoded_and_trace_ids_are_not_compressed() {
+        use parquet::basic::Compression;
         use parquet::file::reader::{FileReader, SerializedFileReader};
 
         let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());
@@ -359,6 +360,17 @@ mod tests {
         }
         for repeated in ["outcome", "last_step", "n_events", "region"] {
             assert!(dictionary(repeated), "{repeated} has no dictionary");
+        }
+        // Random trace ids stored as they are; everything else Snappy.
+        for i in 0..group.num_columns() {
+            let column = group.column(i);
+            let name = column.column_path().string();
+            let expected = if name == "trace_id" {
+                Compression::UNCOMPRESSED
+            } else {
+                Compression::SNAPPY
+            };
+            assert_eq!(column.compression(), expected, "{name}");
         }
         // And the rows read back as written.
         let rows = read_outcomes(dir.path()).unwrap();
