@@ -84,7 +84,7 @@ pub fn use_large_mappings() -> bool {
 /// Measured (docs/PERFORMANCE.md, "2026-12-05, last"; correlate bench,
 /// 400,000 journeys, five interleaved rounds of 3 runs): correlator CPU
 /// 876 → 853 ns per record, of which system time 58 → 29.
-pub const PURGE_DELAY_MS: i64 = 10_000;
+pub const PURGE_DELAY_MS: libc::c_long = 10_000;
 
 /// mimalloc's option number for the purge delay (`mi_option_purge_delay`
 /// in `mimalloc.h`, the same in its v2 and v3; libmimalloc-sys has no
@@ -100,14 +100,14 @@ unsafe extern "C" {
 /// returned to the kernel, unless `MIMALLOC_PURGE_DELAY` is set (mimalloc
 /// has read that one itself). Returns the delay in force, in milliseconds
 /// (-1: never returned).
-pub fn delay_purging() -> i64 {
+pub fn delay_purging() -> libc::c_long {
     // SAFETY: mimalloc's options are plain values it reads atomically;
     // setting one at any time is allowed.
     unsafe {
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as libc::c_long);
+            mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
         }
-        i64::from(mi_option_get(MI_OPTION_PURGE_DELAY))
+        mi_option_get(MI_OPTION_PURGE_DELAY)
     }
 }
 
