@@ -271,26 +271,7 @@ mod tests {
         let mut w = OutcomeWriter::new(catalog, dir.path(), "t0", 1_000_000).with_flush_bytes(1_000);
         let traces: Vec<String> = (0..10).map(|i| format!("{i}{}", "x".repeat(299))).collect();
         for (i, trace) in traces.iter().enumerate() {
-            w.emit(&OutcomeRecord {
-                trace_id: trace,
-                journey: 0,
-                outcome: Outcome::Completed,
-                started_at: Some(1_795_342_503_000),
-                acked_at: None,
-                completed_at: None,
-                deadline_at: None,
-                decided_at: 1_795_342_503_000 + i as i64,
-                latency_ms: None,
-                missing_steps: &[],
-                missing_groups: 0,
-                failed_steps: &[],
-                last_step: None,
-                last_service: None,
-                services: &["gw"],
-                n_events: 1,
-                n_duplicates: 0,
-                attributes: &[],
-            });
+            w.emit(&crate::writer::completed_row(trace, 1_795_342_503_000 + i as i64));
         }
         // ~310 bytes of strings a row: a file every fourth row.
         assert_eq!(w.stats().files, 2, "8 rows written by bytes, 2 still buffered");

@@ -397,10 +397,35 @@ impl OutcomeSink for OutcomeWriter {
     }
 }
 
+/// A completed journey's row with one service and nothing else, decided
+/// (and started) at `decided_at`: for tests of the files.
+#[cfg(test)]
+pub(crate) fn completed_row(trace_id: &str, decided_at: i64) -> OutcomeRecord<'_> {
+    OutcomeRecord {
+        trace_id,
+        journey: 0,
+        outcome: tacet_core::outcome::Outcome::Completed,
+        started_at: Some(decided_at),
+        acked_at: None,
+        completed_at: None,
+        deadline_at: None,
+        decided_at,
+        latency_ms: None,
+        missing_steps: &[],
+        missing_groups: 0,
+        failed_steps: &[],
+        last_step: None,
+        last_service: None,
+        services: &["gw"],
+        n_events: 1,
+        n_duplicates: 0,
+        attributes: &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tacet_core::config::Config;
-    use tacet_core::outcome::Outcome;
 
     use super::*;
 
@@ -412,33 +437,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = OutcomeWriter::new(catalog, dir.path(), "t0", 5);
         let decided_at = 1_795_342_503_000;
-        let row = |trace_id| OutcomeRecord {
-            trace_id,
-            journey: 0,
-            outcome: Outcome::Completed,
-            started_at: Some(decided_at),
-            acked_at: None,
-            completed_at: None,
-            deadline_at: None,
-            decided_at,
-            latency_ms: None,
-            missing_steps: &[],
-            missing_groups: 0,
-            failed_steps: &[],
-            last_step: None,
-            last_service: None,
-            services: &["gw"],
-            n_events: 1,
-            n_duplicates: 0,
-            attributes: &[],
-        };
         for _ in 0..5 {
-            w.emit(&row("0af7651916cd43dd8448eb211c80319c"));
+            w.emit(&completed_row("0af7651916cd43dd8448eb211c80319c", decided_at));
         }
         assert_eq!(w.stats().files, 1);
         let key = (0, decided_at.div_euclid(DAY_MS));
         assert_eq!(w.open[&key].trace_id.reserved().1, 0, "no bytes held while idle");
-        w.emit(&row("1af7651916cd43dd8448eb211c80319c"));
+        w.emit(&completed_row("1af7651916cd43dd8448eb211c80319c", decided_at));
         let (rows, bytes) = w.open[&key].trace_id.reserved();
         assert!(
             rows >= 5 && bytes >= 5 * 32,
