@@ -58,9 +58,8 @@ fn thread_cpu(prefix: &str) -> (Duration, Duration) {
 }
 
 fn main() {
-    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
-    tacet_alloc::use_large_mappings();
-    tacet_alloc::delay_purging();
+    // Allocate as `tacet run` and `tacet replay` do.
+    tacet_alloc::for_the_engine();
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 300_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let workers: usize = env_or("TACET_BENCH_WORKERS", 1);

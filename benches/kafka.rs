@@ -58,9 +58,8 @@ fn nisshi() -> PathBuf {
 }
 
 fn main() {
-    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
-    tacet_alloc::use_large_mappings();
-    tacet_alloc::delay_purging();
+    // Allocate as `tacet run` and `tacet replay` do.
+    tacet_alloc::for_the_engine();
     // `TACET_LOG=debug` (an env filter) shows tacet's and librdkafka's logs.
     if let Ok(filter) = std::env::var("TACET_LOG") {
         tracing_subscriber::fmt()

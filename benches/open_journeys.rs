@@ -28,9 +28,8 @@ impl OutcomeSink for Discard {
 }
 
 fn main() {
-    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
-    tacet_alloc::use_large_mappings();
-    tacet_alloc::delay_purging();
+    // Allocate as `tacet run` and `tacet replay` do.
+    tacet_alloc::for_the_engine();
     let open: u64 = env_or("TACET_BENCH_OPEN", 5_000_000);
     let config = Config::embedded_default();
     let catalog = Arc::new(Catalog::new(&config).unwrap());

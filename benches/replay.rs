@@ -32,9 +32,8 @@ fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usiz
 }
 
 fn main() {
-    // As `tacet run` and `tacet replay`: large state blocks in huge pages.
-    tacet_alloc::use_large_mappings();
-    tacet_alloc::delay_purging();
+    // Allocate as `tacet run` and `tacet replay` do.
+    tacet_alloc::for_the_engine();
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 500_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

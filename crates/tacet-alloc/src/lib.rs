@@ -18,7 +18,7 @@
 //!
 //! Large mappings are off until a program asks for them with
 //! [`use_large_mappings`], before its first large block: `tacet run` and
-//! `tacet replay` do, `tacet sql` does not (DataFusion allocates and frees
+//! `tacet replay` do (through [`for_the_engine`]), `tacet sql` does not (DataFusion allocates and frees
 //! large buffers per query, which mimalloc reuses; a mapping of their own
 //! would be faulted in afresh each time). `TACET_HUGE_PAGES=0` keeps them
 //! off everywhere: for a host where the kernel's compaction for huge pages
@@ -109,6 +109,14 @@ pub fn delay_purging() -> libc::c_long {
         }
         mi_option_get(MI_OPTION_PURGE_DELAY)
     }
+}
+
+/// How `tacet run` and `tacet replay` allocate, and the benchmarks that
+/// stand for them: [`use_large_mappings`] and [`delay_purging`]. Call it
+/// first thing, before any large block.
+pub fn for_the_engine() {
+    use_large_mappings();
+    delay_purging();
 }
 
 /// Whether large blocks are mapped; the first large block decides

@@ -21,7 +21,8 @@ use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, Shape, TruthRow};
 
 /// mimalloc, with the engine's large state blocks in huge pages of their own
-/// (tacet-alloc; turned on below for `run` and `replay`).
+/// and freed memory kept warm (tacet-alloc; turned on below for `run` and
+/// `replay`).
 #[global_allocator]
 static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
 
@@ -237,8 +238,7 @@ fn main() {
     // whose large buffers come and go per query (see tacet-alloc). And
     // what a checkpoint frees, the next one reuses warm.
     if matches!(cli.command, Command::Run { .. } | Command::Replay { .. }) {
-        tacet_alloc::use_large_mappings();
-        tacet_alloc::delay_purging();
+        tacet_alloc::for_the_engine();
     }
     // A long-running consumer reports progress and rebalances by default.
     let floor = if matches!(cli.command, Command::Run { .. }) {
