@@ -2,7 +2,7 @@
 //! `events.ndjson` (and optionally its own `config.toml`); its `expected.ndjson`
 //! lists every outcome row, dead letter and in-flight journey the engine must
 //! produce, in full. Regenerate after a deliberate change with
-//! `TACET_BLESS=1 cargo test --profile ci -p tacet-engine --test golden`, then
+//! `TACET_BLESS=1 cargo test --release -p tacet-engine --test golden`, then
 //! read the diff: it is the behaviour change.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! Every query of docs/sql.md runs against the golden scenarios' outcomes and
 //! must print exactly the table that follows it there. After a deliberate
-//! change: `TACET_BLESS=1 cargo test --profile ci -p tacet-sql --test cookbook`,
+//! change: `TACET_BLESS=1 cargo test --release -p tacet-sql --test cookbook`,
 //! then read the diff of docs/sql.md.
 
 mod common;
