@@ -230,10 +230,10 @@ impl Catalog {
             let mut money_column = None;
             for (attr, spec) in &j.attributes {
                 let (text, kind) = spec.resolve(attr);
-                let pointer = JsonPointer::parse(text).map_err(|source| ConfigError::Pointer {
+                let pointer = JsonPointer::parse(text).map_err(|cause| ConfigError::Pointer {
                     path: config.origin.clone(),
                     key: format!("journey.{}.attributes.{attr}", j.name),
-                    source,
+                    cause,
                 })?;
                 let next = pointer_slots.len() as AttrSlot;
                 let slot = *pointer_slots.entry(pointer.clone()).or_insert_with(|| {

@@ -22,24 +22,21 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 /// Everything that can be wrong with a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: {cause}")]
+    Parse { path: PathBuf, cause: Box<toml::de::Error> },
     #[error("{path}: `{key}`: {message}")]
     Invalid {
         path: PathBuf,
         key: String,
         message: String,
     },
-    #[error("{path}: `{key}`: {source}")]
+    #[error("{path}: `{key}`: {cause}")]
     Pointer {
         path: PathBuf,
         key: String,
-        source: PointerError,
+        cause: PointerError,
     },
 }
 
@@ -77,6 +74,10 @@ pub struct Config {
     /// Where this config came from, for error messages.
     #[serde(skip)]
     pub origin: PathBuf,
+    /// The folder the config file is in, against which its relative paths
+    /// resolve; `None` for the embedded default and for text without a file.
+    #[serde(skip)]
+    pub folder: Option<PathBuf>,
 }
 
 /// `[engine]`: how the correlator runs.
@@ -124,6 +125,11 @@ pub struct EngineConfig {
     /// At most [`MAX_LINE_BYTES_LIMIT`].
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// An event time later than the wall clock + this is refused
+    /// (`time_in_future`, SPEC §1): a producer logging epoch microseconds
+    /// must not push event time years ahead and decide every open journey.
+    #[serde(default = "default_max_future_skew", with = "duration")]
+    pub max_future_skew: Duration,
 }
 
 impl Default for EngineConfig {
@@ -138,6 +144,7 @@ impl Default for EngineConfig {
             max_open_journeys: default_max_open_journeys(),
             max_events_per_journey: default_max_events_per_journey(),
             max_line_bytes: default_max_line_bytes(),
+            max_future_skew: default_max_future_skew(),
         }
     }
 }
@@ -160,6 +167,14 @@ fn default_max_events_per_journey() -> usize {
 fn default_max_line_bytes() -> usize {
     1 << 20
 }
+fn default_max_future_skew() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+/// The longest duration a config may set: ten years. Deadlines, timeouts
+/// and horizons are added to one another and to event times, which must
+/// never overflow.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(10 * 366 * 86_400);
 
 /// The largest `engine.max_line_bytes` a config may set: 256 MiB. A line's
 /// strings end up in outcome files whose string columns must stay under
@@ -201,7 +216,10 @@ fn default_flush_interval() -> Duration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Name used in counters and dead-letter records.
+    /// Name used in counters and dead-letter records. Optional: an unnamed
+    /// source is called after its kind (`kafka`, or `events` for a mapping),
+    /// which must then be unambiguous.
+    #[serde(default)]
     pub name: String,
     /// `"kafka"` for a source `tacet run` consumes; absent for a mapping
     /// used by `tacet replay`.
@@ -256,7 +274,7 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// Folder for the per-partition state snapshots; every instance of a
     /// consumer group must reach the same folder (shared storage in production).
-    /// Relative to `--out` when relative; default `<out>/state`.
+    /// A relative path is relative to the config file's folder; default `<out>/state`.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
 }
@@ -348,7 +366,7 @@ impl FieldMapping {
             JsonPointer::parse(text).map_err(|e| ConfigError::Pointer {
                 path: path.to_owned(),
                 key: key(field),
-                source: e,
+                cause: e,
             })
         };
         let trace_id = match self.trace_id.strip_prefix("header:") {
@@ -543,7 +561,7 @@ pub struct SilentRateRuleConfig {
 pub struct TableConfig {
     /// The SQL name.
     pub name: String,
-    /// A file or folder (relative paths: relative to the config file).
+    /// A file or folder (a relative path is relative to the config file's folder).
     pub path: PathBuf,
     /// `csv`, `parquet` or `ndjson`.
     pub format: TableFormat,
@@ -595,11 +613,14 @@ fn default_max_connections() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSinkConfig {
-    /// Name used in counters and logs.
+    /// Name used in counters and logs. Optional: an unnamed sink is called
+    /// after its kind (`webhook`, `file`, ...), which must then be unambiguous.
+    #[serde(default)]
     pub name: String,
     /// `stdout`, `file`, `webhook` or `kafka`.
     pub kind: AlertSinkKind,
-    /// `file`: the NDJSON file incidents are appended to.
+    /// `file`: the NDJSON file incidents are appended to (a relative path is
+    /// relative to the config file's folder).
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// `webhook`: the URL incidents are POSTed to.
@@ -652,6 +673,18 @@ pub enum AlertSinkKind {
     File,
     Webhook,
     Kafka,
+}
+
+impl AlertSinkKind {
+    /// The kind as written in the config, also an unnamed sink's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSinkKind::Stdout => "stdout",
+            AlertSinkKind::File => "file",
+            AlertSinkKind::Webhook => "webhook",
+            AlertSinkKind::Kafka => "kafka",
+        }
+    }
 }
 
 fn default_webhook_timeout() -> Duration {
@@ -707,24 +740,75 @@ impl AttributeSpec {
 }
 
 impl Config {
-    /// Reads and parses `path`; the catalog does the cross-field checks.
+    /// Reads and parses `path`; the catalog does the cross-field checks. The
+    /// config's relative paths (tables, file sinks, the state folder) are
+    /// made absolute against the file's folder, so they mean the same from
+    /// any working folder.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
-        Self::from_toml(&text, path)
+        let folder = std::path::absolute(path)
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        Self::parse(&text, path, Some(folder))
     }
 
-    /// Parses TOML text; `origin` names it in errors.
+    /// Parses TOML text that has no file; `origin` names it in errors. Its
+    /// relative paths stay as written (relative to the working folder).
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
-        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        Self::parse(text, origin, None)
+    }
+
+    fn parse(text: &str, origin: &Path, folder: Option<PathBuf>) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|cause| ConfigError::Parse {
             path: origin.to_owned(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })?;
         config.origin = origin.to_owned();
+        config.folder = folder;
+        config.name_unnamed()?;
         config.validate_scalars()?;
+        config.resolve_paths();
         Ok(config)
+    }
+
+    /// Gives each unnamed source and sink its kind's name, refusing two
+    /// unnamed ones of one kind (nothing could tell them apart in counters,
+    /// logs and `--source`).
+    fn name_unnamed(&mut self) -> Result<()> {
+        let origin = self.origin.clone();
+        let sources = self.sources.iter_mut().map(|s| {
+            let kind = if s.kind == Some(SourceKind::Kafka) {
+                "kafka"
+            } else {
+                "events"
+            };
+            (&mut s.name, kind)
+        });
+        name_by_kind(&origin, "source", sources)?;
+        let sinks = self.alert_sinks.iter_mut().map(|s| (&mut s.name, s.kind.as_str()));
+        name_by_kind(&origin, "alert_sink", sinks)
+    }
+
+    /// Makes the config's relative paths absolute against its folder.
+    fn resolve_paths(&mut self) {
+        let Some(folder) = self.folder.clone() else {
+            return;
+        };
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = folder.join(&*p);
+            }
+        };
+        self.tables.iter_mut().for_each(|t| resolve(&mut t.path));
+        self.alert_sinks
+            .iter_mut()
+            .filter_map(|s| s.path.as_mut())
+            .for_each(resolve);
+        self.checkpoint.state_dir.iter_mut().for_each(resolve);
     }
 
     /// The embedded default (`config/tacet.toml`).
@@ -844,6 +928,7 @@ impl Config {
         if self.journeys.is_empty() {
             return Err(self.invalid("journey", "the config defines no [[journey]]"));
         }
+        self.validate_durations()?;
         if self.engine.max_open_journeys == 0 {
             return Err(self.invalid("engine.max_open_journeys", "must be at least 1"));
         }
@@ -952,14 +1037,44 @@ impl Config {
             }
             for (attr, spec) in &j.attributes {
                 let (pointer, _) = spec.resolve(attr);
-                JsonPointer::parse(pointer).map_err(|source| ConfigError::Pointer {
+                JsonPointer::parse(pointer).map_err(|cause| ConfigError::Pointer {
                     path: self.origin.clone(),
                     key: key(&format!("attributes.{attr}")),
-                    source,
+                    cause,
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// Every duration at most [`MAX_CONFIG_DURATION`], so that sums of them
+    /// and event times cannot overflow.
+    fn validate_durations(&self) -> Result<()> {
+        let e = &self.engine;
+        let mut durations = vec![
+            ("engine.allowed_lateness".to_owned(), e.allowed_lateness),
+            ("engine.idle_timeout".to_owned(), e.idle_timeout),
+            ("engine.late_horizon".to_owned(), e.late_horizon),
+            ("engine.max_future_skew".to_owned(), e.max_future_skew),
+            ("output.flush_interval".to_owned(), self.output.flush_interval),
+            ("checkpoint.interval".to_owned(), self.checkpoint.interval),
+            ("alerts.budget_period".to_owned(), self.alerts.budget_period),
+        ];
+        durations.extend(e.orphan_timeout.map(|d| ("engine.orphan_timeout".to_owned(), d)));
+        for j in &self.journeys {
+            durations.push((format!("journey.{}.deadline", j.name), j.deadline));
+            durations.push((format!("journey.{}.ack_timeout", j.name), j.ack_timeout));
+        }
+        match durations.into_iter().find(|(_, d)| *d > MAX_CONFIG_DURATION) {
+            Some((key, d)) => Err(self.invalid(
+                key,
+                format!(
+                    "{} is longer than the longest allowed, 10 years",
+                    humantime::format_duration(d)
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The orphan timeout in force (explicit, or the largest ack_timeout + deadline).
@@ -972,6 +1087,36 @@ impl Config {
                 .unwrap_or_default()
         })
     }
+}
+
+/// Names each unnamed entry of one array of tables (`[[source]]`,
+/// `[[alert_sink]]`) after its kind; two unnamed of one kind are an error
+/// that names both.
+fn name_by_kind<'a>(
+    origin: &Path,
+    table: &str,
+    entries: impl Iterator<Item = (&'a mut String, &'static str)>,
+) -> Result<()> {
+    let mut unnamed: Vec<(usize, &'static str)> = Vec::new();
+    for (i, (name, kind)) in entries.enumerate() {
+        if !name.is_empty() {
+            continue;
+        }
+        if let Some((first, _)) = unnamed.iter().find(|(_, k)| *k == kind) {
+            return Err(ConfigError::Invalid {
+                path: origin.to_owned(),
+                key: format!("{table}.name"),
+                message: format!(
+                    "[[{table}]] number {} and number {} are both unnamed {kind} {table}s: give each a `name = \"...\"`",
+                    first + 1,
+                    i + 1
+                ),
+            });
+        }
+        unnamed.push((i, kind));
+        *name = kind.to_owned();
+    }
+    Ok(())
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
@@ -1082,6 +1227,26 @@ slo = 0.99
         assert!(parse(&MINIMAL.replace("\"2m\"", "\"0s\"")).is_err());
         assert!(parse(&MINIMAL.replace("complete = [\"c\"]", "complete = []")).is_err());
         assert!(parse("[engine]\n").is_err(), "no journeys");
+    }
+
+    #[test]
+    fn durations_are_bounded_so_their_sums_cannot_overflow() {
+        let err = parse(&MINIMAL.replace("\"2m\"", "\"500000000years\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("journey.t.deadline") && err.contains("10 years"), "{err}");
+        let err = parse(&format!("[engine]\nmax_future_skew = \"20000years\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engine.max_future_skew"), "{err}");
+        let c = parse(
+            &MINIMAL
+                .replace("\"2m\"", "\"3650days\"")
+                .replace("\"30s\"", "\"3650days\""),
+        )
+        .unwrap();
+        assert_eq!(c.orphan_timeout(), Duration::from_secs(2 * 3650 * 86_400));
+        assert_eq!(parse(MINIMAL).unwrap().engine.max_future_skew, Duration::from_secs(900));
     }
 
     #[test]

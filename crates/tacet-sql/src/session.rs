@@ -97,9 +97,10 @@ pub async fn open(data: &Path, config: Option<&Config>) -> Result<SessionContext
         "CAST(0 AS DOUBLE)"
     };
 
-    let base = config.origin.parent().map(Path::to_path_buf).unwrap_or_default();
+    // A config read from a file has made its tables' paths absolute
+    // (`Config::from_file`); the CSVs found below are under `data`.
     for t in &config.tables {
-        register_table(&ctx, &base, t).await?;
+        register_table(&ctx, t).await?;
     }
     // CSV files beside the outcomes (as `tacet gen` writes its business
     // metrics) are tables too, unless the config names one the same.
@@ -125,7 +126,7 @@ pub async fn open(data: &Path, config: Option<&Config>) -> Result<SessionContext
             format: TableFormat::Csv,
             time_column: has_minute.then(|| "minute".to_owned()),
         };
-        register_table(&ctx, &base, &t).await?;
+        register_table(&ctx, &t).await?;
     }
 
     let slos: Vec<String> = config
@@ -204,21 +205,14 @@ fn csv_files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "csv"))
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
         .collect();
     out.sort();
     out
 }
 
-async fn register_table(
-    ctx: &SessionContext,
-    base: &Path,
-    t: &tacet_core::config::TableConfig,
-) -> Result<(), SqlError> {
-    let path: PathBuf = if t.path.is_absolute() {
-        t.path.clone()
-    } else {
-        base.join(&t.path)
-    };
+async fn register_table(ctx: &SessionContext, t: &tacet_core::config::TableConfig) -> Result<(), SqlError> {
+    let path = &t.path;
     let shown = path.display().to_string();
     let fail = |message: String| SqlError::Table {
         name: t.name.clone(),

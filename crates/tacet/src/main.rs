@@ -34,7 +34,14 @@ static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
 ///
 /// Start with `tacet demo`, then try `tacet gen` and `tacet replay` on your own config.
 #[derive(Parser)]
-#[command(name = "tacet", version, propagate_version = true)]
+#[command(
+    name = "tacet",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success; 1 a failure at run time (input, disk, network, \
+                  outcomes that differ from the truth); 2 a mistake in the command line \
+                  or the config (the message names the file and the key)."
+)]
 struct Cli {
     /// More log output (-v info, -vv debug). TACET_LOG overrides, e.g. TACET_LOG=tacet=debug.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -72,7 +79,7 @@ enum Command {
     /// OUT/dead-letter.ndjson, journeys still open to OUT/state/in-flight.ndjson
     /// and the run summary to OUT/summary.json.
     ///
-    /// Example: tacet replay --config config/tacet.toml --out out events.ndjson
+    /// Example: tacet replay --config config/tacet.toml --out out data/events.ndjson
     Replay {
         /// The config file (journeys, engine settings, field mapping).
         #[arg(long)]
@@ -123,7 +130,7 @@ enum Command {
     },
     /// Write synthetic traffic (OUT/events.ndjson) and its truth (OUT/truth.ndjson).
     ///
-    /// Example: tacet gen --config config/tacet.toml --out data --journeys 1000000 --seed 42
+    /// Example: tacet gen --config config/tacet.toml --out data --journeys 100000 --seed 42
     Gen {
         /// The config whose journeys to generate.
         #[arg(long)]
@@ -186,6 +193,8 @@ enum Command {
         password_env: Option<String>,
     },
     /// Validate a config and list the journeys it defines.
+    ///
+    /// Example: tacet check --config config/tacet.toml
     Check {
         /// The config file.
         #[arg(long)]
@@ -193,6 +202,8 @@ enum Command {
     },
     /// Score the outcomes in OUT against a truth file: precision and recall per outcome.
     /// Exits 1 unless both are 1.0 for every outcome.
+    ///
+    /// Example: tacet verify --truth data/truth.ndjson --out out
     Verify {
         /// Truth written by `tacet gen`.
         #[arg(long)]
@@ -248,9 +259,47 @@ fn main() {
     };
     init_logging(cli.verbose.max(floor));
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        eprintln!("error: {}", error_text(&e));
+        std::process::exit(exit_code(&e));
     }
+}
+
+/// The error and its causes on one line, each said once: many errors
+/// already include their cause's text, which `{:#}` would print again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+/// 2 for a mistake in the config or the command line (fix it and run
+/// again), 1 for a failure at run time. Clap exits 2 for usage errors itself.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    let is_config = |cause: &(dyn std::error::Error + 'static)| {
+        cause.is::<tacet_core::ConfigError>()
+            || matches!(
+                cause.downcast_ref::<tacet_engine::EngineError>(),
+                Some(tacet_engine::EngineError::Config(_))
+            )
+            || matches!(
+                cause.downcast_ref::<tacet_kafka::RunError>(),
+                Some(tacet_kafka::RunError::Config(_))
+            )
+            || matches!(
+                cause.downcast_ref::<tacet_sql::session::SqlError>(),
+                Some(tacet_sql::session::SqlError::Table { .. })
+            )
+    };
+    if e.chain().any(is_config) { 2 } else { 1 }
 }
 
 fn init_logging(verbose: u8) {
@@ -493,8 +542,37 @@ fn demo(out: &Path, journeys: u64, seed: u64, config: Option<&Path>, tuning: &Tu
     println!("  events.ndjson, truth.ndjson           the generated traffic and what really happened");
     println!();
     println!("Next:");
-    println!("  tacet verify --truth {data}/truth.ndjson --out {data}     # score the outcomes against the truth");
-    println!("  tacet check --config config/tacet.toml                     # the journeys and their deadlines");
+    let next = [
+        (
+            format!("tacet sql --data {data} \"SELECT * FROM journey_sli\""),
+            "ask the outcomes in SQL",
+        ),
+        (
+            format!("tacet serve-sql --data {data} &"),
+            "serve them to psql, Grafana or a BI tool, then",
+        ),
+        (
+            "psql -h 127.0.0.1 -p 5433 -c 'SELECT journey, sli, money_at_risk FROM journey_sli'".to_owned(),
+            "",
+        ),
+        (
+            format!("cat {data}/incidents.ndjson"),
+            "the incidents the SLO rules raised",
+        ),
+    ];
+    let width = next
+        .iter()
+        .filter(|(_, what)| !what.is_empty())
+        .map(|(command, _)| command.len())
+        .max()
+        .unwrap_or(0);
+    for (command, what) in next {
+        if what.is_empty() {
+            println!("  {command}");
+        } else {
+            println!("  {command:width$}  # {what}");
+        }
+    }
     Ok(())
 }
 

@@ -33,7 +33,7 @@ fn a_config_typo_fails_naming_file_and_key() {
         .replace("late_horizon", "late_horizn");
     std::fs::write(&path, text).unwrap();
     let out = tacet().args(["check", "--config"]).arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("typo.toml") && err.contains("late_horizn"), "{err}");
 }
@@ -218,4 +218,141 @@ fn sql_prompt_lists_tables_and_survives_errors() {
     );
     let all = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(all.contains("nope"), "the error names the bad identifier:\n{all}");
+}
+
+/// A config with one mistake, checked as `tacet check` would meet it: exit
+/// code 2, the file and the key named, the message said once.
+fn assert_config_mistake(name: &str, edit: impl Fn(String) -> String, key: &str, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, edit(std::fs::read_to_string(repo("config/tacet.toml")).unwrap())).unwrap();
+    let out = tacet().args(["check", "--config"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+    assert!(
+        err.contains(&format!("{name}.toml")),
+        "{name}: the file is named: {err}"
+    );
+    assert!(err.contains(key), "{name}: the key {key} is named: {err}");
+    assert_eq!(err.matches(message).count(), 1, "{name}: said once: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{name}: {err}"
+    );
+}
+
+#[test]
+fn each_kind_of_config_mistake_is_one_message_naming_file_and_key_with_exit_code_2() {
+    assert_config_mistake(
+        "unknown-key",
+        |c| c.replace("[engine]\n", "[engine]\nshard = 3\n"),
+        "shard",
+        "unknown field",
+    );
+    assert_config_mistake(
+        "bad-duration",
+        |c| c.replacen("deadline = \"2m\"", "deadline = \"2 parsecs\"", 1),
+        "deadline",
+        "is not a duration",
+    );
+    assert_config_mistake(
+        "bad-pointer",
+        |c| c.replace("time = \"/ts\"", "time = \"ts\""),
+        "source.events.fields.time",
+        "must start with '/'",
+    );
+    assert_config_mistake(
+        "ambiguous-step",
+        |c| {
+            c.replacen(
+                "ack_ok = [\"transfer.accepted\"]",
+                "ack_ok = [\"billpay.confirmed\"]",
+                1,
+            )
+        },
+        "billpay.confirmed",
+        "billpay.confirmed",
+    );
+    assert_config_mistake(
+        "two-unnamed-sinks",
+        |c| format!("{c}\n[[alert_sink]]\nkind = \"stdout\"\n[[alert_sink]]\nkind = \"stdout\"\n"),
+        "alert_sink.name",
+        "number 1 and number 2 are both unnamed stdout",
+    );
+    assert_config_mistake(
+        "two-unnamed-sources",
+        |c| c.replace("name = \"events\"\n", "") + "\n[[source]]\n",
+        "source.name",
+        "both unnamed events",
+    );
+}
+
+#[test]
+fn one_source_and_sinks_of_different_kinds_need_no_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unnamed.toml");
+    let text = std::fs::read_to_string(repo("config/tacet.toml"))
+        .unwrap()
+        .replace("name = \"events\"\n", "")
+        + "\n[[alert_sink]]\nkind = \"stdout\"\n[[alert_sink]]\nkind = \"file\"\npath = \"alerts.ndjson\"\n";
+    std::fs::write(&path, text).unwrap();
+    let out = tacet().args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_missing_table_file_is_a_config_error_naming_the_resolved_path() {
+    let data = scenario_outcomes();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tables.toml");
+    let text = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap()
+        + "\n[[table]]\nname = \"volume\"\npath = \"no-such-volume.csv\"\nformat = \"csv\"\n";
+    std::fs::write(&config, text).unwrap();
+    let out = tacet()
+        .args(["sql", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(data.path())
+        .arg("SELECT 1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // Relative to the config's folder, not the working folder.
+    let expected = dir.path().join("no-such-volume.csv");
+    assert!(err.contains(&expected.display().to_string()), "{err}");
+}
+
+#[test]
+fn relative_paths_in_a_config_resolve_against_its_folder() {
+    let data = scenario_outcomes();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("metrics")).unwrap();
+    std::fs::write(
+        dir.path().join("metrics/volume.csv"),
+        "minute,payments\n2026-11-22T10:00:00,7\n",
+    )
+    .unwrap();
+    let config = dir.path().join("tables.toml");
+    let text = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap()
+        + "\n[[table]]\nname = \"volume\"\npath = \"metrics/volume.csv\"\nformat = \"csv\"\n";
+    std::fs::write(&config, text).unwrap();
+    // Run from another folder, naming the config relatively to it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let relative_config = Path::new("..")
+        .join(dir.path().file_name().unwrap())
+        .join("tables.toml");
+    assert!(elsewhere.path().parent() == dir.path().parent());
+    let out = tacet()
+        .current_dir(elsewhere.path())
+        .args(["sql", "--format", "csv", "--config"])
+        .arg(&relative_config)
+        .arg("--data")
+        .arg(data.path())
+        .arg("SELECT payments FROM volume")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "payments\n7\n");
 }
