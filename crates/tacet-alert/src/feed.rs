@@ -51,11 +51,7 @@ impl OutcomeSink for AlertFeed {
         let spec = self.catalog.journey(r.journey);
         let amount = spec
             .money_column
-            .and_then(|c| match r.attributes.get(c).copied().flatten() {
-                Some(AttrValue::Num(n)) => Some(n),
-                Some(AttrValue::Str(s)) => s.trim().parse().ok(),
-                _ => None,
-            })
+            .and_then(|c| r.attributes.get(c).copied().flatten()?.as_number())
             .unwrap_or(0.0);
         let bad = matches!(r.outcome, Outcome::SilentFailure | Outcome::Stalled);
         self.notes.push(Note {

@@ -243,6 +243,20 @@ pub enum AttrValue<'a> {
     Bool(bool),
 }
 
+impl AttrValue<'_> {
+    /// The value as a number, for float columns and money at risk: a
+    /// number, or a string that reads as one. NaN and the infinities are
+    /// no number (SPEC §1: stored as null, never summed).
+    pub fn as_number(&self) -> Option<f64> {
+        let n = match self {
+            AttrValue::Num(n) => *n,
+            AttrValue::Str(s) => s.trim().parse().ok()?,
+            AttrValue::Bool(_) => return None,
+        };
+        n.is_finite().then_some(n)
+    }
+}
+
 /// A journey attribute value as an event carries it: borrowed from its
 /// record, or a string of its own when the record's text had escapes.
 /// Events hold these as the decoder made them, so that no record pays for
@@ -290,6 +304,18 @@ pub struct Event<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_finite_numbers_are_numbers() {
+        assert_eq!(AttrValue::Num(2.5).as_number(), Some(2.5));
+        assert_eq!(AttrValue::Str(" 7 ").as_number(), Some(7.0));
+        for poison in ["NaN", "inf", "-infinity", "1e999", "seven"] {
+            assert_eq!(AttrValue::Str(poison).as_number(), None, "{poison}");
+        }
+        assert_eq!(AttrValue::Num(f64::NAN).as_number(), None);
+        assert_eq!(AttrValue::Num(f64::NEG_INFINITY).as_number(), None);
+        assert_eq!(AttrValue::Bool(true).as_number(), None);
+    }
+
     use super::*;
 
     #[test]

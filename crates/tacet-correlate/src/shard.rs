@@ -1050,10 +1050,7 @@ fn emit<S: OutcomeSink>(
     js.outcomes[d.outcome.index()] += 1;
     let money = spec
         .money_column
-        .and_then(|c| match attributes[c] {
-            Some(AttrValue::Num(n)) => Some(n),
-            _ => None,
-        })
+        .and_then(|c| attributes[c]?.as_number())
         .unwrap_or(0.0);
     match d.outcome {
         Outcome::SilentFailure => {

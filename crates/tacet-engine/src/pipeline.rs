@@ -112,9 +112,11 @@ impl PreparedReplay {
         let catalog = Arc::new(Catalog::new(config)?);
         let (_, mapping) = config.replay_mapping(source)?;
         let (source_name, _) = config.replay_mapping(source)?;
-        let decoder = Decoder::new(catalog.clone(), &mapping)
-            .with_max_line(opts.max_line_bytes)
-            .with_source(&source_name);
+        let engine = tacet_core::config::EngineConfig {
+            max_line_bytes: opts.max_line_bytes,
+            ..config.engine.clone()
+        };
+        let decoder = Decoder::from_config(catalog.clone(), &mapping, &source_name, &engine);
         let reader = ChunkReader::open(files, opts.chunk_bytes, opts.max_line_bytes)?;
         Ok(Self {
             catalog,

@@ -16,9 +16,52 @@ struct Generated {
     truth: Vec<TruthRow>,
 }
 
+/// The far-future record of SPEC §1 (one producer logging epoch
+/// microseconds would write such times): it must cost nothing.
+const FAR_FUTURE: &str = r#"{"ts":9223372036854775807,"trace_id":"ffffffffffffffffffffffffffffffff","service":"api-gateway","event":"transfer.requested","status":"ok"}"#;
+
+/// Writes through to `inner`, inserting `line` after the `after`-th line.
+struct InsertLine<W> {
+    inner: W,
+    line: &'static str,
+    after: usize,
+    seen: usize,
+}
+
+impl<W: Write> Write for InsertLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let newline = buf.iter().position(|&b| b == b'\n');
+        if let Some(i) = newline.filter(|_| self.seen < self.after) {
+            self.seen += 1;
+            self.inner.write_all(&buf[..=i])?;
+            if self.seen == self.after {
+                self.inner.write_all(self.line.as_bytes())?;
+                self.inner.write_all(b"\n")?;
+            }
+            return Ok(i + 1);
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn generate(config: &Config, dir: &Path, opts: GenOptions) -> Generated {
+    generate_with(config, dir, opts, None)
+}
+
+/// Generates traffic, with `poison` inserted after line 1,000 when given.
+fn generate_with(config: &Config, dir: &Path, opts: GenOptions, poison: Option<&'static str>) -> Generated {
     let catalog = Catalog::new(config).unwrap();
-    let mut events = BufWriter::new(File::create(dir.join("events.ndjson")).unwrap());
+    let file = BufWriter::new(File::create(dir.join("events.ndjson")).unwrap());
+    let mut events = InsertLine {
+        inner: file,
+        line: poison.unwrap_or_default(),
+        after: if poison.is_some() { 1000 } else { usize::MAX },
+        seen: 0,
+    };
     let mut truth = Vec::new();
     let report = tacet_gen::generate(&catalog, &opts, &mut events, &mut truth).unwrap();
     events.flush().unwrap();
@@ -68,6 +111,9 @@ fn path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// The generator's truth, exactly, with one far-future record after line
+/// 1,000: the record is one dead letter (`time_in_future`) and changes no
+/// outcome.
 #[test]
 fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
     let journeys = std::env::var("TACET_TRUTH_JOURNEYS")
@@ -76,7 +122,7 @@ fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
         .unwrap_or(100_000);
     let config = Config::embedded_default();
     let dir = tempfile::tempdir().unwrap();
-    let g = generate(
+    let g = generate_with(
         &config,
         dir.path(),
         GenOptions {
@@ -84,6 +130,7 @@ fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
             seed: 42,
             ..Default::default()
         },
+        Some(FAR_FUTURE),
     );
     let mut first_rows = None;
     for shards in [1, 4] {
@@ -91,6 +138,9 @@ fn generator_truth_is_reproduced_exactly_with_1_and_4_shards() {
         let r = run(&config, &[path(dir.path(), "events.ndjson")], &out, shards, 2, 1 << 20);
         let v = compare(&g.truth, &r.rows, &r.in_flight);
         assert!(v.is_exact(), "{shards} shards: {v:#?}");
+        let summary = r.report.summary(&Catalog::new(&config).unwrap());
+        assert_eq!(summary.dead_letters, 1, "the far-future record, and nothing else");
+        assert_eq!(summary.decode_errors.get("time_in_future"), Some(&1));
         for (outcome, score) in &v.outcomes {
             eprintln!(
                 "{journeys} journeys, {shards} shards: {outcome}: precision {} recall {} ({} rows)",

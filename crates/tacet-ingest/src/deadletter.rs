@@ -22,11 +22,15 @@ pub enum DecodeError {
     BadStatus,
     #[error("line longer than engine.max_line_bytes")]
     OversizedLine,
+    #[error("event time later than the wall clock + engine.max_future_skew")]
+    TimeInFuture,
+    #[error("trace id longer than 256 bytes")]
+    TraceIdTooLong,
 }
 
 impl DecodeError {
     /// Every reason, in report order.
-    pub const ALL: [DecodeError; 8] = [
+    pub const ALL: [DecodeError; 10] = [
         DecodeError::NotJson,
         DecodeError::InvalidUtf8,
         DecodeError::MissingTraceId,
@@ -35,6 +39,8 @@ impl DecodeError {
         DecodeError::BadTime,
         DecodeError::BadStatus,
         DecodeError::OversizedLine,
+        DecodeError::TimeInFuture,
+        DecodeError::TraceIdTooLong,
     ];
 
     /// The counter label.
@@ -48,6 +54,8 @@ impl DecodeError {
             DecodeError::BadTime => "bad_time",
             DecodeError::BadStatus => "bad_status",
             DecodeError::OversizedLine => "oversized_line",
+            DecodeError::TimeInFuture => "time_in_future",
+            DecodeError::TraceIdTooLong => "trace_id_too_long",
         }
     }
 

@@ -11,8 +11,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU16, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use smallvec::SmallVec;
@@ -498,6 +499,18 @@ fn text_of(line: &[u8]) -> Result<&str, DecodeError> {
     }
 }
 
+/// A W3C trace id (32 hex digits) is case-insensitive (SPEC §1): upper-case
+/// hex is written in lower case, so both spellings are one trace. Other ids
+/// are kept as they are.
+#[inline]
+fn lowercase_w3c_id(id: Cow<'_, str>) -> Cow<'_, str> {
+    let b = id.as_bytes();
+    if b.len() != 32 || !b.iter().any(u8::is_ascii_uppercase) || !b.iter().all(u8::is_ascii_hexdigit) {
+        return id;
+    }
+    Cow::Owned(id.to_ascii_lowercase())
+}
+
 /// One line, decoded.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decoded<'a> {
@@ -527,7 +540,9 @@ fn attr_value(raw: Raw<'_>) -> Option<AttrCow<'_>> {
     match raw {
         Raw::Str(s) => Some(AttrCow::Str(s)),
         Raw::Int(n) => Some(AttrCow::Num(n as f64)),
-        Raw::Float(f) => Some(AttrCow::Num(f)),
+        // NaN and the infinities are no amount: stored as null, never summed.
+        Raw::Float(f) if f.is_finite() => Some(AttrCow::Num(f)),
+        Raw::Float(_) => None,
         Raw::Bool(b) => Some(AttrCow::Bool(b)),
         Raw::Missing | Raw::Null | Raw::Compound => None,
     }
@@ -545,7 +560,7 @@ pub struct DecodeStats {
     /// Valid events whose name no journey uses.
     pub unmatched: u64,
     /// Refused records by reason, indexed by [`DecodeError::index`].
-    pub errors: [u64; 8],
+    pub errors: [u64; DecodeError::ALL.len()],
 }
 
 impl DecodeStats {
@@ -566,12 +581,64 @@ impl DecodeStats {
     }
 }
 
+/// Longest trace id accepted (SPEC §1): ids are kept per open trace, per
+/// silent failure and in alert samples, so their length is bounded.
+pub const MAX_TRACE_ID_BYTES: usize = 256;
+
+/// SPEC §1's default `max_future_skew`.
+pub const DEFAULT_MAX_FUTURE_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Refuses event times later than the wall clock + a skew (SPEC §1): one
+/// record in epoch microseconds would otherwise push event time into the
+/// year 50,000 and decide every open journey at once.
+///
+/// The limit is cached: a time at or under the cached limit (every sane
+/// record) costs one load; only a time past it reads the clock again, and
+/// the clock only moves the limit later.
+#[derive(Debug)]
+struct FutureLimit {
+    skew_ms: i64,
+    clock: fn() -> EventTime,
+    cached: AtomicI64,
+}
+
+impl FutureLimit {
+    fn new(skew: Duration, clock: fn() -> EventTime) -> Self {
+        let skew_ms = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            skew_ms,
+            clock,
+            cached: AtomicI64::new(clock().saturating_add(skew_ms)),
+        }
+    }
+
+    #[inline]
+    fn allows(&self, time: EventTime) -> bool {
+        time <= self.cached.load(Ordering::Relaxed) || self.allows_now(time)
+    }
+
+    #[cold]
+    fn allows_now(&self, time: EventTime) -> bool {
+        let limit = (self.clock)().saturating_add(self.skew_ms);
+        self.cached.fetch_max(limit, Ordering::Relaxed);
+        time <= limit
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn wall_clock_ms() -> EventTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Decodes records of one source with its field mapping.
 pub struct Decoder {
     catalog: Arc<Catalog>,
     root: Node,
     trace_header: Option<String>,
     max_line: usize,
+    future: FutureLimit,
     source: String,
 }
 
@@ -600,8 +667,38 @@ impl Decoder {
             root,
             trace_header,
             max_line: usize::MAX,
+            future: FutureLimit::new(DEFAULT_MAX_FUTURE_SKEW, wall_clock_ms),
             source: "events".into(),
         }
+    }
+
+    /// The decoder of `[[source]]` `source` as the engine settings say, the
+    /// one replay and `tacet run` both use: lines up to
+    /// `engine.max_line_bytes`, times up to the wall clock +
+    /// `engine.max_future_skew`.
+    pub fn from_config(
+        catalog: Arc<Catalog>,
+        mapping: &ParsedMapping,
+        source: &str,
+        engine: &tacet_core::config::EngineConfig,
+    ) -> Self {
+        Self::new(catalog, mapping)
+            .with_source(source)
+            .with_max_line(engine.max_line_bytes)
+            .with_max_future_skew(engine.max_future_skew)
+    }
+
+    /// Refuses event times later than the wall clock + `skew` as
+    /// [`DecodeError::TimeInFuture`] (default [`DEFAULT_MAX_FUTURE_SKEW`]).
+    pub fn with_max_future_skew(self, skew: Duration) -> Self {
+        self.with_future_limit(skew, wall_clock_ms)
+    }
+
+    /// As [`Decoder::with_max_future_skew`], against `clock` (epoch
+    /// milliseconds) instead of the wall clock: for tests.
+    pub fn with_future_limit(mut self, skew: Duration, clock: fn() -> EventTime) -> Self {
+        self.future = FutureLimit::new(skew, clock);
+        self
     }
 
     /// Names the `[[source]]` this decoder reads, for counters.
@@ -753,6 +850,10 @@ impl Decoder {
         if trace_id.is_empty() {
             return Err(DecodeError::MissingTraceId);
         }
+        if trace_id.len() > MAX_TRACE_ID_BYTES {
+            return Err(DecodeError::TraceIdTooLong);
+        }
+        let trace_id = lowercase_w3c_id(trace_id);
         let time = match &fields.time {
             Raw::Missing | Raw::Null => return Err(DecodeError::MissingTime),
             Raw::Str(s) => parse_rfc3339(s).ok_or(DecodeError::BadTime)?,
@@ -760,6 +861,9 @@ impl Decoder {
             Raw::Float(ms) if ms.is_finite() && ms.abs() < 9.0e15 => ms.floor() as i64,
             _ => return Err(DecodeError::BadTime),
         };
+        if !self.future.allows(time) {
+            return Err(DecodeError::TimeInFuture);
+        }
         let event = match std::mem::take(&mut fields.event) {
             Raw::Str(s) if !s.is_empty() => s,
             _ => return Err(DecodeError::MissingEvent),

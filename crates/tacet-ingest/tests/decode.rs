@@ -163,7 +163,7 @@ fn escaped_strings_are_unescaped() {
 #[test]
 fn refusal_reasons() {
     let d = reference();
-    let cases: [(&[u8], DecodeError); 8] = [
+    let cases: [(&[u8], DecodeError); 9] = [
         (b"not json", DecodeError::NotJson),
         (b"[1,2]", DecodeError::NotJson),
         (br#"{"trace_id":"a","ts":1,"event":"x"} trailing"#, DecodeError::NotJson),
@@ -172,6 +172,10 @@ fn refusal_reasons() {
         (br#"{"trace_id":"","ts":1,"event":"x"}"#, DecodeError::MissingTraceId),
         (br#"{"trace_id":"a","event":"x"}"#, DecodeError::MissingTime),
         (br#"{"trace_id":"a","ts":1}"#, DecodeError::MissingEvent),
+        (
+            br#"{"trace_id":"a","ts":9223372036854775807,"event":"x"}"#,
+            DecodeError::TimeInFuture,
+        ),
     ];
     for (line, reason) in cases {
         assert_eq!(
@@ -231,4 +235,83 @@ fn chunks_route_by_trace_and_dead_letter_with_positions() {
     assert_eq!(seen, [(None, 5000, 5000), (Some("order-7".into()), 3000, 5000)]);
     let (key, canonical) = TraceKey::from_text("order-7");
     assert!(!canonical && key.shard(4) < 4);
+}
+
+/// A fixed wall clock for the future-time tests: 2026-11-22T10:00:00Z.
+fn fixed_clock() -> i64 {
+    1_795_341_600_000
+}
+
+#[test]
+fn a_time_past_the_wall_clock_and_its_skew_is_refused() {
+    let d = reference().with_future_limit(std::time::Duration::from_secs(15 * 60), fixed_clock);
+    let at = |ts: i64| format!(r#"{{"trace_id":"a","ts":{ts},"event":"ledger.posted"}}"#);
+    let limit = fixed_clock() + 15 * 60 * 1000;
+    assert!(
+        d.decode(at(limit).as_bytes(), &|_| None).is_ok(),
+        "the limit itself is allowed"
+    );
+    for future in [limit + 1, i64::MAX, fixed_clock() * 1000] {
+        assert_eq!(
+            d.decode(at(future).as_bytes(), &|_| None).unwrap_err(),
+            DecodeError::TimeInFuture,
+            "{future}"
+        );
+    }
+    let rfc = br#"{"trace_id":"a","ts":"2027-01-01T00:00:00Z","event":"ledger.posted"}"#;
+    assert_eq!(d.decode(rfc, &|_| None).unwrap_err(), DecodeError::TimeInFuture);
+    // The default limit is the real wall clock + 15 minutes.
+    let now = tacet_ingest::decode::wall_clock_ms();
+    assert!(reference().decode(at(now).as_bytes(), &|_| None).is_ok());
+    assert_eq!(
+        reference()
+            .decode(at(now + 3_600_000).as_bytes(), &|_| None)
+            .unwrap_err(),
+        DecodeError::TimeInFuture
+    );
+}
+
+#[test]
+fn trace_ids_are_bounded_and_w3c_ids_case_insensitive() {
+    let d = reference();
+    let with_trace = |t: &str| format!(r#"{{"trace_id":"{t}","ts":1,"event":"ledger.posted"}}"#);
+    let longest = "t".repeat(tacet_ingest::decode::MAX_TRACE_ID_BYTES);
+    assert!(d.decode(with_trace(&longest).as_bytes(), &|_| None).is_ok());
+    let too_long = with_trace(&format!("{longest}t"));
+    assert_eq!(
+        d.decode(too_long.as_bytes(), &|_| None).unwrap_err(),
+        DecodeError::TraceIdTooLong
+    );
+    let lower = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let upper = lower.to_ascii_uppercase();
+    let parent = format!("00-{upper}-00F067AA0BA902B7-01");
+    for id in [upper.as_str(), parent.as_str()] {
+        let line = with_trace(id);
+        let e = d.decode(line.as_bytes(), &|_| None).unwrap();
+        assert_eq!(e.trace_id, lower, "{id} is the same trace as its lower-case spelling");
+    }
+    // Ids that are not W3C ids keep their case.
+    let line = with_trace("Order-7");
+    let e = d.decode(line.as_bytes(), &|_| None).unwrap();
+    assert_eq!(e.trace_id, "Order-7");
+}
+
+#[test]
+fn non_finite_numbers_are_no_attribute_value() {
+    let d = reference();
+    // serde_json reads 1e999 as no number; the decoder's own scanner must
+    // not turn it into an infinity either.
+    for amount in ["1e999", "-1e999"] {
+        let line =
+            format!(r#"{{"trace_id":"a","ts":1,"event":"transfer.accepted","amount":{amount},"currency":"EUR"}}"#);
+        if let Ok(e) = d.decode(line.as_bytes(), &|_| None) {
+            assert!(
+                e.attrs
+                    .iter()
+                    .all(|(_, v)| !matches!(v, AttrCow::Num(n) if !n.is_finite())),
+                "{amount}: {:?}",
+                e.attrs
+            );
+        }
+    }
 }

@@ -166,7 +166,7 @@ impl Engine {
             };
             topics.push(Topic {
                 name,
-                decoder: Decoder::new(catalog.clone(), &t.mapping).with_source(&t.source),
+                decoder: Decoder::from_config(catalog.clone(), &t.mapping, &t.source, &config.engine),
                 events: metrics.as_ref().map(|m| m.source_events(&t.source)),
                 origin,
             });

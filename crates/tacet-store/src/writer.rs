@@ -140,11 +140,7 @@ impl Builders {
                     Some(AttrValue::Bool(v)) => c.push(&v.to_string()),
                     None => c.push_option(None),
                 },
-                AttrColumn::Float(c) => c.push_option(match value {
-                    Some(AttrValue::Num(n)) => Some(*n),
-                    Some(AttrValue::Str(s)) => s.trim().parse().ok(),
-                    _ => None,
-                }),
+                AttrColumn::Float(c) => c.push_option(value.and_then(|v| v.as_number())),
                 AttrColumn::Bool(c) => c.push_option(match value {
                     Some(AttrValue::Bool(v)) => Some(*v),
                     Some(AttrValue::Str(s)) => s.parse().ok(),
