@@ -590,9 +590,25 @@ pub struct SqlConfig {
     /// Environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Connections served at once; more wait.
+    /// Connections open at once; more are closed as soon as accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Queries running at once over all connections; more wait their turn
+    /// (within their statement timeout).
+    #[serde(default = "default_max_concurrent_queries")]
+    pub max_concurrent_queries: usize,
+    /// Longest a statement may plan and run, sending its rows included;
+    /// past it the statement fails (like PostgreSQL's `statement_timeout`).
+    #[serde(default = "default_statement_timeout", with = "duration")]
+    pub statement_timeout: Duration,
+    /// A connection without a query for this long is closed.
+    #[serde(default = "default_sql_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+    /// Memory one connection's query may hold for sorts, joins and
+    /// aggregates (like PostgreSQL's `work_mem`, per query); a query that
+    /// needs more fails. Results are streamed and do not count.
+    #[serde(default = "default_query_memory_bytes")]
+    pub query_memory_bytes: usize,
 }
 
 impl Default for SqlConfig {
@@ -601,12 +617,28 @@ impl Default for SqlConfig {
             password: None,
             password_env: None,
             max_connections: default_max_connections(),
+            max_concurrent_queries: default_max_concurrent_queries(),
+            statement_timeout: default_statement_timeout(),
+            idle_timeout: default_sql_idle_timeout(),
+            query_memory_bytes: default_query_memory_bytes(),
         }
     }
 }
 
 fn default_max_connections() -> usize {
-    32
+    256
+}
+fn default_max_concurrent_queries() -> usize {
+    4
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_sql_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_query_memory_bytes() -> usize {
+    512 << 20
 }
 
 /// `[[alert_sink]]`: where incidents go.
@@ -947,6 +979,20 @@ impl Config {
         if self.output.flush_rows == 0 {
             return Err(self.invalid("output.flush_rows", "must be at least 1"));
         }
+        for (key, value) in [
+            ("sql.max_connections", self.sql.max_connections),
+            ("sql.max_concurrent_queries", self.sql.max_concurrent_queries),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "must be at least 1"));
+            }
+        }
+        if self.sql.query_memory_bytes < 1 << 20 {
+            return Err(self.invalid("sql.query_memory_bytes", "must be at least 1 MiB (1048576)"));
+        }
+        if self.sql.statement_timeout.is_zero() || self.sql.idle_timeout.is_zero() {
+            return Err(self.invalid("sql", "statement_timeout and idle_timeout must be longer than 0s"));
+        }
         let mut names = std::collections::HashSet::new();
         for source in &self.sources {
             if !names.insert(source.name.as_str()) {
@@ -1059,6 +1105,8 @@ impl Config {
             ("output.flush_interval".to_owned(), self.output.flush_interval),
             ("checkpoint.interval".to_owned(), self.checkpoint.interval),
             ("alerts.budget_period".to_owned(), self.alerts.budget_period),
+            ("sql.statement_timeout".to_owned(), self.sql.statement_timeout),
+            ("sql.idle_timeout".to_owned(), self.sql.idle_timeout),
         ];
         durations.extend(e.orphan_timeout.map(|d| ("engine.orphan_timeout".to_owned(), d)));
         for j in &self.journeys {

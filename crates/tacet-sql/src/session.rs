@@ -30,9 +30,15 @@ pub enum SqlError {
     },
 }
 
-/// Statements a reader may run: queries, `EXPLAIN`, `SHOW`, `SET`; never DDL or DML.
+/// Statements a reader may run: queries, `EXPLAIN`, `SHOW`; never DDL, DML
+/// or statements such as `SET` and `BEGIN` that would change the session
+/// (on the wire server, a client's `SET` would otherwise reconfigure
+/// memory limits or spilling for its session).
 pub fn read_only() -> SQLOptions {
-    SQLOptions::new().with_allow_ddl(false).with_allow_dml(false)
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 /// Runs one read-only statement and collects its batches.

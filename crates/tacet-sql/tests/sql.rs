@@ -147,10 +147,7 @@ fn psql_queries_the_views_and_cannot_write_or_get_in_without_the_password() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let port = rt.block_on(async {
         let ctx = Arc::new(tacet_sql::open(dir.path(), Some(&config)).await.unwrap());
-        let opts = tacet_sql::server::ServeOptions {
-            password: Some("correct horse".into()),
-            max_connections: 4,
-        };
+        let opts = tacet_sql::server::ServeOptions::from_config(&Default::default(), Some("correct horse".into()));
         let (addr, serve) = tacet_sql::server::bind(ctx, "127.0.0.1:0", opts).await.unwrap();
         tokio::spawn(serve);
         addr.port()
@@ -218,10 +215,7 @@ fn an_extended_protocol_client_gets_typed_results_and_the_same_rules() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (port, ctx) = rt.block_on(async {
         let ctx = Arc::new(tacet_sql::open(dir.path(), Some(&config)).await.unwrap());
-        let opts = tacet_sql::server::ServeOptions {
-            password: Some("s3cret".into()),
-            max_connections: 4,
-        };
+        let opts = tacet_sql::server::ServeOptions::from_config(&Default::default(), Some("s3cret".into()));
         let (addr, serve) = tacet_sql::server::bind(ctx.clone(), "127.0.0.1:0", opts).await.unwrap();
         tokio::spawn(serve);
         (addr.port(), ctx)

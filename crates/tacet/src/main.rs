@@ -298,6 +298,10 @@ fn exit_code(e: &anyhow::Error) -> i32 {
                 cause.downcast_ref::<tacet_sql::session::SqlError>(),
                 Some(tacet_sql::session::SqlError::Table { .. })
             )
+            || matches!(
+                cause.downcast_ref::<tacet_sql::server::ServeError>(),
+                Some(tacet_sql::server::ServeError::PasswordRequired { .. })
+            )
     };
     if e.chain().any(is_config) { 2 } else { 1 }
 }

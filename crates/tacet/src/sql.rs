@@ -116,18 +116,13 @@ pub fn serve(data: &Path, config: Option<&Path>, listen: &str, password_env: Opt
     let sql = config.as_ref().map(|c| c.sql.clone()).unwrap_or_default();
     let password = match password_env.or(sql.password_env.as_deref()) {
         Some(var) => Some(std::env::var(var).with_context(|| format!("the password variable {var} is not set"))?),
-        None => sql.password.map(|p| p.0),
+        None => sql.password.as_ref().map(|p| p.0.clone()),
     };
     let rt = runtime()?;
     rt.block_on(async {
         let ctx = Arc::new(tacet_sql::open(data, config.as_ref()).await?);
-        let opts = tacet_sql::server::ServeOptions {
-            password: password.clone(),
-            max_connections: sql.max_connections,
-        };
-        let (addr, serve) = tacet_sql::server::bind(ctx, listen, opts)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
+        let opts = tacet_sql::server::ServeOptions::from_config(&sql, password.clone());
+        let (addr, serve) = tacet_sql::server::bind(ctx, listen, opts).await?;
         eprintln!(
             "Serving {} over the PostgreSQL protocol on {addr} ({}, read-only). Try: psql -h {} -p {} -c 'SELECT * FROM journey_sli'",
             data.display(),
