@@ -193,6 +193,14 @@ pub struct OutputConfig {
     /// is written.
     #[serde(default = "default_flush_interval", with = "duration")]
     pub flush_interval: Duration,
+    /// Size at which `dead-letter.ndjson` is rotated to `dead-letter.1.ndjson`
+    /// (bad input must not fill the disk).
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
+    /// Rotated dead-letter files kept; the oldest beyond them is deleted
+    /// and counted.
+    #[serde(default = "default_dead_letter_files")]
+    pub dead_letter_files: usize,
 }
 
 impl Default for OutputConfig {
@@ -200,8 +208,17 @@ impl Default for OutputConfig {
         Self {
             flush_rows: default_flush_rows(),
             flush_interval: default_flush_interval(),
+            dead_letter_max_bytes: default_dead_letter_max_bytes(),
+            dead_letter_files: default_dead_letter_files(),
         }
     }
+}
+
+fn default_dead_letter_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_dead_letter_files() -> usize {
+    4
 }
 
 fn default_flush_rows() -> usize {
@@ -978,6 +995,9 @@ impl Config {
         }
         if self.output.flush_rows == 0 {
             return Err(self.invalid("output.flush_rows", "must be at least 1"));
+        }
+        if self.output.dead_letter_max_bytes < 64 << 10 {
+            return Err(self.invalid("output.dead_letter_max_bytes", "must be at least 65536"));
         }
         for (key, value) in [
             ("sql.max_connections", self.sql.max_connections),

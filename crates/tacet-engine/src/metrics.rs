@@ -108,6 +108,8 @@ pub struct Metrics {
     /// journey (duplicate, late, conflicting_opener, services_overflow),
     /// brought up to date at every checkpoint.
     pub correlator_events: Family<ReasonLabels, Counter>,
+    /// What the dead-letter file did: rotated, file_dropped, disk_full.
+    pub dead_letter_file: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,6 +134,12 @@ impl Metrics {
         let checkpoints = Counter::default();
         let kafka_errors = Family::<ReasonLabels, Counter>::default();
         let correlator_events = Family::<ReasonLabels, Counter>::default();
+        let dead_letter_file = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tacet_dead_letter_file",
+            "What the dead-letter file did, by event: rotated at its size cap, file_dropped (the oldest rotated file deleted), disk_full (writing paused until there was room)",
+            dead_letter_file.clone(),
+        );
         registry.register(
             "tacet_kafka_errors",
             "Errors tacet run retried, by kind (client, poll, commit, outcome_write, repartition_poll)",
@@ -194,6 +202,20 @@ impl Metrics {
             checkpoints,
             kafka_errors,
             correlator_events,
+            dead_letter_file,
+        })
+    }
+
+    /// A hook that counts a dead-letter file's notices on
+    /// `tacet_dead_letter_file` (replay and `tacet run` alike).
+    pub fn dead_letter_hook(self: &Arc<Self>) -> tacet_ingest::deadletter::NoticeHook {
+        let m = self.clone();
+        Box::new(move |notice| {
+            m.dead_letter_file
+                .get_or_create(&ReasonLabels {
+                    reason: notice.as_str().to_owned(),
+                })
+                .inc();
         })
     }
 

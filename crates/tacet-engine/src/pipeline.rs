@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use tacet_alert::sink::{Dispatcher, SinkStats};
 use tacet_alert::{AlertEngine, AlertFeed, AlertStats, JourneyGauges, Note};
 use tacet_core::config::{AlertSinkConfig, AlertSinkKind};
 use tacet_core::outcome::Tee;
 use tacet_core::{Catalog, Config, EventTime};
 use tacet_correlate::{Evicted, InFlight, Shard, ShardStats};
+use tacet_ingest::deadletter::{DeadLetterFile, DeadLetterLimits, DeadLetterStats};
 use tacet_ingest::{ChunkReader, DeadLetter, DecodeStats, Decoder, ShardBatch};
 use tacet_store::{OutcomeWriter, WriterStats};
 
@@ -37,6 +38,8 @@ pub enum EngineError {
     Io { path: String, source: std::io::Error },
     #[error("a pipeline thread stopped unexpectedly: {0}")]
     Thread(String),
+    #[error("an alert sink cannot start: {0}")]
+    AlertSink(tacet_alert::sink::SinkError),
 }
 
 /// How to run a replay.
@@ -58,6 +61,8 @@ pub struct ReplayOptions {
     pub flush_rows: usize,
     /// Longest a decided row waits in memory.
     pub flush_interval: Duration,
+    /// How large the dead-letter file may grow, and rotated files kept.
+    pub dead_letters: DeadLetterLimits,
     /// Prefix that makes this run's file names unique.
     pub run_name: String,
     /// The config: alert rules, sinks and journey SLOs.
@@ -80,6 +85,7 @@ impl ReplayOptions {
             max_open_journeys: config.engine.max_open_journeys,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
+            dead_letters: dead_letter_limits(config),
             config: Arc::new(config.clone()),
             metrics: None,
             run_name: format!(
@@ -89,6 +95,14 @@ impl ReplayOptions {
                     .map_or(0, |d| d.as_millis())
             ),
         }
+    }
+}
+
+/// The dead-letter file's bounds a config sets (`[output]`).
+pub fn dead_letter_limits(config: &Config) -> DeadLetterLimits {
+    DeadLetterLimits {
+        max_bytes: config.output.dead_letter_max_bytes,
+        keep: config.output.dead_letter_files,
     }
 }
 
@@ -167,11 +181,21 @@ pub struct AlertResult {
     pub gauges: Vec<JourneyGauges>,
 }
 
+/// Progress messages queued for the alert thread before a sender waits.
+/// Each carries one batch's decisions, so this bounds the notes in flight;
+/// the alert thread never waits on its senders, so they cannot deadlock.
+pub const ALERT_QUEUE_MESSAGES: usize = 1024;
+
 /// Starts the alert thread: rules evaluated in event time as the slowest
 /// source's watermark passes, incidents to `<out>/incidents.ndjson` and the
 /// configured sinks. Sources `0..awaited` hold the clock back from the start
 /// (a replay's shards); others join with their first message. Ends when
 /// every sender is dropped.
+///
+/// The sinks are opened here, before anything runs: one that cannot start
+/// (an unset `secret_env`, a file that cannot be written, a bad Kafka
+/// setting) fails the start with its reason, instead of alerting being off
+/// until shutdown.
 pub fn spawn_alerts(
     catalog: Arc<Catalog>,
     config: Arc<Config>,
@@ -179,12 +203,58 @@ pub fn spawn_alerts(
     awaited: usize,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<(Sender<AlertProgress>, AlertThread), EngineError> {
-    let (tx, rx) = unbounded::<AlertProgress>();
+    let dispatcher = open_sinks(&config, &out, metrics.as_ref())?;
+    let (tx, rx) = bounded::<AlertProgress>(ALERT_QUEUE_MESSAGES);
     let handle = thread::Builder::new()
         .name("tacet-alerts".into())
-        .spawn(move || run_alerts(catalog, &config, &out, awaited, rx, metrics))
+        .spawn(move || run_alerts(catalog, &config, dispatcher, awaited, rx, metrics))
         .map_err(|e| EngineError::Thread(e.to_string()))?;
     Ok((tx, handle))
+}
+
+/// `<out>/incidents.ndjson` and the config's `[[alert_sink]]`s, started.
+fn open_sinks(
+    config: &Config,
+    out: &std::path::Path,
+    metrics: Option<&Arc<Metrics>>,
+) -> Result<Dispatcher, EngineError> {
+    let observer: Option<tacet_alert::sink::Observer> = metrics.cloned().map(|m| {
+        let observer: tacet_alert::sink::Observer = Arc::new(move |sink: &str, result: &str| {
+            m.alerts
+                .get_or_create(&SinkLabels {
+                    sink: sink.to_owned(),
+                    result: result.to_owned(),
+                })
+                .inc();
+        });
+        observer
+    });
+    let mut sinks = vec![AlertSinkConfig {
+        name: "replay-incidents".into(),
+        kind: AlertSinkKind::File,
+        path: Some(out.join("incidents.ndjson")),
+        url: None,
+        secret: None,
+        secret_env: None,
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        queue: 1_000_000,
+        topic: None,
+        brokers: None,
+        properties: Default::default(),
+    }];
+    sinks.extend(config.alert_sinks.iter().cloned());
+    let kafka_brokers = config
+        .sources
+        .iter()
+        .find(|s| s.kind == Some(tacet_core::config::SourceKind::Kafka))
+        .and_then(|s| s.brokers.clone());
+    std::fs::create_dir_all(out).map_err(|source| EngineError::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    Dispatcher::from_config(&sinks, kafka_brokers.as_deref(), Some(&out.join("state")), observer)
+        .map_err(EngineError::AlertSink)
 }
 
 type ShardSink = Tee<OutcomeWriter, AlertFeed>;
@@ -219,7 +289,9 @@ pub fn replay(
         credit_tx.send(()).expect("capacity");
     }
     let (chunk_tx, chunk_rx) = bounded(decoders * 2);
-    let (letter_tx, letter_rx) = unbounded::<Letter>();
+    // Bounded like the chunks: a dead-letter file paused on a full disk
+    // holds the input back instead of letters piling up in memory.
+    let (letter_tx, letter_rx) = bounded::<Letter>(max_in_flight);
     let mut shard_txs = Vec::new();
     let mut shard_rxs = Vec::new();
     for _ in 0..shards {
@@ -228,10 +300,17 @@ pub fn replay(
         shard_rxs.push(rx);
     }
 
-    let dead_path = opts.out_dir.join("dead-letter.ndjson");
+    let mut dead_file =
+        DeadLetterFile::open(&opts.out_dir, opts.dead_letters, true).map_err(|source| EngineError::Io {
+            path: opts.out_dir.join("dead-letter.ndjson").display().to_string(),
+            source,
+        })?;
+    if let Some(m) = &opts.metrics {
+        dead_file = dead_file.with_hook(m.dead_letter_hook());
+    }
     let letters = thread::Builder::new()
         .name("tacet-deadletter".into())
-        .spawn(move || write_letters(letter_rx, dead_path))
+        .spawn(move || write_letters(letter_rx, dead_file))
         .map_err(|e| EngineError::Thread(e.to_string()))?;
 
     let (alert_tx, alerts) = spawn_alerts(
@@ -378,7 +457,7 @@ pub fn replay(
     let alert_result = alerts
         .join()
         .map_err(|_| EngineError::Thread("alert thread panicked".into()))??;
-    let dead_letters = letters
+    let dead_letter_file = letters
         .join()
         .map_err(|_| EngineError::Thread("dead-letter writer panicked".into()))??;
     read_result?;
@@ -392,7 +471,8 @@ pub fn replay(
         correlate: stats,
         writer,
         in_flight,
-        dead_letters,
+        dead_letters: dead_letter_file.written,
+        dead_letter_file,
         max_event_time: (max_time > EventTime::MIN).then_some(max_time),
         elapsed: started.elapsed(),
         shards,
@@ -409,48 +489,12 @@ pub fn replay(
 fn run_alerts(
     catalog: Arc<Catalog>,
     config: &Config,
-    out: &std::path::Path,
+    mut dispatcher: Dispatcher,
     awaited: usize,
     rx: Receiver<AlertProgress>,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<AlertResult, EngineError> {
     let mut engine = AlertEngine::new(catalog.clone(), config);
-    let observer: Option<tacet_alert::sink::Observer> = metrics.clone().map(|m| {
-        let observer: tacet_alert::sink::Observer = Arc::new(move |sink: &str, result: &str| {
-            m.alerts
-                .get_or_create(&SinkLabels {
-                    sink: sink.to_owned(),
-                    result: result.to_owned(),
-                })
-                .inc();
-        });
-        observer
-    });
-    let mut sinks = vec![AlertSinkConfig {
-        name: "replay-incidents".into(),
-        kind: AlertSinkKind::File,
-        path: Some(out.join("incidents.ndjson")),
-        url: None,
-        secret: None,
-        secret_env: None,
-        timeout: Duration::from_secs(5),
-        max_attempts: 3,
-        queue: 1_000_000,
-        topic: None,
-        brokers: None,
-        properties: Default::default(),
-    }];
-    sinks.extend(config.alert_sinks.iter().cloned());
-    let kafka_brokers = config
-        .sources
-        .iter()
-        .find(|s| s.kind == Some(tacet_core::config::SourceKind::Kafka))
-        .and_then(|s| s.brokers.clone());
-    let mut dispatcher = Dispatcher::from_config(&sinks, kafka_brokers.as_deref(), Some(&out.join("state")), observer)
-        .map_err(|e| EngineError::Io {
-            path: out.join("incidents.ndjson").display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
     let mut watermarks: BTreeMap<usize, EventTime> = (0..awaited).map(|s| (s, EventTime::MIN)).collect();
     let mut max_time = EventTime::MIN;
     for msg in rx {
@@ -739,37 +783,25 @@ pub fn evicted_letter(j: &Evicted) -> serde_json::Value {
     })
 }
 
-fn write_letters(rx: Receiver<Letter>, path: PathBuf) -> Result<u64, EngineError> {
-    let mut out: Option<BufWriter<File>> = None;
-    let mut count = 0u64;
+fn write_letters(rx: Receiver<Letter>, mut file: DeadLetterFile) -> Result<DeadLetterStats, EngineError> {
     let io = |source| EngineError::Io {
-        path: path.display().to_string(),
+        path: "dead-letter.ndjson".into(),
         source,
     };
     for letter in rx {
-        if out.is_none() {
-            out = Some(BufWriter::new(File::create(&path).map_err(io)?));
-        }
-        let w = out.as_mut().expect("opened");
         match letter {
             Letter::Decode(records) => {
                 for r in records {
-                    serde_json::to_writer(&mut *w, &r).map_err(|e| io(e.into()))?;
-                    w.write_all(b"\n").map_err(io)?;
-                    count += 1;
+                    file.write(&r).map_err(io)?;
                 }
             }
             Letter::Evicted(journeys) => {
                 for j in journeys {
-                    serde_json::to_writer(&mut *w, &evicted_letter(&j)).map_err(|e| io(e.into()))?;
-                    w.write_all(b"\n").map_err(io)?;
-                    count += 1;
+                    file.write(&evicted_letter(&j)).map_err(io)?;
                 }
             }
         }
     }
-    if let Some(mut w) = out {
-        w.flush().map_err(io)?;
-    }
-    Ok(count)
+    file.flush().map_err(io)?;
+    Ok(file.stats())
 }

@@ -19,6 +19,8 @@ pub struct RunReport {
     pub in_flight: Vec<InFlight>,
     /// Records written to the dead-letter file.
     pub dead_letters: u64,
+    /// The dead-letter file's rotations and pauses on a full disk.
+    pub dead_letter_file: tacet_ingest::deadletter::DeadLetterStats,
     /// The final watermark: the largest event time seen.
     pub max_event_time: Option<EventTime>,
     pub elapsed: Duration,
@@ -68,6 +70,9 @@ pub struct RunSummary {
     pub late_events: u64,
     pub decode_errors: BTreeMap<String, u64>,
     pub dead_letters: u64,
+    /// Rotations at `[output] dead_letter_max_bytes`, rotated files
+    /// deleted, and pauses on a full disk.
+    pub dead_letter_file: tacet_ingest::deadletter::DeadLetterStats,
     pub evicted: u64,
     /// Service names past a shard's cap, reported as `(other)`.
     pub services_overflow: u64,
@@ -151,6 +156,7 @@ impl RunReport {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             dead_letters: self.dead_letters,
+            dead_letter_file: self.dead_letter_file,
             evicted: self.correlate.evicted,
             services_overflow: self.correlate.services_overflow,
             outcome_rows: self.writer.rows,

@@ -64,6 +64,8 @@ pub struct EngineOptions {
     pub allowed_lateness: Duration,
     pub idle_timeout: Duration,
     pub max_line_bytes: usize,
+    /// How large the dead-letter file may grow, and rotated files kept.
+    pub dead_letters: tacet_ingest::deadletter::DeadLetterLimits,
     /// Correlator threads the partition groups are spread over; 0 means
     /// one per CPU core (`[engine] shards`).
     pub workers: usize,
@@ -81,6 +83,7 @@ impl EngineOptions {
             allowed_lateness: config.engine.allowed_lateness,
             idle_timeout: config.engine.idle_timeout,
             max_line_bytes: config.engine.max_line_bytes,
+            dead_letters: tacet_engine::pipeline::dead_letter_limits(config),
             workers: config.engine.shards,
         }
     }
@@ -534,6 +537,7 @@ mod tests {
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_line_bytes: 1 << 20,
+            dead_letters: tacet_engine::pipeline::dead_letter_limits(&config),
             workers,
         };
         let mut engine = Engine::new(&config, &plan, &layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();

@@ -8,8 +8,6 @@
 //! options, the dead-letter file) is in [`Shared`].
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,7 @@ use tacet_correlate::watermark::Watermarks;
 use tacet_correlate::{InFlight, Shard, ShardStats, SlotHint};
 use tacet_engine::Metrics;
 use tacet_engine::pipeline::AlertProgress;
+use tacet_ingest::deadletter::DeadLetterFile;
 use tacet_ingest::decode::Decoded;
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::OutcomeWriter;
@@ -131,7 +130,7 @@ pub(crate) struct Shared {
     pub(crate) synthetic_attribute: String,
     /// Opened on the first refused record. Refusals are rare, so one lock
     /// for every thread costs nothing on the hot path.
-    dead: Mutex<Option<BufWriter<File>>>,
+    dead: Mutex<Option<DeadLetterFile>>,
 }
 
 impl Shared {
@@ -184,29 +183,27 @@ impl Shared {
         }
     }
 
-    /// Appends one record to `<out>/dead-letter.ndjson`.
+    /// Appends one record to `<out>/dead-letter.ndjson` (appending to what
+    /// an earlier run left, rotated at `[output] dead_letter_max_bytes`).
     pub(crate) fn dead_letter(&self, record: &serde_json::Value) -> Result<(), RunError> {
         let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
         if dead.is_none() {
-            std::fs::create_dir_all(&self.opts.out_dir).map_err(|e| self.dead_path_error(e))?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.opts.out_dir.join("dead-letter.ndjson"))
+            let mut file = DeadLetterFile::open(&self.opts.out_dir, self.opts.dead_letters, false)
                 .map_err(|e| self.dead_path_error(e))?;
-            *dead = Some(BufWriter::new(file));
+            if let Some(m) = &self.metrics {
+                file = file.with_hook(m.dead_letter_hook());
+            }
+            *dead = Some(file);
         }
-        let w = dead.as_mut().expect("opened");
-        serde_json::to_writer(&mut *w, record).map_err(|e| self.dead_path_error(e.into()))?;
-        w.write_all(b"\n").map_err(|e| self.dead_path_error(e))
+        let file = dead.as_mut().expect("opened");
+        file.write(record).map_err(|e| self.dead_path_error(e))
     }
 
     /// Makes every dead letter written so far durable.
     pub(crate) fn sync_dead_letters(&self) -> Result<(), RunError> {
         let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(w) = dead.as_mut() {
-            w.flush().map_err(|e| self.dead_path_error(e))?;
-            w.get_ref().sync_data().map_err(|e| self.dead_path_error(e))?;
+        if let Some(file) = dead.as_mut() {
+            file.sync().map_err(|e| self.dead_path_error(e))?;
         }
         Ok(())
     }

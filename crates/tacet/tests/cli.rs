@@ -356,3 +356,81 @@ fn relative_paths_in_a_config_resolve_against_its_folder() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "payments\n7\n");
 }
+
+/// A sink that cannot start fails the start with its reason, instead of
+/// alerting being silently off until shutdown.
+#[test]
+fn an_alert_sink_that_cannot_start_fails_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap();
+    let cases = [
+        (
+            "kind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"TACET_TEST_UNSET_SECRET\"",
+            "TACET_TEST_UNSET_SECRET",
+        ),
+        (
+            "kind = \"file\"\npath = \"/proc/no-such-dir/alerts.ndjson\"",
+            "alerts.ndjson",
+        ),
+    ];
+    for (sink, named) in cases {
+        let config = dir.path().join("sink.toml");
+        std::fs::write(&config, format!("{scenario}\n[[alert_sink]]\n{sink}\n")).unwrap();
+        let out = tacet()
+            .args(["replay", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .arg(repo("testdata/scenarios/retries_and_errors/events.ndjson"))
+            .env_remove("TACET_TEST_UNSET_SECRET")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("alert sink cannot start") && err.contains(named), "{err}");
+    }
+}
+
+#[test]
+fn the_dead_letter_file_rotates_at_its_cap_and_the_summary_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small.toml");
+    let text = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[output]\ndead_letter_max_bytes = 65536\ndead_letter_files = 2\n"),
+    )
+    .unwrap();
+    let events = dir.path().join("garbage.ndjson");
+    let garbage: String = (0..5000)
+        .map(|i| format!("not json {i} {}\n", "x".repeat(60)))
+        .collect();
+    std::fs::write(&events, garbage).unwrap();
+    let out = tacet()
+        .args(["replay", "--json", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["dead_letters"], 5000);
+    assert_eq!(summary["decode_errors"]["not_json"], 5000);
+    let rotations = summary["dead_letter_file"]["rotations"].as_u64().unwrap();
+    assert!(rotations >= 5, "{summary}");
+    assert_eq!(
+        summary["dead_letter_file"]["files_dropped"].as_u64(),
+        Some(rotations - 2)
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dead-letter"))
+        .collect();
+    assert_eq!(files.len(), 3, "the live file and two rotated ones");
+    for f in files {
+        assert!(f.metadata().unwrap().len() <= 65536);
+    }
+}
