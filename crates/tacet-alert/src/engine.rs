@@ -1,7 +1,7 @@
 //! Evaluates the rules at every minute boundary the watermark passes, and
 //! keeps one incident per journey and rule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -102,10 +102,22 @@ pub struct AlertEngine {
     /// start at the minute boundary after it, whatever watermark the caller
     /// first passes, so a replay and a live run evaluate the same minutes.
     earliest: Option<EventTime>,
+    /// Minute boundaries holding a decision that some window not yet
+    /// evaluated past may read: where evaluating can change anything.
+    note_minutes: BTreeSet<i64>,
+    /// The longest window any rule reads.
+    lookback: i64,
+    /// Off in tests only: evaluate every minute, quiet or not.
+    skip_quiet: bool,
     update_interval_ms: i64,
     ticket_update_interval_ms: i64,
     gauges: Vec<JourneyGauges>,
     stats: AlertStats,
+}
+
+/// The minute boundary at or before `t`.
+fn minute_of(t: EventTime) -> EventTime {
+    t.saturating_sub(t.rem_euclid(MINUTE))
 }
 
 fn rfc3339(ms: EventTime) -> String {
@@ -145,6 +157,7 @@ impl AlertEngine {
             })
             .collect();
         let gauges = vec![JourneyGauges::default(); rules.len()];
+        let lookback = rules.iter().flat_map(JourneyRules::windows).max().unwrap_or(MINUTE);
         Self {
             catalog,
             rules,
@@ -152,6 +165,9 @@ impl AlertEngine {
             open: BTreeMap::new(),
             evaluated: None,
             earliest: None,
+            note_minutes: BTreeSet::new(),
+            lookback,
+            skip_quiet: true,
             update_interval_ms: alerts.update_interval.as_millis().min(i64::MAX as u128) as i64,
             ticket_update_interval_ms: alerts.ticket_update_interval.as_millis().min(i64::MAX as u128) as i64,
             gauges,
@@ -164,6 +180,7 @@ impl AlertEngine {
         if self.evaluated.is_none() {
             self.earliest = Some(self.earliest.map_or(note.decided_at, |e| e.min(note.decided_at)));
         }
+        self.note_minutes.insert(minute_of(note.decided_at));
         if let Some(w) = self.windows.get_mut(note.journey as usize)
             && !w.add(note)
         {
@@ -195,19 +212,46 @@ impl AlertEngine {
     /// watermark that made it), so the caller passes the slowest shard's.
     pub fn advance(&mut self, watermark: EventTime) -> Vec<Notification> {
         let mut out = Vec::new();
-        let last = watermark.div_euclid(MINUTE) * MINUTE;
+        let last = minute_of(watermark);
         let mut t = match (self.evaluated, self.earliest) {
-            (Some(e), _) => e + MINUTE,
-            (None, Some(first)) => (first.div_euclid(MINUTE) + 1) * MINUTE,
+            (Some(e), _) => e.saturating_add(MINUTE),
+            (None, Some(first)) => minute_of(first).saturating_add(MINUTE),
             // Nothing decided yet: nothing to evaluate.
             (None, None) => return out,
         };
         while t <= last {
+            t = self.skip_quiet_minutes(t, last);
             self.evaluate(t, &mut out);
             self.evaluated = Some(t);
-            t += MINUTE;
+            t = t.saturating_add(MINUTE);
+            if t == EventTime::MAX {
+                break;
+            }
         }
+        // Decisions no window at or after `last` can read any more.
+        let keep_from = last.saturating_sub(self.lookback.saturating_add(MINUTE));
+        self.note_minutes = self.note_minutes.split_off(&keep_from);
         out
+    }
+
+    /// The minute to evaluate next, from `t`: past a stretch in which every
+    /// window is empty and no incident is open, evaluating changes nothing
+    /// (no rule can fire without decisions, none is open to update or
+    /// resolve, and gauges are rewritten at the next evaluation), so it
+    /// goes on at the minute before the next decision, or at `last`. One
+    /// decision dated decades before the rest would otherwise cost an
+    /// evaluation for every minute in between.
+    fn skip_quiet_minutes(&self, t: EventTime, last: EventTime) -> EventTime {
+        if !self.skip_quiet || !self.open.is_empty() {
+            return t;
+        }
+        let quiet_since = t.saturating_sub(self.lookback.saturating_add(MINUTE));
+        if self.note_minutes.range(quiet_since..=t).next().is_some() {
+            return t;
+        }
+        let next = self.note_minutes.range(t.saturating_add(1)..).next();
+        let resume = next.map_or(last, |&n| n.saturating_sub(MINUTE).min(last));
+        resume.max(t)
     }
 
     fn evaluate(&mut self, t: EventTime, out: &mut Vec<Notification>) {
@@ -490,5 +534,54 @@ mod tests {
         let seqs: Vec<u32> = n.iter().map(|n| n.seq).collect();
         assert_eq!(seqs, (0..n.len() as u32).collect::<Vec<_>>());
         assert_eq!(e.stats().open, 0);
+    }
+
+    /// Skipping quiet stretches changes no notification: random traffic
+    /// with bursts and gaps of up to days, evaluated with and without it.
+    #[test]
+    fn skipping_quiet_minutes_changes_nothing() {
+        use proptest::prelude::*;
+        let minutes = prop_oneof![3 => 0i64..200, 1 => 0i64..5_000];
+        let traffic = prop::collection::vec((minutes, 0u64..60, 0u64..30), 1..40);
+        proptest!(ProptestConfig::with_cases(24), |(stretches in traffic)| {
+            let mut skipping = engine("");
+            let mut walking = engine("");
+            walking.skip_quiet = false;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let mut at = T0;
+            for (gap, n, bad) in stretches {
+                at += gap * MINUTE;
+                for i in 0..n {
+                    let outcome = if i < bad * n / 30 { Outcome::SilentFailure } else { Outcome::Completed };
+                    let decided = note(0, outcome, at + (i as i64) * 500);
+                    skipping.add(&decided);
+                    walking.add(&decided);
+                }
+                at += MINUTE;
+                a.extend(skipping.advance(at));
+                b.extend(walking.advance(at));
+            }
+            let key = |n: &Notification| serde_json::to_string(n).unwrap();
+            prop_assert_eq!(a.iter().map(key).collect::<Vec<_>>(), b.iter().map(key).collect::<Vec<_>>());
+            prop_assert_eq!(skipping.stats().open, walking.stats().open);
+        });
+    }
+
+    /// One decision dated near the start of time, then today's traffic:
+    /// evaluation does not walk the minutes in between.
+    #[test]
+    fn a_decision_from_the_distant_past_costs_no_walk_through_time() {
+        let mut e = engine("");
+        e.add(&note(0, Outcome::Stalled, EventTime::MIN + 30_000));
+        let started = std::time::Instant::now();
+        e.advance(EventTime::MIN + 10 * MINUTE);
+        let mut all = feed(&mut e, 0, T0, 30, 50, 10);
+        all.extend(e.advance(EventTime::MAX - MINUTE));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(all.iter().any(|n| n.event == "opened"), "today's burst still pages");
     }
 }
