@@ -12,9 +12,9 @@ pub type EventTime = i64;
 
 /// Seeds are fixed constants: routing and stored state depend on them, so
 /// changing one reshuffles every trace between shards (as Arroyo's HASH_SEEDS).
+/// In-memory tables are keyed per process instead ([`table_key`]).
 const TRACE_TEXT_SEED: u64 = 0x7ace_7ace_0000_0001;
 const ROUTE_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
-const TABLE_SEED: u64 = 0xc2b2_ae3d_27d4_eb4f;
 const FINGERPRINT_ID_SEED: u64 = 0x1656_67b1_9e37_79f9;
 const FINGERPRINT_FIELDS_SEED: u64 = 0x27d4_eb2f_1656_67c5;
 
@@ -62,10 +62,29 @@ impl TraceKey {
 
     /// Hash for per-shard tables; independent of [`TraceKey::shard`] so that
     /// keys routed to one shard still spread over the whole table.
+    ///
+    /// Keyed with a random key per process ([`table_key`]): a canonical
+    /// trace id is its own 128-bit value and `mix` is invertible, so with a
+    /// fixed key anyone could choose ids that all land in one probe run of
+    /// the trace index and make each lookup walk all of them. Nothing stored
+    /// depends on it (snapshots hold keys, not table positions).
     #[inline]
     pub fn table_hash(&self) -> u64 {
-        mix(self.lo ^ mix(self.hi ^ TABLE_SEED))
+        mix(self.lo ^ mix(self.hi ^ table_key()))
     }
+}
+
+/// This process's key of in-memory tables: random, drawn once.
+#[inline]
+pub fn table_key() -> u64 {
+    static KEY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState's keys come from the operating system's randomness.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x7ab1_e7ab_1e7a_b1e7);
+        h.finish()
+    })
 }
 
 /// The 16 lowercase hex digits of `word`, most significant first, eight
@@ -95,7 +114,7 @@ fn hex16(word: u64) -> [u8; 16] {
 
 /// The 64-bit finaliser of splitmix64: cheap, and every input bit reaches every output bit.
 #[inline]
-fn mix(mut x: u64) -> u64 {
+pub fn mix(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
