@@ -121,6 +121,13 @@ pub struct EngineConfig {
     /// (`event_limit_evicted`, counted) and its later events count as late.
     #[serde(default = "default_max_events_per_journey")]
     pub max_events_per_journey: usize,
+    /// Budget, in bytes over all shards, of what decided journeys leave
+    /// behind for `late_horizon`: tombstones, and silent failures kept for
+    /// their correction. Past it the earliest to expire are forgotten
+    /// (counted; the silent failures among them dead-lettered as
+    /// `decided_state_evicted`), as `max_open_journeys` does for open ones.
+    #[serde(default = "default_max_decided_state_bytes")]
+    pub max_decided_state_bytes: usize,
     /// Input lines longer than this are dead-lettered as `oversized_line`.
     /// At most [`MAX_LINE_BYTES_LIMIT`].
     #[serde(default = "default_max_line_bytes")]
@@ -143,6 +150,7 @@ impl Default for EngineConfig {
             orphan_timeout: None,
             max_open_journeys: default_max_open_journeys(),
             max_events_per_journey: default_max_events_per_journey(),
+            max_decided_state_bytes: default_max_decided_state_bytes(),
             max_line_bytes: default_max_line_bytes(),
             max_future_skew: default_max_future_skew(),
         }
@@ -163,6 +171,9 @@ fn default_max_open_journeys() -> usize {
 }
 fn default_max_events_per_journey() -> usize {
     1_000
+}
+fn default_max_decided_state_bytes() -> usize {
+    4 << 30
 }
 fn default_max_line_bytes() -> usize {
     1 << 20
@@ -980,6 +991,9 @@ impl Config {
         self.validate_durations()?;
         if self.engine.max_open_journeys == 0 {
             return Err(self.invalid("engine.max_open_journeys", "must be at least 1"));
+        }
+        if self.engine.max_decided_state_bytes < 1 << 20 {
+            return Err(self.invalid("engine.max_decided_state_bytes", "must be at least 1 MiB (1048576)"));
         }
         if self.engine.max_events_per_journey == 0 {
             return Err(self.invalid("engine.max_events_per_journey", "must be at least 1"));

@@ -37,6 +37,8 @@ pub const SERVICE_BYTES_CAP: usize = tacet_core::outcome::SERVICE_NAME_BYTES_CAP
 const TOMB_BUCKET_MS: i64 = 60_000;
 /// Below this share of `max_open` an eviction episode is over.
 const EVICTION_EPISODE_END: f64 = 0.9;
+/// Bytes one tombstone holds: its table entry and its key in a sweep bucket.
+const TOMB_BYTES: usize = std::mem::size_of::<Tomb>() + std::mem::size_of::<TraceKey>() + 8;
 
 /// One event kept in an open trace: 24 bytes.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +90,17 @@ pub(crate) struct SilentTomb {
     pub(crate) missing: u32,
 }
 
+/// Bytes one kept silent failure holds: its entry, its map slot, and its
+/// attributes and events on the heap.
+fn silent_bytes(s: &SilentTomb) -> usize {
+    let events = if s.trace.events.spilled() {
+        s.trace.events.capacity() * std::mem::size_of::<Seen>()
+    } else {
+        0
+    };
+    std::mem::size_of::<SilentTomb>() + std::mem::size_of::<TraceKey>() + 8 + s.trace.blob.heap_bytes() + events
+}
+
 /// Why a journey was evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvictReason {
@@ -97,6 +110,10 @@ pub enum EvictReason {
     /// `max_events_per_journey`: the journey (open, or a silent failure
     /// awaiting its correction) passed the cap.
     EventLimit,
+    /// `max_decided_state_bytes`: a silent failure kept for its correction
+    /// was among the earliest to expire when decided state passed its
+    /// budget; its late_completion can no longer be written.
+    DecidedStateLimit,
 }
 
 impl EvictReason {
@@ -105,6 +122,7 @@ impl EvictReason {
         match self {
             EvictReason::StateLimit => "state_limit_evicted",
             EvictReason::EventLimit => "event_limit_evicted",
+            EvictReason::DecidedStateLimit => "decided_state_evicted",
         }
     }
 }
@@ -241,6 +259,12 @@ pub struct Shard<S> {
     pub(crate) tombs: HashTable<Tomb>,
     tomb_buckets: BTreeMap<i64, Vec<TraceKey>>,
     pub(crate) silent: HashMap<TraceKey, SilentTomb>,
+    /// Bytes held by `silent` (see [`silent_bytes`]).
+    silent_bytes: usize,
+    /// Budget of tombstones and `silent` together.
+    decided_budget: usize,
+    /// Whether decided state is past its budget, for one log line an episode.
+    evicting_decided: bool,
     pub(crate) services: Interner,
     pub(crate) watermark: EventTime,
     max_open: usize,
@@ -270,6 +294,9 @@ impl<S: OutcomeSink> Shard<S> {
             tombs: HashTable::new(),
             tomb_buckets: BTreeMap::new(),
             silent: HashMap::new(),
+            silent_bytes: 0,
+            decided_budget: usize::MAX,
+            evicting_decided: false,
             services: Interner::new(),
             watermark: EventTime::MIN,
             max_open: max_open.max(1),
@@ -280,6 +307,20 @@ impl<S: OutcomeSink> Shard<S> {
             trace_id: String::new(),
             blob_scratch: Vec::new(),
         }
+    }
+
+    /// Bounds the bytes of decided state (tombstones, and silent failures
+    /// kept for their correction) to `bytes`: past it the earliest to expire
+    /// are evicted, counted, and silent failures among them dead-lettered,
+    /// as `max_open` does for open journeys.
+    pub fn with_decided_budget(mut self, bytes: usize) -> Self {
+        self.decided_budget = bytes.max(1);
+        self
+    }
+
+    /// Bytes of decided state: tombstones and kept silent failures.
+    pub fn decided_state_bytes(&self) -> usize {
+        self.tombs.len() * TOMB_BYTES + self.silent_bytes
     }
 
     /// The catalog this shard decides by.
@@ -438,7 +479,7 @@ impl<S: OutcomeSink> Shard<S> {
                         return;
                     }
                     entry.remove();
-                    self.silent.remove(&e.trace);
+                    self.take_silent(&e.trace);
                 }
                 self.open(e, hash)
             }
@@ -699,8 +740,66 @@ impl<S: OutcomeSink> Shard<S> {
                 // The missing steps are already in, only late: correct at once.
                 self.late_completion(&silent, done_at);
             } else {
-                self.silent.insert(silent.trace.key, silent);
+                self.keep_silent(silent);
             }
+        }
+        self.enforce_decided_budget();
+    }
+
+    pub(crate) fn keep_silent(&mut self, silent: SilentTomb) {
+        self.silent_bytes += silent_bytes(&silent);
+        if let Some(old) = self.silent.insert(silent.trace.key, silent) {
+            self.silent_bytes -= silent_bytes(&old);
+        }
+    }
+
+    fn take_silent(&mut self, key: &TraceKey) -> Option<SilentTomb> {
+        let s = self.silent.remove(key)?;
+        self.silent_bytes -= silent_bytes(&s);
+        Some(s)
+    }
+
+    /// Evicts the decided state closest to expiry until it fits its budget.
+    fn enforce_decided_budget(&mut self) {
+        while self.decided_state_bytes() > self.decided_budget {
+            let Some(mut bucket) = self.tomb_buckets.first_entry() else {
+                return;
+            };
+            let Some(key) = bucket.get_mut().pop() else {
+                bucket.remove();
+                continue;
+            };
+            if bucket.get().is_empty() {
+                bucket.remove();
+            }
+            if !self.evicting_decided {
+                self.evicting_decided = true;
+                tracing::warn!(
+                    max_decided_state_bytes = self.decided_budget,
+                    "Decided-journey state reached its byte budget; forgetting the tombstones closest to expiry (counted) and dead-lettering the silent failures among them until it fits."
+                );
+            }
+            let hash = key.table_hash();
+            if let Ok(tomb) = self.tombs.find_entry(hash, |t| t.key == key) {
+                tomb.remove();
+                self.stats.tombstones_evicted += 1;
+            }
+            if let Some(s) = self.take_silent(&key) {
+                let horizon = s.deadline_at.saturating_add(self.catalog.late_horizon_ms);
+                let n_events = s.trace.events.len();
+                self.note_eviction(
+                    EvictReason::DecidedStateLimit,
+                    &s.trace,
+                    Some(s.journey),
+                    n_events,
+                    horizon,
+                );
+            }
+        }
+        if self.evicting_decided
+            && (self.decided_state_bytes() as f64) < self.decided_budget as f64 * EVICTION_EPISODE_END
+        {
+            self.evicting_decided = false;
         }
     }
 
@@ -733,13 +832,14 @@ impl<S: OutcomeSink> Shard<S> {
         let Some(s) = self.silent.get_mut(&e.trace) else {
             return;
         };
+        let bytes_before = silent_bytes(s);
         if s.trace.events.iter().any(|x| x.fingerprint == e.fingerprint) {
             return;
         }
         if s.trace.events.len() >= self.catalog.max_events_per_journey {
             // Its correction is no longer watched for (its tombstone stays,
             // so its events still count as late).
-            let s = self.silent.remove(&e.trace).expect("present");
+            let s = self.take_silent(&e.trace).expect("present");
             let horizon = s.deadline_at.saturating_add(self.catalog.late_horizon_ms);
             let n_events = s.trace.events.len() + 1;
             self.note_eviction(EvictReason::EventLimit, &s.trace, Some(s.journey), n_events, horizon);
@@ -759,9 +859,13 @@ impl<S: OutcomeSink> Shard<S> {
         });
         let horizon = s.deadline_at.saturating_add(self.catalog.late_horizon_ms);
         let (mask, done_at) = satisfied(&self.catalog, s.journey, &s.trace.events, horizon);
-        if mask == self.catalog.journey(s.journey).all_groups {
-            let s = self.silent.remove(&e.trace).expect("present");
+        let complete = mask == self.catalog.journey(s.journey).all_groups;
+        self.silent_bytes = self.silent_bytes - bytes_before + silent_bytes(s);
+        if complete {
+            let s = self.take_silent(&e.trace).expect("present");
             self.late_completion(&s, done_at);
+        } else {
+            self.enforce_decided_budget();
         }
     }
 
@@ -801,7 +905,7 @@ impl<S: OutcomeSink> Shard<S> {
                     && tomb.get().expires < self.watermark
                 {
                     tomb.remove();
-                    self.silent.remove(&key);
+                    self.take_silent(&key);
                 }
             }
         }

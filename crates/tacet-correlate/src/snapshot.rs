@@ -254,7 +254,7 @@ impl<S: OutcomeSink> Shard<S> {
                 missing: d.u32()?,
                 trace,
             };
-            shard.silent.insert(silent.trace.key, silent);
+            shard.keep_silent(silent);
         }
         if !d.0.is_empty() {
             return Err(SnapshotError::Format);

@@ -67,6 +67,9 @@ pub struct ShardStats {
     pub peak_open: u64,
     /// Tombstones held now.
     pub tombstones: u64,
+    /// Tombstones forgotten before they expired, to keep decided state
+    /// within `max_decided_state_bytes`.
+    pub tombstones_evicted: u64,
     /// Traces with steps but neither start nor ack, open at the end.
     pub pending_in_flight: u64,
     /// Per journey, in catalog order.
@@ -103,6 +106,7 @@ impl ShardStats {
         self.open += other.open;
         self.peak_open += other.peak_open;
         self.tombstones += other.tombstones;
+        self.tombstones_evicted += other.tombstones_evicted;
         self.pending_in_flight += other.pending_in_flight;
         if self.journeys.len() < other.journeys.len() {
             self.journeys.resize(other.journeys.len(), JourneyStats::default());

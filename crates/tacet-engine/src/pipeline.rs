@@ -57,6 +57,8 @@ pub struct ReplayOptions {
     pub max_line_bytes: usize,
     /// Cap on open journeys over all shards.
     pub max_open_journeys: usize,
+    /// Budget of tombstones and kept silent failures over all shards.
+    pub max_decided_state_bytes: usize,
     /// Rows per Parquet file (per journey and date).
     pub flush_rows: usize,
     /// Longest a decided row waits in memory.
@@ -83,6 +85,7 @@ impl ReplayOptions {
             chunk_bytes: 1 << 20,
             max_line_bytes: config.engine.max_line_bytes,
             max_open_journeys: config.engine.max_open_journeys,
+            max_decided_state_bytes: config.engine.max_decided_state_bytes,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
             dead_letters: dead_letter_limits(config),
@@ -377,6 +380,7 @@ pub fn replay(
             opts.flush_rows,
         );
         let max_open = opts.max_open_journeys.div_ceil(shards);
+        let decided_budget = opts.max_decided_state_bytes.div_ceil(shards);
         let flush_interval = opts.flush_interval;
         let metrics = opts.metrics.clone();
         let handle = thread::Builder::new()
@@ -384,7 +388,7 @@ pub fn replay(
             .spawn(move || {
                 run_shard(
                     i,
-                    Shard::new(catalog, max_open, Tee(writer, feed)),
+                    Shard::new(catalog, max_open, Tee(writer, feed)).with_decided_budget(decided_budget),
                     rx,
                     partitions,
                     credit_tx,
@@ -644,8 +648,14 @@ fn run_shard(
 
 /// A shard's counts for `tacet_correlator_events`, in
 /// [`crate::metrics::CORRELATOR_REASONS`] order.
-fn correlator_totals(s: &ShardStats) -> [u64; 4] {
-    [s.duplicates, s.late_events, s.conflicting_openers, s.services_overflow]
+fn correlator_totals(s: &ShardStats) -> [u64; 5] {
+    [
+        s.duplicates,
+        s.late_events,
+        s.conflicting_openers,
+        s.services_overflow,
+        s.tombstones_evicted,
+    ]
 }
 
 fn shard_lateness(shard: &Shard<ShardSink>) -> i64 {

@@ -74,6 +74,10 @@ pub struct RunSummary {
     /// deleted, and pauses on a full disk.
     pub dead_letter_file: tacet_ingest::deadletter::DeadLetterStats,
     pub evicted: u64,
+    /// Tombstones forgotten early to keep decided state within
+    /// `engine.max_decided_state_bytes` (the silent failures among them are
+    /// in `evicted`, dead-lettered).
+    pub tombstones_evicted: u64,
     /// Service names past a shard's cap, reported as `(other)`.
     pub services_overflow: u64,
     pub outcome_rows: u64,
@@ -158,6 +162,7 @@ impl RunReport {
             dead_letters: self.dead_letters,
             dead_letter_file: self.dead_letter_file,
             evicted: self.correlate.evicted,
+            tombstones_evicted: self.correlate.tombstones_evicted,
             services_overflow: self.correlate.services_overflow,
             outcome_rows: self.writer.rows,
             outcome_files: self.writer.files,

@@ -61,6 +61,8 @@ pub struct EngineOptions {
     pub state_dir: PathBuf,
     pub flush_rows: usize,
     pub max_open_journeys: usize,
+    /// Budget of tombstones and kept silent failures (`[engine]`).
+    pub max_decided_state_bytes: usize,
     pub allowed_lateness: Duration,
     pub idle_timeout: Duration,
     pub max_line_bytes: usize,
@@ -80,6 +82,7 @@ impl EngineOptions {
             state_dir,
             flush_rows: config.output.flush_rows,
             max_open_journeys: config.engine.max_open_journeys,
+            max_decided_state_bytes: config.engine.max_decided_state_bytes,
             allowed_lateness: config.engine.allowed_lateness,
             idle_timeout: config.engine.idle_timeout,
             max_line_bytes: config.engine.max_line_bytes,
@@ -372,7 +375,13 @@ impl Engine {
         let Some(m) = &self.shared.metrics else {
             return;
         };
-        let totals = [c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow];
+        let totals = [
+            c.duplicates,
+            c.late_events,
+            c.conflicting_openers,
+            c.services_overflow,
+            c.tombstones_evicted,
+        ];
         self.exported.export(m, totals);
     }
 
@@ -534,6 +543,7 @@ mod tests {
             state_dir: dir.join("state"),
             flush_rows: 1000,
             max_open_journeys: 1000,
+            max_decided_state_bytes: usize::MAX,
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_line_bytes: 1 << 20,

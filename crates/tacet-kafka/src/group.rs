@@ -86,6 +86,8 @@ pub struct RunCounters {
     pub late_events: u64,
     pub conflicting_openers: u64,
     pub services_overflow: u64,
+    /// Tombstones forgotten early to keep decided state within its budget.
+    pub tombstones_evicted: u64,
 }
 
 impl RunCounters {
@@ -102,6 +104,7 @@ impl RunCounters {
         self.late_events += other.late_events;
         self.conflicting_openers += other.conflicting_openers;
         self.services_overflow += other.services_overflow;
+        self.tombstones_evicted += other.tombstones_evicted;
     }
 
     /// Adds what one shard counted. (Its evictions are already counted, as
@@ -111,6 +114,7 @@ impl RunCounters {
         self.late_events += s.late_events;
         self.conflicting_openers += s.conflicting_openers;
         self.services_overflow += s.services_overflow;
+        self.tombstones_evicted += s.tombstones_evicted;
     }
 }
 
@@ -244,12 +248,14 @@ impl Shared {
                     &snap.shard,
                 )
                 .map_err(|source| RunError::Snapshot { partition: p, source })?
+                .with_decided_budget(self.opts.max_decided_state_bytes)
             }
             None => Shard::new(
                 self.catalog.clone(),
                 self.opts.max_open_journeys,
                 Tee(writer, self.feed()),
-            ),
+            )
+            .with_decided_budget(self.opts.max_decided_state_bytes),
         };
         tracing::info!(
             partition = p,
