@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -57,7 +58,13 @@ pub struct SinkLabels {
 
 /// The `reason` labels of `tacet_correlator_events`, in the order of
 /// [`CorrelatorExport::export`]'s totals.
-pub const CORRELATOR_REASONS: [&str; 4] = ["duplicate", "late", "conflicting_opener", "services_overflow"];
+pub const CORRELATOR_REASONS: [&str; 5] = [
+    "duplicate",
+    "late",
+    "conflicting_opener",
+    "services_overflow",
+    "tombstone_evicted",
+];
 
 /// What one holder of correlator counts (a replay shard thread, a `tacet
 /// run`) has added to `tacet_correlator_events` so far. Its counts are
@@ -66,13 +73,13 @@ pub const CORRELATOR_REASONS: [&str; 4] = ["duplicate", "late", "conflicting_ope
 #[derive(Debug, Default)]
 pub struct CorrelatorExport {
     /// `None` until the first export, which creates every series (at 0 too).
-    exported: Option<[u64; 4]>,
+    exported: Option<[u64; 5]>,
 }
 
 impl CorrelatorExport {
     /// Raises `tacet_correlator_events` to `totals` (duplicate, late,
     /// conflicting_opener, services_overflow, as [`CORRELATOR_REASONS`]).
-    pub fn export(&mut self, m: &Metrics, totals: [u64; 4]) {
+    pub fn export(&mut self, m: &Metrics, totals: [u64; 5]) {
         let before = self.exported.unwrap_or_default();
         if self.exported == Some(totals) {
             return; // nothing new: no label lookups
@@ -147,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "tacet_correlator_events",
-            "Events the correlators set aside, by reason (duplicate, late, conflicting_opener, services_overflow); tacet run updates it at every checkpoint, tacet replay after every chunk",
+            "Events the correlators set aside, by reason (duplicate, late, conflicting_opener, services_overflow), and tombstones forgotten early to keep decided state within engine.max_decided_state_bytes (tombstone_evicted); tacet run updates it at every checkpoint, tacet replay after every chunk",
             correlator_events.clone(),
         );
         registry.register(
@@ -237,43 +244,66 @@ impl Metrics {
     }
 }
 
-/// A running `/metrics` and `/health` endpoint.
+/// Bounds of the `/metrics` and `/health` server: a scraper is one client,
+/// but whoever can reach the port can be hostile.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Request line and headers; past it the answer is 431.
+    pub max_header_bytes: usize,
+    /// Time a connection has to send its request head (each one, on a
+    /// kept-alive connection): a silent or trickling client is dropped.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may stay open at all.
+    pub connection_lifetime: Duration,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            // hyper's least buffer; a scrape's head is a few hundred bytes.
+            max_header_bytes: 8 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            connection_lifetime: Duration::from_secs(120),
+            max_connections: 64,
+        }
+    }
+}
+
+/// A running `/metrics` and `/health` endpoint (hyper, on a thread of its own).
 pub struct MetricsServer {
     addr: std::net::SocketAddr,
-    server: Arc<tiny_http::Server>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl MetricsServer {
     /// Serves `metrics` on `addr` (e.g. `127.0.0.1:9898`; port 0 picks one).
     pub fn start(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let server = Arc::new(tiny_http::Server::http(addr).map_err(std::io::Error::other)?);
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| std::io::Error::other("metrics server is not on an IP address"))?;
-        let s = server.clone();
+        Self::start_with(addr, metrics, HttpLimits::default())
+    }
+
+    /// As [`MetricsServer::start`], within `limits`.
+    pub fn start_with(addr: &str, metrics: Arc<Metrics>, limits: HttpLimits) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
         let handle = std::thread::Builder::new()
             .name("tacet-metrics".into())
             .spawn(move || {
-                for req in s.incoming_requests() {
-                    let (status, body, kind) = match req.url() {
-                        "/metrics" => (200, metrics.encode(), "text/plain; version=0.0.4; charset=utf-8"),
-                        "/health" => (200, "ok\n".to_owned(), "text/plain"),
-                        _ => (404, "not found: try /metrics or /health\n".to_owned(), "text/plain"),
-                    };
-                    let header =
-                        tiny_http::Header::from_bytes(&b"Content-Type"[..], kind.as_bytes()).expect("valid header");
-                    let _ = req.respond(
-                        tiny_http::Response::from_string(body)
-                            .with_status_code(status)
-                            .with_header(header),
-                    );
-                }
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => serve_http(listener, metrics, limits, stopped).await,
+                        Err(e) => tracing::error!(error = %e, "The metrics endpoint cannot serve."),
+                    }
+                });
             })?;
         Ok(Self {
             addr,
-            server,
+            stop: Some(stop),
             handle: Some(handle),
         })
     }
@@ -286,11 +316,79 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
     }
+}
+
+/// Accepts connections until `stopped`, each served within `limits`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    limits: HttpLimits,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not accept a metrics connection; retrying.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "Refused a metrics connection: too many open."
+            );
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.connection_lifetime, connection).await;
+            drop(permit);
+        });
+    }
+}
+
+fn respond(
+    req: &hyper::Request<hyper::body::Incoming>,
+    metrics: &Metrics,
+) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, body, kind) = match (req.method(), req.uri().path()) {
+        (&hyper::Method::GET | &hyper::Method::HEAD, "/metrics") => {
+            (200, metrics.encode(), "text/plain; version=0.0.4; charset=utf-8")
+        }
+        (&hyper::Method::GET | &hyper::Method::HEAD, "/health") => (200, "ok\n".to_owned(), "text/plain"),
+        (&hyper::Method::GET | &hyper::Method::HEAD, _) => {
+            (404, "not found: try /metrics or /health\n".to_owned(), "text/plain")
+        }
+        _ => (405, "only GET and HEAD\n".to_owned(), "text/plain"),
+    };
+    hyper::Response::builder()
+        .status(status)
+        .header(hyper::header::CONTENT_TYPE, kind)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .expect("a valid response")
 }
 
 #[cfg(test)]
@@ -312,17 +410,66 @@ mod tests {
     fn correlator_counts_rise_by_the_difference_and_holders_add_up() {
         let m = Metrics::new();
         let (mut a, mut b) = (CorrelatorExport::default(), CorrelatorExport::default());
-        a.export(&m, [0, 0, 0, 0]);
+        a.export(&m, [0, 0, 0, 0, 0]);
         for reason in CORRELATOR_REASONS {
             assert_eq!(series(&m, reason), Some(0), "{reason}");
         }
-        a.export(&m, [2, 1, 0, 0]);
-        a.export(&m, [2, 1, 0, 0]);
-        b.export(&m, [3, 0, 1, 0]);
-        a.export(&m, [5, 1, 0, 4]);
+        a.export(&m, [2, 1, 0, 0, 0]);
+        a.export(&m, [2, 1, 0, 0, 0]);
+        b.export(&m, [3, 0, 1, 0, 2]);
+        a.export(&m, [5, 1, 0, 4, 0]);
         assert_eq!(series(&m, "duplicate"), Some(5 + 3));
         assert_eq!(series(&m, "late"), Some(1));
         assert_eq!(series(&m, "conflicting_opener"), Some(1));
         assert_eq!(series(&m, "services_overflow"), Some(4));
+        assert_eq!(series(&m, "tombstone_evicted"), Some(2));
+    }
+
+    /// A hostile client of the metrics port: an oversized head is refused
+    /// with 431, a silent connection is dropped after the header timeout,
+    /// and a scrape still works meanwhile.
+    #[test]
+    fn the_metrics_port_bounds_heads_and_silent_connections() {
+        use std::io::{Read, Write};
+        use std::time::Instant;
+        let limits = super::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(500),
+            ..Default::default()
+        };
+        let server = super::MetricsServer::start_with("127.0.0.1:0", Metrics::new(), limits).unwrap();
+        let addr = server.addr();
+        let ask = |request: &[u8]| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            let _ = s.write_all(request);
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            answer
+        };
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(64 << 10)
+        );
+        assert!(
+            ask(huge.as_bytes()).starts_with("HTTP/1.1 431"),
+            "an oversized head is refused"
+        );
+        let silent = std::net::TcpStream::connect(addr).unwrap();
+        let ok = ask(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("ok\n"), "{ok}");
+        let started = Instant::now();
+        let mut silent = silent;
+        silent
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let read = silent.read(&mut buf);
+        assert!(matches!(read, Ok(0)), "the server closed it: {read:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "after the header timeout"
+        );
+        let answer = ask(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
     }
 }
