@@ -505,6 +505,18 @@ fn connection_session(base: &SessionContext, query_memory: usize) -> Result<Sess
     Ok(SessionContext::new_with_state(state))
 }
 
+/// One open connection, counted until dropped. Dropped by a panic too:
+/// pgwire's message decoding can panic on a malformed message (a `Parse`
+/// shorter than its fields, found by fuzzing pgwire 0.42.1); tokio ends only
+/// that connection's task, and its slot must come back with it.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Resolves when `connection` has had no query activity for `limit`.
 async fn idle(connection: &Connection, limit: Duration) {
     loop {
@@ -551,16 +563,15 @@ pub async fn bind(
                     continue;
                 }
             };
-            if open.fetch_add(1, Ordering::SeqCst) >= opts.max_connections.max(1) {
-                open.fetch_sub(1, Ordering::SeqCst);
+            let full = open.fetch_add(1, Ordering::SeqCst) >= opts.max_connections.max(1);
+            let slot = OpenConnection(open.clone());
+            if full {
                 tracing::warn!(%peer, max_connections = opts.max_connections, "Refused an SQL connection: too many open.");
-                drop(socket);
                 continue;
             }
             let ctx = match connection_session(&ctx, opts.query_memory) {
                 Ok(session) => Arc::new(session),
                 Err(e) => {
-                    open.fetch_sub(1, Ordering::SeqCst);
                     tracing::error!(%peer, error = %e, "Refused an SQL connection: no session for it.");
                     continue;
                 }
@@ -581,8 +592,8 @@ pub async fn bind(
             });
             let password = opts.password.clone();
             let idle_timeout = opts.idle_timeout;
-            let open = open.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let session = async {
                     match password {
                         Some(pw) => {
@@ -605,7 +616,6 @@ pub async fn bind(
                         tracing::info!(%peer, ?idle_timeout, "Closed an idle SQL connection.");
                     }
                 }
-                open.fetch_sub(1, Ordering::SeqCst);
             });
         }
     };

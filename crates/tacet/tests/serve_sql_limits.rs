@@ -208,6 +208,30 @@ fn connections_past_the_cap_are_closed_and_the_rest_served() {
     assert!(out.status.success(), "served once the others left: {}", stderr(&out));
 }
 
+/// A `Parse` message shorter than its fields makes pgwire 0.42.1 panic while
+/// decoding it (found by `fuzz/`'s pgwire target). Sent on 40 connections
+/// to a server that allows 4, it ends only those connections: every slot
+/// comes back, and a real client is served after.
+#[test]
+fn a_message_that_panics_the_protocol_library_ends_only_its_connection() {
+    use std::io::Write;
+    let server = Server::start("max_connections = 4");
+    std::thread::sleep(Duration::from_millis(500));
+    let user = b"\x00\x03\x00\x00user\x00analyst\x00database\x00tacet\x00\x00";
+    let mut startup = ((user.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(user);
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&startup).unwrap();
+        let _ = s.write_all(b"P\x00\x00\x00\x00C\xff\n");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let out = server.psql("SELECT COUNT(*) FROM outcomes");
+    assert!(out.status.success(), "the server still serves: {}", stderr(&out));
+}
+
 #[test]
 fn beyond_loopback_a_password_is_required() {
     let dir = tempfile::tempdir().unwrap();
