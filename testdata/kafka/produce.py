@@ -13,11 +13,18 @@ partition p of every topic holds the same traces:
 With --unkeyed, records carry no key and land on any partition, as from
 producers that do not key by trace id (tacet's repartition mode).
 
-Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed]
-Prints the number of records sent per topic as JSON.
+With --micros-every K, every K-th ledger event is sent a second time with
+its time in epoch microseconds, as a misconfigured service would log it
+(tacet must refuse those as time_in_future and decide as if they were
+never sent).
+
+Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed] [--micros-every K]
+Prints the number of records sent per topic as JSON (and "micros", the
+number of microsecond records among them).
 """
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -40,6 +47,7 @@ def main() -> int:
     ap.add_argument("--prefix", default="")
     ap.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
     ap.add_argument("--unkeyed", action="store_true", help="send every record without a key")
+    ap.add_argument("--micros-every", type=int, default=0, help="resend every K-th ledger event in epoch microseconds")
     args = ap.parse_args()
 
     producer = KafkaProducer(
@@ -51,6 +59,8 @@ def main() -> int:
     )
     topics = {name: args.prefix + name for name in ("payments", "ledger", "notify")}
     sent = {t: 0 for t in topics.values()}
+    micros = 0
+    ledger_seen = 0
     started = time.monotonic()
     n = 0
     with open(args.events, "rb") as f:
@@ -86,12 +96,22 @@ def main() -> int:
             producer.send(topic, key=key, value=value, headers=headers)
             sent[topic] += 1
             n += 1
+            if topic == topics["ledger"] and args.micros_every > 0:
+                ledger_seen += 1
+                if ledger_seen % args.micros_every == 0 and isinstance(event.get("ts"), str):
+                    at = datetime.datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+                    event["ts"] = int(at.timestamp() * 1_000_000)
+                    wrong = json.dumps(event, separators=(",", ":")).encode()
+                    producer.send(topic, key=key, value=wrong, headers=headers)
+                    sent[topic] += 1
+                    micros += 1
             if args.rate > 0 and n % 100 == 0:
                 ahead = n / args.rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
     producer.flush(timeout=120)
     producer.close()
+    sent["micros"] = micros
     json.dump(sent, sys.stdout)
     print()
     return 0

@@ -335,6 +335,36 @@ fn kafka_traffic_in_three_topics_gives_the_truth() {
 }
 
 /// Incident records, comparable: without what follows arrival order, money rounded to cents.
+/// A service on one topic (ledger) that logs some of its events a second
+/// time in epoch microseconds (SPEC §1): each such record is one
+/// `time_in_future` dead letter and the outcomes are the truth, as if it
+/// had never been sent. Its far-future time never reaches a watermark or a
+/// snapshot.
+#[test]
+fn an_epoch_microseconds_producer_on_one_topic_costs_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 10_000, 17);
+    let producer = produce_with(&broker, dir.path(), 0, &["--micros-every", "25"]);
+    let out = producer.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let micros = sent["micros"].as_u64().unwrap();
+    assert!(micros > 100, "{sent}");
+    let config = write_config(dir.path(), &broker.bootstrap(), "micros", "2s");
+    let out = dir.path().join("out");
+    let run = tacet_run(&config, &out, Some("6s"), &dir.path().join("tacet.log"));
+    wait_ok(run, "tacet run", Duration::from_secs(180));
+    assert_exact(dir.path(), &out);
+    let future = BufReader::new(File::open(out.join("dead-letter.ndjson")).unwrap())
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap())
+        .filter(|l| l["reason"] == "time_in_future")
+        .count() as u64;
+    assert_eq!(future, micros, "one dead letter per microsecond record");
+}
+
 fn incidents(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("incidents.ndjson")).unwrap();
     let mut records: Vec<String> = text
