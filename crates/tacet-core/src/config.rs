@@ -618,6 +618,13 @@ pub struct SqlConfig {
     /// Environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// TLS certificate chain (PEM) for clients that ask for TLS (psql
+    /// `sslmode=require`); with `tls_key`. Relative to the config's folder.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Connections open at once; more are closed as soon as accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -644,6 +651,8 @@ impl Default for SqlConfig {
         Self {
             password: None,
             password_env: None,
+            tls_cert: None,
+            tls_key: None,
             max_connections: default_max_connections(),
             max_concurrent_queries: default_max_concurrent_queries(),
             statement_timeout: default_statement_timeout(),
@@ -869,6 +878,8 @@ impl Config {
             .filter_map(|s| s.path.as_mut())
             .for_each(resolve);
         self.checkpoint.state_dir.iter_mut().for_each(resolve);
+        self.sql.tls_cert.iter_mut().for_each(resolve);
+        self.sql.tls_key.iter_mut().for_each(resolve);
     }
 
     /// The embedded default (`config/tacet.toml`).
@@ -1023,6 +1034,9 @@ impl Config {
         }
         if self.sql.query_memory_bytes < 1 << 20 {
             return Err(self.invalid("sql.query_memory_bytes", "must be at least 1 MiB (1048576)"));
+        }
+        if self.sql.tls_cert.is_some() != self.sql.tls_key.is_some() {
+            return Err(self.invalid("sql.tls_cert", "TLS needs both `tls_cert` and `tls_key`"));
         }
         if self.sql.statement_timeout.is_zero() || self.sql.idle_timeout.is_zero() {
             return Err(self.invalid("sql", "statement_timeout and idle_timeout must be longer than 0s"));

@@ -19,8 +19,9 @@
 //!   at a time, and a connection idle for `idle_timeout` is closed, so idle
 //!   sockets cannot lock others out;
 //! - off loopback a password is required; it is compared in constant time
-//!   and never logged (cleartext over the connection: serve on loopback or
-//!   behind a TLS proxy).
+//!   and never logged. With `[sql] tls_cert` and `tls_key` clients may ask
+//!   for TLS (psql `sslmode=require`), so the password does not cross the
+//!   network in the clear.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -70,6 +71,8 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// Memory a connection's query may hold (sorts, joins, aggregates).
     pub query_memory: usize,
+    /// Certificate chain and key (PEM files) for TLS, when configured.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl ServeOptions {
@@ -83,6 +86,7 @@ impl ServeOptions {
             statement_timeout: sql.statement_timeout,
             idle_timeout: sql.idle_timeout,
             query_memory: sql.query_memory_bytes,
+            tls: sql.tls_cert.clone().zip(sql.tls_key.clone()),
         }
     }
 }
@@ -96,6 +100,7 @@ impl Debug for ServeOptions {
             .field("statement_timeout", &self.statement_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("query_memory", &self.query_memory)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -488,6 +493,31 @@ pub enum ServeError {
     PasswordRequired { addr: SocketAddr },
     #[error("cannot set up a query session: {0}")]
     Session(String),
+    #[error("TLS ([sql] tls_cert, tls_key): {0}")]
+    Tls(String),
+}
+
+/// A TLS acceptor for the PEM certificate chain and key files.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<pgwire::tokio::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let fail = |what: &std::path::Path, e: &dyn std::fmt::Display| ServeError::Tls(format!("{}: {e}", what.display()));
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| fail(cert, &e))?;
+    if certs.is_empty() {
+        return Err(fail(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| fail(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServeError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A session of its own for one connection, over the shared tables and
@@ -549,6 +579,10 @@ pub async fn bind(
     let addr = listener.local_addr().map_err(failed)?;
     // Checked once here, so that a connection never fails for it later.
     connection_session(&ctx, opts.query_memory)?;
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let queries = Arc::new(Semaphore::new(opts.max_concurrent_queries.max(1)));
     let open = Arc::new(AtomicUsize::new(0));
     let serve = async move {
@@ -592,6 +626,7 @@ pub async fn bind(
             });
             let password = opts.password.clone();
             let idle_timeout = opts.idle_timeout;
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 let session = async {
@@ -601,9 +636,9 @@ pub async fn bind(
                                 FixedPassword(pw),
                                 DefaultServerParameterProvider::default(),
                             ));
-                            pgwire::tokio::process_socket(socket, None, Guarded { handler, startup }).await
+                            pgwire::tokio::process_socket(socket, tls, Guarded { handler, startup }).await
                         }
-                        None => pgwire::tokio::process_socket(socket, None, Open(handler)).await,
+                        None => pgwire::tokio::process_socket(socket, tls, Open(handler)).await,
                     }
                 };
                 tokio::select! {

@@ -126,7 +126,12 @@ pub fn serve(data: &Path, config: Option<&Path>, listen: &str, password_env: Opt
         eprintln!(
             "Serving {} over the PostgreSQL protocol on {addr} ({}, read-only). Try: psql -h {} -p {} -c 'SELECT * FROM journey_sli'",
             data.display(),
-            if password.is_some() { "password required" } else { "no password" },
+            match (password.is_some(), sql.tls_cert.is_some()) {
+                (true, true) => "password required, TLS offered",
+                (true, false) => "password required",
+                (false, true) => "no password, TLS offered",
+                (false, false) => "no password",
+            },
             addr.ip(),
             addr.port()
         );

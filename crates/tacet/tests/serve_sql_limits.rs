@@ -28,7 +28,11 @@ struct Server {
 
 impl Server {
     fn start(sql_settings: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), sql_settings)
+    }
+
+    /// As [`Server::start`], with the config written into `dir`.
+    fn start_in(dir: tempfile::TempDir, sql_settings: &str) -> Self {
         let config = dir.path().join("config.toml");
         let text = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap();
         std::fs::write(&config, format!("{text}\n[sql]\n{sql_settings}\n")).unwrap();
@@ -90,17 +94,14 @@ fn free_port() -> u16 {
 }
 
 fn psql(port: u16, sql: &str) -> Output {
+    psql_with(port, "prefer", sql)
+}
+
+fn psql_with(port: u16, sslmode: &str, sql: &str) -> Output {
     Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "analyst",
-            "-d",
-            "tacet",
-        ])
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=analyst dbname=tacet sslmode={sslmode}"
+        ))
         .args(["-w", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .env_remove("PGPASSWORD")
         .output()
@@ -230,6 +231,39 @@ fn a_message_that_panics_the_protocol_library_ends_only_its_connection() {
     }
     let out = server.psql("SELECT COUNT(*) FROM outcomes");
     assert!(out.status.success(), "the server still serves: {}", stderr(&out));
+}
+
+/// With a certificate and key (paths relative to the config's folder)
+/// clients can ask for TLS: psql with `sslmode=require` is served, and is
+/// refused by a server without them.
+#[test]
+fn tls_is_offered_with_a_certificate_from_the_config() {
+    let plain = Server::start("");
+    let refused = psql_with(plain.port, "require", "SELECT 1");
+    assert!(!refused.status.success(), "no TLS without a certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-keyout", "key.pem", "-out", "cert.pem"])
+        .current_dir(dir.path())
+        .output()
+        .expect("the openssl command (Debian's openssl)");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let server = Server::start_in(dir, "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"");
+    let out = psql_with(server.port, "require", "SELECT COUNT(*) FROM outcomes");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2");
+    assert!(server.psql("SELECT 1").status.success(), "plain clients too");
 }
 
 #[test]
