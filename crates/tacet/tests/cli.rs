@@ -274,6 +274,17 @@ fn each_kind_of_config_mistake_is_one_message_naming_file_and_key_with_exit_code
         "billpay.confirmed",
         "billpay.confirmed",
     );
+    // No table names a journey: a [[table]] that tries is an unknown key there.
+    assert_config_mistake(
+        "journey-in-a-table",
+        |c| {
+            format!(
+                "{c}\n[[table]]\nname = \"volume\"\npath = \"v.csv\"\nformat = \"csv\"\njourney = \"no_such_journey\"\n"
+            )
+        },
+        "journey",
+        "unknown field",
+    );
     assert_config_mistake(
         "two-unnamed-sinks",
         |c| format!("{c}\n[[alert_sink]]\nkind = \"stdout\"\n[[alert_sink]]\nkind = \"stdout\"\n"),

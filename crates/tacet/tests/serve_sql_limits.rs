@@ -36,16 +36,7 @@ impl Server {
         let config = dir.path().join("config.toml");
         let text = std::fs::read_to_string(repo("testdata/scenarios/config.toml")).unwrap();
         std::fs::write(&config, format!("{text}\n[sql]\n{sql_settings}\n")).unwrap();
-        let status = tacet()
-            .args(["replay", "--config"])
-            .arg(&config)
-            .arg("--out")
-            .arg(dir.path())
-            .arg(repo("testdata/scenarios/retries_and_errors/events.ndjson"))
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
+        replay_scenario(&config, dir.path());
         let port = free_port();
         let child = tacet()
             .args(["serve-sql", "--config"])
@@ -83,6 +74,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The retries scenario's outcomes under `out`, replayed with `config`.
+fn replay_scenario(config: &Path, out: &Path) {
+    let status = tacet()
+        .args(["replay", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .arg(repo("testdata/scenarios/retries_and_errors/events.ndjson"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn free_port() -> u16 {
@@ -269,16 +274,7 @@ fn tls_is_offered_with_a_certificate_from_the_config() {
 #[test]
 fn beyond_loopback_a_password_is_required() {
     let dir = tempfile::tempdir().unwrap();
-    let status = tacet()
-        .args(["replay", "--config"])
-        .arg(repo("testdata/scenarios/config.toml"))
-        .arg("--out")
-        .arg(dir.path())
-        .arg(repo("testdata/scenarios/retries_and_errors/events.ndjson"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    replay_scenario(&repo("testdata/scenarios/config.toml"), dir.path());
     let out = tacet()
         .args(["serve-sql", "--data"])
         .arg(dir.path())
