@@ -49,6 +49,32 @@ pub fn internal_topic(group: &str, topic: &str) -> String {
     format!("{group}-{topic}-repartition")
 }
 
+/// The headers of a re-keyed record: the producer's own, less any that
+/// tacet uses internally (SPEC §1: a producer's `tacet-origin` would
+/// otherwise be read as the record's source position, and one spoofed
+/// offset would make every later record of its partition look like a
+/// duplicate), then tacet's own origin.
+fn rekeyed_headers<'a>(producer: impl IntoIterator<Item = (&'a [u8], Option<&'a [u8]>)>, origin: &str) -> OwnedHeaders {
+    let mut out = OwnedHeaders::new();
+    for (name, value) in producer {
+        if name.eq_ignore_ascii_case(ORIGIN_HEADER.as_bytes()) {
+            continue;
+        }
+        // rdkafka writes names as &str: a name that is not UTF-8 is
+        // forwarded with its bad bytes replaced. The correlator reads
+        // headers by configured (UTF-8) names only, so no decision depends
+        // on it.
+        out = out.insert(Header {
+            key: &String::from_utf8_lossy(name),
+            value,
+        });
+    }
+    out.insert(Header {
+        key: ORIGIN_HEADER,
+        value: Some(origin.as_bytes()),
+    })
+}
+
 /// `<partition>/<offset>` of an [`ORIGIN_HEADER`] value.
 pub fn parse_origin(value: &[u8]) -> Option<(i32, i64)> {
     let text = std::str::from_utf8(value).ok()?;
@@ -385,21 +411,7 @@ fn rekey(
                 });
                 origin.clear();
                 let _ = write!(origin, "{}/{}", msg.partition(), msg.offset());
-                let mut out_headers = OwnedHeaders::new();
-                for (name, value) in headers {
-                    // rdkafka writes names as &str: a name that is not
-                    // UTF-8 is forwarded with its bad bytes replaced. The
-                    // correlator reads headers by configured (UTF-8) names
-                    // only, so no decision depends on it.
-                    out_headers = out_headers.insert(Header {
-                        key: &String::from_utf8_lossy(name),
-                        value,
-                    });
-                }
-                out_headers = out_headers.insert(Header {
-                    key: ORIGIN_HEADER,
-                    value: Some(origin.as_bytes()),
-                });
+                let out_headers = rekeyed_headers(headers, &origin);
                 let mut record: BaseRecord<'_, [u8], [u8]> =
                     BaseRecord::to(internal).payload(payload).headers(out_headers);
                 if let Some(k) = &key {
@@ -445,6 +457,33 @@ fn rekey(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_producers_origin_header_is_never_forwarded() {
+        use rdkafka::message::Headers;
+        let spoofed: [(&[u8], Option<&[u8]>); 4] = [
+            (
+                b"traceparent",
+                Some(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ),
+            (b"tacet-origin", Some(b"0/9223372036854775807")),
+            (b"TACET-ORIGIN", Some(b"0/9223372036854775807")),
+            (b"x-empty", None),
+        ];
+        let out = rekeyed_headers(spoofed, "2/41");
+        let names: Vec<(String, Option<Vec<u8>>)> = out
+            .iter()
+            .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("traceparent".to_owned(), Some(spoofed[0].1.unwrap().to_vec())),
+                ("x-empty".to_owned(), None),
+                (ORIGIN_HEADER.to_owned(), Some(b"2/41".to_vec())),
+            ]
+        );
+    }
 
     #[test]
     fn origin_header_round_trips() {
