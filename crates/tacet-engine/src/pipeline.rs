@@ -88,7 +88,7 @@ impl ReplayOptions {
             max_decided_state_bytes: config.engine.max_decided_state_bytes,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
-            dead_letters: dead_letter_limits(config),
+            dead_letters: DeadLetterLimits::from_config(&config.output),
             config: Arc::new(config.clone()),
             metrics: None,
             run_name: format!(
@@ -98,14 +98,6 @@ impl ReplayOptions {
                     .map_or(0, |d| d.as_millis())
             ),
         }
-    }
-}
-
-/// The dead-letter file's bounds a config sets (`[output]`).
-pub fn dead_letter_limits(config: &Config) -> DeadLetterLimits {
-    DeadLetterLimits {
-        max_bytes: config.output.dead_letter_max_bytes,
-        keep: config.output.dead_letter_files,
     }
 }
 

@@ -107,6 +107,17 @@ pub struct DeadLetterLimits {
     pub keep: usize,
 }
 
+impl DeadLetterLimits {
+    /// The bounds `[output]` sets (`dead_letter_max_bytes`,
+    /// `dead_letter_files`), the same for replay and `tacet run`.
+    pub fn from_config(output: &tacet_core::config::OutputConfig) -> Self {
+        Self {
+            max_bytes: output.dead_letter_max_bytes,
+            keep: output.dead_letter_files,
+        }
+    }
+}
+
 /// Something the dead-letter file did that an operator should see (the
 /// engine counts these on /metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

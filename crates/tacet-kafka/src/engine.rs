@@ -86,7 +86,7 @@ impl EngineOptions {
             allowed_lateness: config.engine.allowed_lateness,
             idle_timeout: config.engine.idle_timeout,
             max_line_bytes: config.engine.max_line_bytes,
-            dead_letters: tacet_engine::pipeline::dead_letter_limits(config),
+            dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
             workers: config.engine.shards,
         }
     }
@@ -547,7 +547,7 @@ mod tests {
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_line_bytes: 1 << 20,
-            dead_letters: tacet_engine::pipeline::dead_letter_limits(&config),
+            dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
             workers,
         };
         let mut engine = Engine::new(&config, &plan, &layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();
