@@ -187,6 +187,7 @@ fn main() {
         let opts = tacet_kafka::RunOptions {
             engine,
             checkpoint_interval: Duration::from_secs(5),
+            flush_interval: cfg.output.flush_interval,
             stop_when_idle: Some(Duration::from_secs(3)),
             stop: Arc::new(AtomicBool::new(false)),
             metrics: None,
@@ -194,7 +195,7 @@ fn main() {
         let before = cpu();
         let report = tacet_kafka::run(&cfg, opts).unwrap();
         tacet_cpu.push(per_record(before, cpu()));
-        assert_eq!(report.counters.decode.records, total, "tacet read every record");
+        assert_eq!(report.decode.records, total, "tacet read every record");
         tacet_rates.push(rate_time(total, report.active));
         let cpu_text = |c: Option<&(f64, f64)>| {
             c.map_or(String::new(), |(own, broker)| {
@@ -207,8 +208,8 @@ fn main() {
             cpu_text(bare_cpu.last()),
             total as f64 / report.active.as_secs_f64(),
             cpu_text(tacet_cpu.last()),
-            report.counters.rows,
-            report.counters.checkpoints
+            report.writer.rows,
+            report.source.checkpoints
         );
     }
     // Medians of each column on its own.

@@ -16,10 +16,14 @@
 //!   resolved when the condition clears ([`engine::Notification`]).
 //! - [`feed::AlertFeed`]: the outcome sink inside each shard that turns
 //!   decisions into notes for the engine.
-//! - [`sink`]: stdout, NDJSON file, HTTP webhook (timeouts, retries with
-//!   backoff, idempotency key, HMAC signature) and a Kafka topic (key =
-//!   incident id, acks=all, retried); each sink runs on its own thread behind
-//!   a bounded queue, so a sink that is down delays only itself.
+//! - [`sink`]: stdout, NDJSON file and HTTP webhook (timeouts, retries with
+//!   backoff, idempotency key, HMAC signature); other kinds (the Kafka topic
+//!   sink of `tacet-kafka`) are registered through [`sink::SinkKinds`]. Each
+//!   sink runs on its own thread behind a bounded queue, so a sink that is
+//!   down delays only itself.
+//! - [`service`]: the alert thread both `tacet replay` and `tacet run` start:
+//!   decisions and watermarks in from every unit of correlation state,
+//!   rules evaluated as the slowest watermark passes each minute.
 //!
 //! SLI = completed ÷ (completed + silent_failure + stalled): of the journeys a
 //! customer started and waited on, the share that did what it said. Loud
@@ -30,6 +34,7 @@
 pub mod engine;
 pub mod feed;
 pub mod rules;
+pub mod service;
 pub mod sink;
 pub mod window;
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub enum SinkError {
     Transport(String),
     #[error("the webhook secret variable {0} is not set")]
     MissingSecret(String),
+    /// A sink kind no maker was registered for (see [`SinkKinds`]).
+    #[error("{0} alert sinks are not available in this build")]
+    Unsupported(String),
 }
 
 impl SinkError {
@@ -38,7 +42,7 @@ impl SinkError {
         match self {
             SinkError::Status(code) => *code >= 500 || *code == 408 || *code == 429,
             SinkError::Transport(_) | SinkError::Io { .. } => true,
-            SinkError::MissingSecret(_) => false,
+            SinkError::MissingSecret(_) | SinkError::Unsupported(_) => false,
         }
     }
 }
@@ -172,92 +176,35 @@ impl AlertSink for WebhookSink {
     }
 }
 
-/// Writes each notification as one record to a Kafka topic: key = incident
-/// id (so an incident's notifications stay in order on one partition), the
-/// JSON as value, and an `idempotency-key` header for consumers that dedupe.
-pub struct KafkaSink {
-    producer: rdkafka::producer::BaseProducer<KafkaDelivery>,
-    topic: String,
-    timeout: Duration,
+/// Builds a sink of a kind this crate does not know how to build.
+pub type MakeSink = dyn Fn(&AlertSinkConfig) -> Result<Box<dyn AlertSink>, SinkError> + Send + Sync;
+
+/// Sink kinds built elsewhere (the Kafka sink lives with the Kafka code),
+/// registered by the binary: the alert crate needs no Kafka client.
+#[derive(Clone, Default)]
+pub struct SinkKinds {
+    makers: Vec<(AlertSinkKind, Arc<MakeSink>)>,
 }
 
-/// The outcome of the last delivery, set by librdkafka's callback.
-#[derive(Default)]
-pub struct KafkaDelivery {
-    error: std::sync::Mutex<Option<String>>,
-}
+impl SinkKinds {
+    /// Builds `kind` sinks with `make`.
+    pub fn with(mut self, kind: AlertSinkKind, make: Arc<MakeSink>) -> Self {
+        self.makers.retain(|(k, _)| *k != kind);
+        self.makers.push((kind, make));
+        self
+    }
 
-impl rdkafka::ClientContext for KafkaDelivery {}
-
-impl rdkafka::producer::ProducerContext for KafkaDelivery {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    fn make(&self, config: &AlertSinkConfig) -> Result<Box<dyn AlertSink>, SinkError> {
+        match self.makers.iter().find(|(k, _)| *k == config.kind) {
+            Some((_, make)) => make(config),
+            None => Err(SinkError::Unsupported(format!("{:?}", config.kind).to_lowercase())),
         }
     }
 }
 
-impl KafkaSink {
-    /// A producer for `topic` on `brokers`, with extra librdkafka `properties`.
-    pub fn new(
-        brokers: &str,
-        topic: &str,
-        properties: &std::collections::BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Result<Self, SinkError> {
-        let mut config = rdkafka::ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            // A notification is delivered when every in-sync replica has it.
-            .set("acks", "all")
-            .set("message.timeout.ms", timeout.as_millis().max(1).to_string());
-        for (k, v) in properties {
-            config.set(k, v);
-        }
-        let producer = config
-            .create_with_context(KafkaDelivery::default())
-            .map_err(|e| SinkError::Transport(format!("kafka producer: {e}")))?;
-        Ok(Self {
-            producer,
-            topic: topic.to_owned(),
-            timeout,
-        })
-    }
-}
-
-impl AlertSink for KafkaSink {
-    fn deliver(&mut self, n: &Notification, body: &[u8]) -> Result<(), SinkError> {
-        use rdkafka::message::{Header, OwnedHeaders};
-        use rdkafka::producer::{BaseRecord, Producer};
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "idempotency-key",
-            value: Some(n.idempotency_key.as_bytes()),
-        });
-        let record = BaseRecord::to(&self.topic)
-            .key(n.incident_id.as_bytes())
-            .payload(body)
-            .headers(headers);
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| SinkError::Transport(format!("kafka: {e}")))?;
-        // One notification at a time: wait for its acknowledgement, so a
-        // failure is retried by the sink loop like a webhook's.
-        self.producer
-            .flush(self.timeout)
-            .map_err(|e| SinkError::Transport(format!("kafka: {e}")))?;
-        match self
-            .producer
-            .context()
-            .error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            Some(e) => Err(SinkError::Transport(format!("kafka: {e}"))),
-            None => Ok(()),
-        }
+impl std::fmt::Debug for SinkKinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.makers.iter().map(|(k, _)| k)).finish()
     }
 }
 
@@ -315,11 +262,11 @@ impl Dispatcher {
         }
     }
 
-    /// Builds the sinks of a config (`stdout`, `file`, `webhook`, `kafka`).
-    /// `kafka_brokers` serve kafka sinks that name none (the sources' brokers).
+    /// Builds the sinks of a config: `stdout`, `file` and `webhook` here,
+    /// other kinds (`kafka`) by the makers in `kinds`.
     pub fn from_config(
         configs: &[AlertSinkConfig],
-        kafka_brokers: Option<&str>,
+        kinds: &SinkKinds,
         state_dir: Option<&Path>,
         observer: Option<Observer>,
     ) -> Result<Self, SinkError> {
@@ -346,12 +293,7 @@ impl Dispatcher {
                         c.timeout,
                     ))
                 }
-                AlertSinkKind::Kafka => Box::new(KafkaSink::new(
-                    c.brokers.as_deref().or(kafka_brokers).unwrap_or_default(),
-                    c.topic.as_deref().unwrap_or_default(),
-                    &c.properties,
-                    c.timeout,
-                )?),
+                AlertSinkKind::Kafka => kinds.make(c)?,
             };
             let attempts = if matches!(c.kind, AlertSinkKind::Webhook | AlertSinkKind::Kafka) {
                 c.max_attempts

@@ -318,6 +318,21 @@ impl<S: OutcomeSink> Shard<S> {
         self
     }
 
+    /// New caps (a process-wide cap re-split when the number of shards
+    /// sharing it changes): past the new `max_open`, the open journeys
+    /// closest to their timers are evicted now, so the cap holds at once.
+    pub fn set_limits(&mut self, max_open: usize, decided_budget: usize) {
+        self.max_open = max_open.max(1);
+        self.decided_budget = decided_budget.max(1);
+        while self.slab.len() > self.max_open {
+            let before = self.slab.len();
+            self.evict_one();
+            if self.slab.len() == before {
+                break; // nothing with a timer left to evict
+            }
+        }
+    }
+
     /// Bytes of decided state: tombstones and kept silent failures.
     pub fn decided_state_bytes(&self) -> usize {
         self.tombs.len() * TOMB_BYTES + self.silent_bytes

@@ -89,6 +89,11 @@ impl Watermarks {
         self.unchanged_since = None;
     }
 
+    /// The largest event time seen on partition `p`.
+    pub fn max_seen_of(&self, p: usize) -> Option<EventTime> {
+        self.partitions[p].max_seen
+    }
+
     /// The largest event time seen on any partition.
     pub fn max_seen(&self) -> Option<EventTime> {
         self.partitions.iter().filter_map(|p| p.max_seen).max()

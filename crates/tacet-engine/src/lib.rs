@@ -24,8 +24,10 @@
 
 pub mod metrics;
 pub mod pipeline;
+pub mod stage;
 pub mod summary;
 
 pub use metrics::{Metrics, MetricsServer};
 pub use pipeline::{EngineError, PreparedReplay, ReplayOptions, replay};
-pub use summary::{JourneySummary, RunReport, RunSummary};
+pub use stage::{Stage, StageError, StageLimits, StageLinks};
+pub use summary::{JourneySummary, RunReport, RunSummary, SourceFigures};

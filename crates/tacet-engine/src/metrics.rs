@@ -93,6 +93,20 @@ impl CorrelatorExport {
         }
         self.exported = Some(std::array::from_fn(|i| before[i].max(totals[i])));
     }
+
+    /// [`CorrelatorExport::export`] of what correlators counted in `s`.
+    pub fn export_stats(&mut self, m: &Metrics, s: &tacet_correlate::ShardStats) {
+        self.export(
+            m,
+            [
+                s.duplicates,
+                s.late_events,
+                s.conflicting_openers,
+                s.services_overflow,
+                s.tombstones_evicted,
+            ],
+        );
+    }
 }
 
 /// Every metric tacet exports.
@@ -226,7 +240,31 @@ impl Metrics {
         })
     }
 
-    /// The Prometheus text exposition.
+    /// Adds what a decoder counted since `before` to `tacet_events` and
+    /// `tacet_decode_errors`.
+    pub fn add_decode(&self, source: &str, now: &tacet_ingest::DecodeStats, before: &tacet_ingest::DecodeStats) {
+        self.events
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc_by(now.records - before.records);
+        for reason in tacet_ingest::DecodeError::ALL {
+            let delta = now.errors[reason.index()] - before.errors[reason.index()];
+            if delta > 0 {
+                self.decode_error(reason, delta);
+            }
+        }
+    }
+
+    /// Counts `n` records refused for `reason` on `tacet_decode_errors`.
+    pub fn decode_error(&self, reason: tacet_ingest::DecodeError, n: u64) {
+        self.decode_errors
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .inc_by(n);
+    }
+
     /// The `tacet_events` counter of `source`, for a hot path to keep
     /// instead of looking the label set up per record.
     pub fn source_events(&self, source: &str) -> Counter {
@@ -237,10 +275,55 @@ impl Metrics {
             .clone()
     }
 
+    /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+impl tacet_alert::service::AlertMetrics for Metrics {
+    fn decided(&self, journey: &str, outcome: &str) {
+        self.journeys
+            .get_or_create(&OutcomeLabels {
+                journey: journey.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    fn evaluated(
+        &self,
+        catalog: &tacet_core::Catalog,
+        gauges: &[tacet_alert::JourneyGauges],
+        watermark_lag: std::time::Duration,
+    ) {
+        for (spec, g) in catalog.journeys().iter().zip(gauges) {
+            self.error_budget_left
+                .get_or_create(&JourneyLabels {
+                    journey: spec.name.clone(),
+                })
+                .set(g.error_budget_left);
+            for (window, burn) in &g.burn {
+                self.burn_rate
+                    .get_or_create(&WindowLabels {
+                        journey: spec.name.clone(),
+                        window: format!("{}s", window / 1000),
+                    })
+                    .set(*burn);
+            }
+        }
+        self.watermark_lag_seconds.set(watermark_lag.as_secs_f64());
+    }
+
+    fn delivery(&self, sink: &str, result: &str) {
+        self.alerts
+            .get_or_create(&SinkLabels {
+                sink: sink.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 }
 

@@ -9,7 +9,21 @@ use tacet_correlate::{InFlight, ShardStats};
 use tacet_ingest::{DecodeError, DecodeStats};
 use tacet_store::WriterStats;
 
-/// Everything a finished run counted.
+/// What only a source that checkpoints (`tacet run`) counts; zero for a replay.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SourceFigures {
+    /// Checkpoint rounds completed.
+    pub checkpoints: u64,
+    /// Outcome files of unfinished checkpoints that recovery discarded.
+    pub discarded_files: u64,
+    /// Records the repartitioner wrote twice (it crashed between writing
+    /// them and committing its source offsets), recognised and skipped.
+    pub repartition_duplicates: u64,
+    /// Errors retried, by kind (Kafka client, poll, commit, outcome write).
+    pub retried_errors: BTreeMap<String, u64>,
+}
+
+/// Everything a finished run counted: `tacet replay` and `tacet run` alike.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub decode: DecodeStats,
@@ -24,6 +38,12 @@ pub struct RunReport {
     /// The final watermark: the largest event time seen.
     pub max_event_time: Option<EventTime>,
     pub elapsed: Duration,
+    /// The time spent on input: a replay's whole run; for `tacet run`, from
+    /// the first record polled until the last one was applied (without
+    /// group joins and idle waits). Rates are over this.
+    pub active: Duration,
+    /// Correlator threads (replay shards; `tacet run`'s threads that own
+    /// partition groups).
     pub shards: usize,
     pub decoders: usize,
     /// Incidents opened, updated and resolved.
@@ -32,6 +52,7 @@ pub struct RunReport {
     pub sinks: Vec<tacet_alert::sink::SinkStats>,
     /// Error budget left and burn rates per journey at the end.
     pub gauges: Vec<tacet_alert::JourneyGauges>,
+    pub source: SourceFigures,
 }
 
 /// Figures for one journey.
@@ -95,12 +116,15 @@ pub struct RunSummary {
     pub journeys: Vec<JourneySummary>,
     pub incidents: tacet_alert::AlertStats,
     pub alert_sinks: Vec<tacet_alert::sink::SinkStats>,
+    /// Checkpoints, recovery and retries (`tacet run`; zero for a replay).
+    #[serde(flatten)]
+    pub source: SourceFigures,
 }
 
 impl RunReport {
     /// Per-journey figures and run totals.
     pub fn summary(&self, catalog: &Catalog) -> RunSummary {
-        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let secs = self.active.as_secs_f64().max(1e-9);
         let journeys = catalog
             .journeys()
             .iter()
@@ -179,6 +203,7 @@ impl RunReport {
             journeys,
             incidents: self.alerts.clone(),
             alert_sinks: self.sinks.clone(),
+            source: self.source.clone(),
         }
     }
 }

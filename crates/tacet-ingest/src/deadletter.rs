@@ -360,6 +360,105 @@ impl Drop for DeadLetterFile {
     }
 }
 
+/// The one dead-letter sink of a run, shared by every thread that refuses
+/// input or evicts a journey (decoders, shards, Kafka partition groups).
+/// Refusals are rare, so one lock costs nothing on the hot path; on a full
+/// disk the writer holds it, and everyone who refuses input waits:
+/// backpressure, not memory.
+#[derive(Clone)]
+pub struct DeadLetters {
+    inner: std::sync::Arc<std::sync::Mutex<LazyFile>>,
+}
+
+/// The file, opened at the first letter (or at once, see [`DeadLetters::open_now`]).
+struct LazyFile {
+    dir: std::path::PathBuf,
+    limits: DeadLetterLimits,
+    fresh: bool,
+    hook: Option<NoticeHook>,
+    file: Option<DeadLetterFile>,
+}
+
+impl LazyFile {
+    fn file(&mut self) -> std::io::Result<&mut DeadLetterFile> {
+        if self.file.is_none() {
+            let mut file = DeadLetterFile::open(&self.dir, self.limits, self.fresh)?;
+            if let Some(hook) = self.hook.take() {
+                file = file.with_hook(hook);
+            }
+            self.file = Some(file);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
+    }
+}
+
+impl DeadLetters {
+    /// `<dir>/dead-letter.ndjson`, opened at the first letter: appended to
+    /// (`tacet run` resumes) or, with `fresh`, started empty (a replay).
+    pub fn new(dir: &std::path::Path, limits: DeadLetterLimits, fresh: bool, hook: Option<NoticeHook>) -> Self {
+        Self {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(LazyFile {
+                dir: dir.to_owned(),
+                limits,
+                fresh,
+                hook,
+                file: None,
+            })),
+        }
+    }
+
+    /// Opens the file now: a replay starts it empty even if it refuses nothing.
+    pub fn open_now(self) -> std::io::Result<Self> {
+        self.lock().file()?;
+        Ok(self)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LazyFile> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live file's path, for error messages.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.lock().dir.join(DeadLetterFile::file_name(0))
+    }
+
+    /// Appends each of `records`, under one lock.
+    pub fn write_all<R: Serialize>(&self, records: impl IntoIterator<Item = R>) -> std::io::Result<()> {
+        let mut inner = self.lock();
+        let file = inner.file()?;
+        for r in records {
+            file.write(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record.
+    pub fn write(&self, record: &impl Serialize) -> std::io::Result<()> {
+        self.write_all(std::iter::once(record))
+    }
+
+    /// Makes every letter written so far durable (before a checkpoint).
+    pub fn sync(&self) -> std::io::Result<()> {
+        match self.lock().file.as_mut() {
+            Some(f) => f.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes out what is pending (the end of a replay).
+    pub fn flush(&self) -> std::io::Result<()> {
+        match self.lock().file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Letters written, rotations and pauses.
+    pub fn stats(&self) -> DeadLetterStats {
+        self.lock().file.as_ref().map(DeadLetterFile::stats).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

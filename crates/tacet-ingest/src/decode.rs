@@ -642,6 +642,21 @@ pub struct Decoder {
     source: String,
 }
 
+impl<'a> Decoded<'a> {
+    /// Holds `head` and the attributes captured in `fields`.
+    fn set(&mut self, head: Head<'a>, fields: &mut Fields<'a>) {
+        self.trace_id = head.trace_id;
+        self.time = head.time;
+        self.name = head.name;
+        self.event = head.event;
+        self.ok = head.ok;
+        self.service = head.service;
+        self.fingerprint = head.fingerprint;
+        // A swap: the slot's old attributes leave with `fields`.
+        std::mem::swap(&mut self.attrs, &mut fields.attrs);
+    }
+}
+
 impl Decoder {
     /// A decoder for `mapping`, extracting the catalog's attribute pointers too.
     pub fn new(catalog: Arc<Catalog>, mapping: &ParsedMapping) -> Self {
@@ -770,8 +785,36 @@ impl Decoder {
         header: &dyn Fn(&str) -> Option<&'a [u8]>,
         out: &mut Decoded<'a>,
     ) -> Result<(), DecodeError> {
-        let line = text_of(line)?;
-        self.decode_with_into(line, header, Self::parse, out)
+        let mut fields = Fields::default();
+        let head = self.decode_record(line, None, header, &mut fields)?;
+        out.set(head, &mut fields);
+        Ok(())
+    }
+
+    /// What one input record is: the one decision both sources make, a
+    /// file's line in [`Decoder::decode_chunk`] and a Kafka record's value
+    /// in [`Decoder::decode_into`]. A refused record (too long, not UTF-8,
+    /// not JSON, a field missing or bad) is the error its dead letter
+    /// names; otherwise the head of an event, which is *unmatched* when
+    /// `name` is `None` (no journey uses its event name). `text` is `line`
+    /// already known to be UTF-8, when it is. Attributes stay in `fields`.
+    fn decode_record<'a>(
+        &self,
+        line: &'a [u8],
+        text: Option<&'a str>,
+        header: &dyn Fn(&str) -> Option<&'a [u8]>,
+        fields: &mut Fields<'a>,
+    ) -> Result<Head<'a>, DecodeError> {
+        if line.len() > self.max_line {
+            return Err(DecodeError::OversizedLine);
+        }
+        let text = match text {
+            Some(t) => t,
+            None => text_of(line)?,
+        };
+        fields.reset();
+        self.parse(text, fields)?;
+        self.interpret(fields, header)
     }
 
     fn decode_with_into<'a>(
@@ -784,15 +827,7 @@ impl Decoder {
         let mut fields = Fields::default();
         parse(self, line, &mut fields)?;
         let head = self.interpret(&mut fields, header)?;
-        out.trace_id = head.trace_id;
-        out.time = head.time;
-        out.name = head.name;
-        out.event = head.event;
-        out.ok = head.ok;
-        out.service = head.service;
-        out.fingerprint = head.fingerprint;
-        // A swap: the slot's old attributes leave with `fields`.
-        std::mem::swap(&mut out.attrs, &mut fields.attrs);
+        out.set(head, &mut fields);
         Ok(())
     }
 
@@ -947,26 +982,9 @@ impl Decoder {
                     line,
                 ));
             };
-            if line.len() > self.max_line {
-                refuse(DecodeError::OversizedLine, stats, dead);
-                continue;
-            }
             // Line ends are ASCII, so a valid chunk slices into valid lines.
-            let line_text = match text {
-                Some(t) => &t[line_start..line_end],
-                None => match simdutf8::basic::from_utf8(line) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        refuse(DecodeError::InvalidUtf8, stats, dead);
-                        continue;
-                    }
-                },
-            };
-            fields.reset();
-            let head = match self
-                .parse(line_text, &mut fields)
-                .and_then(|()| self.interpret(&mut fields, &|_| None))
-            {
+            let line_text = text.map(|t| &t[line_start..line_end]);
+            let head = match self.decode_record(line, line_text, &|_| None, &mut fields) {
                 Ok(h) => h,
                 Err(reason) => {
                     refuse(reason, stats, dead);

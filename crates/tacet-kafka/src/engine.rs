@@ -21,11 +21,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tacet_alert::service::{AlertResult, AlertService, AlertSetup};
+use tacet_alert::sink::SinkKinds;
 use tacet_core::Catalog;
 use tacet_core::config::KafkaPlan;
+use tacet_correlate::InFlight;
 use tacet_engine::Metrics;
-use tacet_engine::pipeline::AlertResult;
 use tacet_ingest::Decoder;
+use tacet_ingest::deadletter::DeadLetters;
 
 use crate::checkpoint::CheckpointError;
 use crate::errors::RunErrors;
@@ -46,12 +49,38 @@ pub enum RunError {
     #[error("partition {partition}: {source}")]
     Snapshot {
         partition: i32,
-        source: tacet_correlate::SnapshotError,
+        source: tacet_engine::StageError,
     },
+    #[error(transparent)]
+    Stage(#[from] tacet_engine::StageError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("Kafka: {0}")]
-    Kafka(String),
+    #[error("cannot create the Kafka {client}: {reason}")]
+    Client { client: &'static str, reason: String },
+    #[error("cannot subscribe to {topics:?}: {reason}")]
+    Subscribe { topics: Vec<String>, reason: String },
+    #[error("rebalance: {0}")]
+    Rebalance(String),
+    #[error("stopped while waiting for the broker: {0}")]
+    BrokerUnreachable(String),
+    #[error("source topic {0} does not exist (repartition mode reads it to re-key it)")]
+    MissingSourceTopic(String),
+    #[error("internal topic {topic}: {reason}")]
+    InternalTopic { topic: String, reason: String },
+    #[error("repartition: {0}")]
+    Repartition(String),
+    #[error("the repartitioner stopped")]
+    RepartitionerStopped,
+    #[error("a correlator thread stopped")]
+    CorrelatorStopped,
+    #[error("a correlator thread failed earlier; see its error")]
+    CorrelatorFailed,
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+    #[error("cannot start the {what}: {source}")]
+    Start { what: &'static str, source: std::io::Error },
+    #[error(transparent)]
+    Alerts(#[from] tacet_alert::service::AlertServiceError),
 }
 
 /// Settings of the engine side of a run.
@@ -71,6 +100,8 @@ pub struct EngineOptions {
     /// Correlator threads the partition groups are spread over; 0 means
     /// one per CPU core (`[engine] shards`).
     pub workers: usize,
+    /// Alert sink kinds built outside the alert crate (the Kafka sink).
+    pub sink_kinds: SinkKinds,
 }
 
 impl EngineOptions {
@@ -88,6 +119,7 @@ impl EngineOptions {
             max_line_bytes: config.engine.max_line_bytes,
             dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
             workers: config.engine.shards,
+            sink_kinds: SinkKinds::default(),
         }
     }
 }
@@ -125,9 +157,9 @@ pub struct Engine {
     stopped: bool,
     /// A correlator thread's failure, for the poll loop to stop on.
     failed: Arc<Mutex<Option<RunError>>>,
-    /// The alert thread (SLO rules over this consumer's decisions); the
-    /// correlator threads hold its senders.
-    alert_thread: Option<tacet_engine::pipeline::AlertThread>,
+    /// The alert thread (SLO rules over this consumer's decisions); each
+    /// group's stage holds a sender.
+    alerts: Option<AlertService>,
 }
 
 /// A hash of what gives snapshot bytes their meaning: the journeys and the
@@ -177,33 +209,40 @@ impl Engine {
                 origin,
             });
         }
-        let (alerts, alert_thread) = tacet_engine::pipeline::spawn_alerts(
-            catalog.clone(),
-            Arc::new(config.clone()),
-            opts.out_dir.clone(),
-            0,
-            metrics.clone(),
-        )
-        .map_err(|e| RunError::Kafka(format!("cannot start the alert rules: {e}")))?;
+        let alerts = tacet_alert::service::spawn(AlertSetup {
+            catalog: catalog.clone(),
+            config: Arc::new(config.clone()),
+            out_dir: opts.out_dir.clone(),
+            awaited: 0,
+            kinds: opts.sink_kinds.clone(),
+            metrics: metrics
+                .clone()
+                .map(|m| m as Arc<dyn tacet_alert::service::AlertMetrics>),
+        })?;
         let threads = match opts.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let shared = Arc::new(Shared::new(
+        let hook = metrics.as_ref().map(|m| m.dead_letter_hook());
+        let shared = Arc::new(Shared {
+            dead_letters: DeadLetters::new(&opts.out_dir, opts.dead_letters, false, hook),
             catalog,
             topics,
             inputs,
             opts,
-            config_hash(config),
+            config_hash: config_hash(config),
             metrics,
             errors,
-            config.alerts.synthetic_attribute.clone(),
-        ));
+            synthetic_attribute: config.alerts.synthetic_attribute.clone(),
+        });
         let failed = Arc::new(Mutex::new(None));
         let workers = (0..threads)
-            .map(|i| Worker::spawn(i, shared.clone(), Some(alerts.clone()), failed.clone()))
+            .map(|i| Worker::spawn(i, shared.clone(), failed.clone()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| RunError::Kafka(format!("cannot start a correlator thread: {e}")))?;
+            .map_err(|source| RunError::Start {
+                what: "correlator thread",
+                source,
+            })?;
         Ok(Self {
             shared,
             workers,
@@ -215,13 +254,18 @@ impl Engine {
             exported: Default::default(),
             stopped: false,
             failed,
-            alert_thread: Some(alert_thread),
+            alerts: Some(alerts),
         })
     }
 
     /// The index of `topic`, if consumed.
     pub fn topic_index(&self, topic: &str) -> Option<usize> {
         self.shared.topic_index(topic)
+    }
+
+    /// Topics consumed.
+    pub fn topic_count(&self) -> usize {
+        self.shared.topics.len()
     }
 
     pub fn topic_name(&self, index: usize) -> &str {
@@ -296,7 +340,9 @@ impl Engine {
             if self.owner.contains_key(&p) || restored.contains_key(&p) {
                 continue;
             }
-            let (group, discarded) = self.shared.restore(p)?;
+            let owned = self.owner.len() + restored.len() + 1;
+            let alerts = self.alerts.as_ref().map(|a| a.progress.clone());
+            let (group, discarded) = self.shared.restore(p, owned, alerts)?;
             self.counters.discarded_files += discarded as u64;
             restored.insert(p, group.next.clone());
             let fewest = || {
@@ -309,6 +355,7 @@ impl Engine {
             self.workers[w].groups += 1;
             self.owner.insert(p, w);
         }
+        self.share_limits()?;
         // A group owned already (never with the eager range assignor, which
         // revokes everything before it assigns) starts at the committed
         // offset: what it re-reads below its next offset is skipped.
@@ -332,7 +379,19 @@ impl Engine {
                 self.workers[w].groups -= 1;
             }
         }
+        self.share_limits()?;
         Ok(offsets)
+    }
+
+    /// Splits the process-wide caps (`max_open_journeys`,
+    /// `max_decided_state_bytes`) over the groups owned now, as a replay
+    /// splits them over its shards.
+    fn share_limits(&mut self) -> Result<(), RunError> {
+        let groups = self.owner.len();
+        for w in &mut self.workers {
+            w.command(Command::Limits(groups))?;
+        }
+        Ok(())
     }
 
     /// Checkpoints every group in the order SPEC §7 asks: outcomes durable,
@@ -351,9 +410,7 @@ impl Engine {
         // answers a checkpoint, so the run's counts need no second round.
         let mut counted = self.counters.clone();
         for rx in replies {
-            let result = rx
-                .recv()
-                .map_err(|_| RunError::Kafka("a correlator thread stopped".into()))?;
+            let result = rx.recv().map_err(|_| RunError::CorrelatorStopped)?;
             let (thread_offsets, thread_counts) = result?;
             offsets.extend(thread_offsets);
             counted.merge(&thread_counts);
@@ -372,17 +429,9 @@ impl Engine {
     /// The totals never fall (a revoked group's counts fold into its
     /// thread's), so the counters are raised by the difference.
     fn export_correlator_counts(&mut self, c: &RunCounters) {
-        let Some(m) = &self.shared.metrics else {
-            return;
-        };
-        let totals = [
-            c.duplicates,
-            c.late_events,
-            c.conflicting_openers,
-            c.services_overflow,
-            c.tombstones_evicted,
-        ];
-        self.exported.export(m, totals);
+        if let Some(m) = &self.shared.metrics {
+            self.exported.export_stats(m, &c.correlate);
+        }
     }
 
     /// One Kafka record, copied into the batch of the thread that owns its
@@ -446,19 +495,24 @@ impl Engine {
     /// End of a finite run: every group's watermark becomes the largest event
     /// time this consumer has seen; what is still ahead stays in flight, in
     /// the snapshot and in `<out>/state/in-flight-p<P>.ndjson`.
-    pub fn finish(&mut self) -> Result<usize, RunError> {
+    pub fn finish(&mut self) -> Result<Vec<InFlight>, RunError> {
+        let Some(max) = self.max_seen()? else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::new();
+        for w in &mut self.workers {
+            all.extend(w.ask(|reply| Command::Finish(max, reply))??);
+        }
+        Ok(all)
+    }
+
+    /// The largest event time any owned group has seen.
+    pub fn max_seen(&mut self) -> Result<Option<tacet_core::EventTime>, RunError> {
         let mut max = None;
         for w in &mut self.workers {
             max = max.max(w.ask(Command::MaxSeen)?);
         }
-        let Some(max) = max else {
-            return Ok(0);
-        };
-        let mut total = 0;
-        for w in &mut self.workers {
-            total += w.ask(|reply| Command::Finish(max, reply))??;
-        }
-        Ok(total)
+        Ok(max)
     }
 
     /// Counters of the run so far (every record handed over is counted).
@@ -491,14 +545,15 @@ impl Engine {
             }
             self.stopped = true;
         }
-        match self.alert_thread.take() {
+        match self.alerts.take() {
             None => Ok(None),
-            Some(handle) => handle
-                .join()
-                .map_err(|_| RunError::Kafka("the alert thread panicked".into()))?
-                .map(Some)
-                .map_err(|e| RunError::Kafka(format!("alerts: {e}"))),
+            Some(service) => Ok(Some(service.join()?)),
         }
+    }
+
+    /// Records written to the dead-letter file, its rotations and pauses.
+    pub fn dead_letter_stats(&self) -> tacet_ingest::deadletter::DeadLetterStats {
+        self.shared.dead_letters.stats()
     }
 }
 
@@ -542,13 +597,14 @@ mod tests {
             out_dir: dir.to_path_buf(),
             state_dir: dir.join("state"),
             flush_rows: 1000,
-            max_open_journeys: 1000,
+            max_open_journeys: 100_000,
             max_decided_state_bytes: usize::MAX,
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             max_line_bytes: 1 << 20,
             dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
             workers,
+            sink_kinds: Default::default(),
         };
         let mut engine = Engine::new(&config, &plan, &layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();
         let owned: Vec<(usize, i32)> = (0..partitions).map(|p| (0, p)).collect();
@@ -668,10 +724,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut engine, _) = copartitioned_engine(dir.path(), 2, 2);
         send_each_twice(&mut engine, 2);
-        assert_eq!(engine.counters().unwrap().duplicates, 2);
+        assert_eq!(engine.counters().unwrap().correlate.duplicates, 2);
         engine.revoke(&[(0, 0)]).unwrap();
         assert_eq!(
-            engine.counters().unwrap().duplicates,
+            engine.counters().unwrap().correlate.duplicates,
             2,
             "partition 0's count outlives its group"
         );
@@ -679,9 +735,13 @@ mod tests {
         // a duplicate again, counted once.
         engine.assign(&[(0, 0)]).unwrap();
         plain(&mut engine, 0, 2, opener_of(0).as_bytes());
-        assert_eq!(engine.counters().unwrap().duplicates, 3);
+        assert_eq!(engine.counters().unwrap().correlate.duplicates, 3);
         engine.close_alerts().unwrap();
-        assert_eq!(engine.counters().unwrap().duplicates, 3, "the threads' last word, once");
+        assert_eq!(
+            engine.counters().unwrap().correlate.duplicates,
+            3,
+            "the threads' last word, once"
+        );
     }
 
     /// `/metrics` carries the correlators' counts as of the last checkpoint,
@@ -712,7 +772,7 @@ mod tests {
         engine.checkpoint().unwrap();
         assert_eq!(series("duplicate"), Some(3));
         assert_eq!(
-            engine.counters().unwrap().duplicates,
+            engine.counters().unwrap().correlate.duplicates,
             3,
             "the metric is the run's count"
         );
@@ -736,8 +796,8 @@ mod tests {
             plain(&mut engine, 0, offset, line.as_bytes());
         }
         let counters = engine.counters().unwrap();
-        assert_eq!(counters.evicted, 1);
-        assert_eq!(counters.dead_letters, 1);
+        assert_eq!(counters.correlate.evicted, 1);
+        assert_eq!(engine.dead_letter_stats().written, 1);
         assert_eq!(counters.decode.error_total(), 0, "no record was refused");
         engine.checkpoint().unwrap();
         let letters = std::fs::read_to_string(dir.path().join("dead-letter.ndjson")).unwrap();

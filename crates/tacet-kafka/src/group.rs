@@ -1,32 +1,33 @@
-//! Partition groups: the correlator state of partition `p` of every topic,
-//! and what one correlator thread does with the groups it owns.
+//! Partition groups: the correlation stage of partition `p` of every
+//! topic, and what one correlator thread does with the groups it owns.
 //!
+//! A group is a [`tacet_engine::Stage`] (the one correlation stage replay
+//! uses too) plus what only Kafka has: the next offset per topic, the next
+//! source offset per repartitioned input, and the checkpoint sequence.
 //! A [`GroupSet`] is single-threaded and knows nothing of Kafka clients or
 //! threads: records in, checkpoints out. [`crate::worker`] runs one per
 //! correlator thread; [`crate::engine::Engine`] decides which set owns which
 //! group. What every set reads but nobody changes per record (decoders,
-//! options, the dead-letter file) is in [`Shared`].
+//! options, the dead-letter sink) is in [`Shared`].
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use tacet_alert::AlertFeed;
-use tacet_core::outcome::Tee;
+use tacet_alert::service::AlertProgress;
 use tacet_core::{Catalog, Event, EventTime, TraceKey};
-use tacet_correlate::watermark::Watermarks;
-use tacet_correlate::{InFlight, Shard, ShardStats, SlotHint};
+use tacet_correlate::{InFlight, ShardStats, SlotHint};
 use tacet_engine::Metrics;
-use tacet_engine::pipeline::AlertProgress;
-use tacet_ingest::deadletter::DeadLetterFile;
+use tacet_engine::stage::{Stage, StageLimits, StageLinks, share_of};
+use tacet_ingest::deadletter::DeadLetters;
 use tacet_ingest::decode::Decoded;
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
-use tacet_store::OutcomeWriter;
+use tacet_store::{OutcomeWriter, WriterStats};
 
 use crate::checkpoint::{self, SnapshotHeader};
 use crate::engine::{EngineOptions, RunError};
-use crate::errors::{ErrorKind, RunErrors};
 
 /// One consumed topic: its name and the decoder of its source's mapping.
 pub(crate) struct Topic {
@@ -46,48 +47,33 @@ pub(crate) struct Origin {
     pub(crate) partitions: usize,
 }
 
-/// Decisions go to the group's outcome files and to the alert rules.
-pub(crate) type GroupSink = Tee<OutcomeWriter, AlertFeed>;
-
 /// Partition `p` of every topic.
 pub(crate) struct Group {
-    pub(crate) shard: Shard<GroupSink>,
-    pub(crate) watermarks: Watermarks,
+    pub(crate) stage: Stage,
     /// Next offset per topic (index as in `Shared::topics`); `None` before
     /// the first record when no snapshot said.
     pub(crate) next: Vec<Option<i64>>,
-    /// Largest event time per watermark input (`Shared::inputs`).
-    pub(crate) max_seen: Vec<Option<EventTime>>,
     /// Repartitioned layout: next source offset per input.
     pub(crate) origin_next: Vec<Option<i64>>,
     /// Last completed checkpoint of this partition.
     pub(crate) seq: u64,
 }
 
-/// Counters of a run.
+/// Counters of a run: the same figures a replay reports (decoding,
+/// correlation, outcome files), plus what only checkpointing has.
 #[derive(Debug, Clone, Default)]
 pub struct RunCounters {
     pub decode: DecodeStats,
-    pub dead_letters: u64,
-    /// Journeys evicted by `max_open_journeys` or `max_events_per_journey`
-    /// (each also one of `dead_letters`).
-    pub evicted: u64,
-    pub rows: u64,
+    /// What the correlation stages counted (events, duplicates, late,
+    /// evictions, per-journey decisions).
+    pub correlate: ShardStats,
+    /// Outcome files published.
+    pub writer: WriterStats,
     pub checkpoints: u64,
     pub discarded_files: u64,
     /// Records the repartitioner wrote twice (it crashed between writing
     /// them and committing its source offsets), recognised and skipped.
     pub repartition_duplicates: u64,
-    /// What the correlators counted (as in `tacet replay`'s summary): events
-    /// ignored as duplicates within their trace, events for an already
-    /// decided trace, openers of another journey than their trace's, and
-    /// events whose service name was past a shard's cap (`(other)`).
-    pub duplicates: u64,
-    pub late_events: u64,
-    pub conflicting_openers: u64,
-    pub services_overflow: u64,
-    /// Tombstones forgotten early to keep decided state within its budget.
-    pub tombstones_evicted: u64,
 }
 
 impl RunCounters {
@@ -95,33 +81,17 @@ impl RunCounters {
     /// is kept by the engine).
     pub fn merge(&mut self, other: &RunCounters) {
         self.decode.merge(&other.decode);
-        self.dead_letters += other.dead_letters;
-        self.evicted += other.evicted;
-        self.rows += other.rows;
+        self.correlate.merge(&other.correlate);
+        self.writer.merge(&other.writer);
         self.discarded_files += other.discarded_files;
         self.repartition_duplicates += other.repartition_duplicates;
-        self.duplicates += other.duplicates;
-        self.late_events += other.late_events;
-        self.conflicting_openers += other.conflicting_openers;
-        self.services_overflow += other.services_overflow;
-        self.tombstones_evicted += other.tombstones_evicted;
-    }
-
-    /// Adds what one shard counted. (Its evictions are already counted, as
-    /// dead letters, when they are written.)
-    fn add_shard(&mut self, s: &ShardStats) {
-        self.duplicates += s.duplicates;
-        self.late_events += s.late_events;
-        self.conflicting_openers += s.conflicting_openers;
-        self.services_overflow += s.services_overflow;
-        self.tombstones_evicted += s.tombstones_evicted;
     }
 }
 
 /// The next offset to commit: (topic index, partition, offset).
 pub(crate) type CommitOffset = (usize, i32, i64);
 
-/// What all correlator threads read, and the dead-letter file they share.
+/// What all correlator threads read, and the dead-letter sink they share.
 pub(crate) struct Shared {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) topics: Vec<Topic>,
@@ -130,45 +100,15 @@ pub(crate) struct Shared {
     pub(crate) opts: EngineOptions,
     pub(crate) config_hash: u64,
     pub(crate) metrics: Option<Arc<Metrics>>,
-    pub(crate) errors: Arc<RunErrors>,
+    pub(crate) errors: Arc<crate::errors::RunErrors>,
     pub(crate) synthetic_attribute: String,
-    /// Opened on the first refused record. Refusals are rare, so one lock
-    /// for every thread costs nothing on the hot path.
-    dead: Mutex<Option<DeadLetterFile>>,
+    pub(crate) dead_letters: DeadLetters,
 }
 
 impl Shared {
     /// The index of `topic` among the consumed ones, if consumed.
     pub(crate) fn topic_index(&self, topic: &str) -> Option<usize> {
         self.topics.iter().position(|t| t.name == topic)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        catalog: Arc<Catalog>,
-        topics: Vec<Topic>,
-        inputs: Vec<String>,
-        opts: EngineOptions,
-        config_hash: u64,
-        metrics: Option<Arc<Metrics>>,
-        errors: Arc<RunErrors>,
-        synthetic_attribute: String,
-    ) -> Self {
-        Self {
-            catalog,
-            topics,
-            inputs,
-            opts,
-            config_hash,
-            metrics,
-            errors,
-            synthetic_attribute,
-            dead: Mutex::new(None),
-        }
-    }
-
-    pub(crate) fn feed(&self) -> AlertFeed {
-        AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute)
     }
 
     pub(crate) fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
@@ -180,87 +120,93 @@ impl Shared {
         )
     }
 
-    fn dead_path_error(&self, source: std::io::Error) -> RunError {
+    fn dead_letter_error(&self, source: std::io::Error) -> RunError {
         RunError::Io {
-            path: self.opts.out_dir.join("dead-letter.ndjson").display().to_string(),
+            path: self.dead_letters.path().display().to_string(),
             source,
         }
     }
 
-    /// Appends one record to `<out>/dead-letter.ndjson` (appending to what
-    /// an earlier run left, rotated at `[output] dead_letter_max_bytes`).
-    pub(crate) fn dead_letter(&self, record: &serde_json::Value) -> Result<(), RunError> {
-        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        if dead.is_none() {
-            let mut file = DeadLetterFile::open(&self.opts.out_dir, self.opts.dead_letters, false)
-                .map_err(|e| self.dead_path_error(e))?;
-            if let Some(m) = &self.metrics {
-                file = file.with_hook(m.dead_letter_hook());
-            }
-            *dead = Some(file);
-        }
-        let file = dead.as_mut().expect("opened");
-        file.write(record).map_err(|e| self.dead_path_error(e))
-    }
-
     /// Makes every dead letter written so far durable.
     pub(crate) fn sync_dead_letters(&self) -> Result<(), RunError> {
-        let mut dead = self.dead.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(file) = dead.as_mut() {
-            file.sync().map_err(|e| self.dead_path_error(e))?;
-        }
-        Ok(())
+        self.dead_letters.sync().map_err(|e| self.dead_letter_error(e))
     }
 
-    /// Group `p` as its snapshot left it (or empty), with the number of
-    /// outcome files of unfinished checkpoints that recovery discarded.
-    pub(crate) fn restore(&self, p: i32) -> Result<(Group, usize), RunError> {
+    /// The stage limits of one of `groups` groups sharing the process-wide caps.
+    pub(crate) fn limits(&self, groups: usize) -> StageLimits {
+        StageLimits {
+            max_open_journeys: share_of(self.opts.max_open_journeys, groups),
+            max_decided_state_bytes: share_of(self.opts.max_decided_state_bytes, groups),
+            // Rows are published at checkpoints, which the poll loop brings
+            // forward to `output.flush_interval` when that is shorter.
+            flush_interval: None,
+            allowed_lateness: self.opts.allowed_lateness,
+            idle_timeout: Some(self.opts.idle_timeout),
+        }
+    }
+
+    /// Group `p` as its snapshot left it (or empty), one of `groups` groups
+    /// owned, with the number of outcome files of unfinished checkpoints
+    /// that recovery discarded.
+    pub(crate) fn restore(
+        &self,
+        p: i32,
+        groups: usize,
+        alerts: Option<Sender<AlertProgress>>,
+    ) -> Result<(Group, usize), RunError> {
         let now = Instant::now();
-        let mut watermarks = Watermarks::new(
-            self.inputs.len(),
-            self.opts.allowed_lateness,
-            Some(self.opts.idle_timeout),
-            now,
-        );
         let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
         let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
         let discarded = checkpoint::discard_after(&self.opts.out_dir, p, seq)?;
         let writer = self.writer(p, seq + 1);
+        let feed = AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute);
+        let links = StageLinks {
+            id: p as usize,
+            dead_letters: self.dead_letters.clone(),
+            alerts,
+        };
+        let limits = self.limits(groups);
         let mut next = vec![None; self.topics.len()];
-        let mut max_seen = vec![None; self.inputs.len()];
         let mut origin_next = vec![None; self.inputs.len()];
-        let shard = match &snapshot {
+        let stage = match &snapshot {
             Some(snap) => {
                 for (i, topic) in self.topics.iter().enumerate() {
                     next[i] = snap.header.offsets.get(&topic.name).copied();
                 }
+                let progress: Vec<Option<EventTime>> = self
+                    .inputs
+                    .iter()
+                    .map(|input| snap.header.max_seen.get(input).copied())
+                    .collect();
                 for (i, input) in self.inputs.iter().enumerate() {
-                    max_seen[i] = snap.header.max_seen.get(input).copied();
                     origin_next[i] = snap.header.origin_offsets.get(input).copied();
-                    if let Some(t) = max_seen[i] {
-                        watermarks.observe(i, t, now);
-                    }
                 }
-                Shard::restore(
+                Stage::restore(
                     self.catalog.clone(),
-                    self.opts.max_open_journeys,
-                    Tee(writer, self.feed()),
+                    &limits,
+                    &progress,
+                    writer,
+                    feed,
+                    links,
                     &snap.shard,
+                    now,
                 )
                 .map_err(|source| RunError::Snapshot { partition: p, source })?
-                .with_decided_budget(self.opts.max_decided_state_bytes)
             }
-            None => Shard::new(
+            None => Stage::new(
                 self.catalog.clone(),
-                self.opts.max_open_journeys,
-                Tee(writer, self.feed()),
-            )
-            .with_decided_budget(self.opts.max_decided_state_bytes),
+                &limits,
+                self.inputs.len(),
+                writer,
+                feed,
+                links,
+                now,
+            ),
         };
         tracing::info!(
             partition = p,
             checkpoint = seq,
-            open_journeys = shard.open_traces(),
+            open_journeys = stage.open_journeys(),
             discarded_files = discarded,
             "Partition assigned; {}.",
             if snapshot.is_some() {
@@ -270,10 +216,8 @@ impl Shared {
             }
         );
         let group = Group {
-            shard,
-            watermarks,
+            stage,
             next,
-            max_seen,
             origin_next,
             seq,
         };
@@ -381,17 +325,17 @@ impl<G> Groups<G> {
         }
     }
 
-    fn remove(&mut self, p: i32) {
+    /// Removes group `p`, returning it.
+    fn take(&mut self, p: i32) -> Option<G> {
         match Self::dense_index(p) {
-            Some(i) => {
-                if let Some(slot) = self.dense.get_mut(i) {
-                    *slot = None;
-                }
-            }
-            None => {
-                self.other.remove(&p);
-            }
+            Some(i) => self.dense.get_mut(i)?.take().map(|g| *g),
+            None => self.other.remove(&p),
         }
+    }
+
+    #[cfg(test)]
+    fn remove(&mut self, p: i32) {
+        self.take(p);
     }
 
     /// In partition order.
@@ -416,25 +360,26 @@ impl<G> Groups<G> {
 pub(crate) struct GroupSet {
     shared: Arc<Shared>,
     groups: Groups,
-    /// Counted here, and what the shards of released groups had counted;
-    /// [`GroupSet::counters`] adds the shards of the groups owned now.
+    /// Counted here, and what the stages of released groups had counted;
+    /// [`GroupSet::counters`] adds the stages of the groups owned now.
     counters: RunCounters,
-    alerts: Option<Sender<AlertProgress>>,
     /// Events per topic since the last [`GroupSet::publish_events`]: the
     /// `tacet_events` counters are shared by every thread, so they are
     /// bumped per batch, not per record.
     events: Vec<u64>,
+    /// Groups that got records since the last [`GroupSet::batch_end`].
+    touched: Vec<i32>,
 }
 
 impl GroupSet {
-    pub(crate) fn new(shared: Arc<Shared>, alerts: Option<Sender<AlertProgress>>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let topics = shared.topics.len();
         Self {
             shared,
             groups: Groups::default(),
             counters: RunCounters::default(),
-            alerts,
             events: vec![0; topics],
+            touched: Vec::new(),
         }
     }
 
@@ -442,26 +387,35 @@ impl GroupSet {
         &self.shared
     }
 
-    /// This thread's counters so far. A shard's counts live as long as its
+    /// This thread's counters so far. A stage's counts live as long as its
     /// group here (they are not in snapshots): a group's are folded in when
     /// it is released, so none is lost on a rebalance or counted twice.
     pub(crate) fn counters(&self) -> RunCounters {
         let mut all = self.counters.clone();
         for (_, g) in self.groups.iter() {
-            all.add_shard(g.shard.counted());
+            all.correlate.merge(g.stage.shard_counts());
         }
         all
     }
 
     pub(crate) fn open_journeys(&self) -> usize {
-        self.groups.iter().map(|(_, g)| g.shard.open_traces()).sum()
+        self.groups.iter().map(|(_, g)| g.stage.open_journeys()).sum()
     }
 
-    /// Takes group `p` (restored by the engine) and registers it with the
-    /// alert clock at once, so the clock waits for it from now on.
+    /// Takes group `p` (restored by the engine).
     pub(crate) fn adopt(&mut self, p: i32, group: Group) {
         self.groups.insert(p, group);
-        self.report_alerts(p, false);
+    }
+
+    /// Every group's share of the process-wide caps, now that the process
+    /// owns `groups` groups.
+    pub(crate) fn set_limits(&mut self, groups: usize) -> Result<(), RunError> {
+        let limits = self.shared.limits(groups);
+        for (_, g) in self.groups.iter_mut() {
+            g.stage
+                .set_limits(limits.max_open_journeys, limits.max_decided_state_bytes)?;
+        }
+        Ok(())
     }
 
     /// Checkpoints group `p` and drops it. Returns the offsets to commit.
@@ -471,11 +425,10 @@ impl GroupSet {
         }
         self.shared.sync_dead_letters()?;
         let offsets = self.checkpoint_group(p)?;
-        self.report_alerts(p, true);
-        if let Some(g) = self.groups.get(p) {
-            self.counters.add_shard(g.shard.counted());
+        if let Some(g) = self.groups.take(p) {
+            self.counters.correlate.merge(g.stage.shard_counts());
+            g.stage.close();
         }
-        self.groups.remove(p);
         tracing::info!(partition = p, "Partition revoked after a checkpoint.");
         Ok(offsets)
     }
@@ -483,10 +436,15 @@ impl GroupSet {
     /// Checkpoints every group in the order SPEC §7 asks: dead letters and
     /// outcomes durable, then state, then (by the caller) offsets.
     pub(crate) fn checkpoint(&mut self) -> Result<Vec<CommitOffset>, RunError> {
-        // Dead letters first: a record refused before this checkpoint must not
-        // be lost if we crash after it.
-        self.shared.sync_dead_letters()?;
+        // Evictions first: they are dead letters, and dead letters are made
+        // durable before any state that no longer holds their journeys.
         let ps: Vec<i32> = self.groups.iter().map(|(p, _)| p).collect();
+        for &p in &ps {
+            if let Some(g) = self.groups.get_mut(p) {
+                g.stage.on_batch_end(Instant::now())?;
+            }
+        }
+        self.shared.sync_dead_letters()?;
         let mut offsets = Vec::new();
         for p in ps {
             offsets.extend(self.checkpoint_group(p)?);
@@ -497,23 +455,22 @@ impl GroupSet {
     fn checkpoint_group(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
         let shared = &self.shared;
         let g = self.groups.get_mut(p).expect("owned group");
-        g.shard.sink_mut().0.flush()?;
+        let bytes = g.stage.on_checkpoint()?;
         checkpoint::publish(&shared.opts.out_dir, p)?;
+        let max_seen: Vec<Option<EventTime>> = (0..shared.inputs.len()).map(|i| g.stage.input_progress(i)).collect();
         let header = SnapshotHeader {
             partition: p,
             seq: g.seq + 1,
             config_hash: shared.config_hash,
             offsets: by_name(shared.topics.iter().map(|t| &t.name), &g.next),
-            max_seen: by_name(shared.inputs.iter(), &g.max_seen),
+            max_seen: by_name(shared.inputs.iter(), &max_seen),
             origin_offsets: by_name(shared.inputs.iter(), &g.origin_next),
         };
-        let mut bytes = Vec::new();
-        g.shard.write_snapshot(&mut bytes);
         checkpoint::write_snapshot(&shared.opts.state_dir, &header, &bytes)?;
         g.seq += 1;
         // A fresh writer per checkpoint: file names carry the sequence.
-        let old = std::mem::replace(&mut g.shard.sink_mut().0, shared.writer(p, g.seq + 1));
-        self.counters.rows += old.stats().rows;
+        let published = g.stage.replace_writer(shared.writer(p, g.seq + 1));
+        self.counters.writer.merge(&published);
         Ok(g.next
             .iter()
             .enumerate()
@@ -534,20 +491,16 @@ impl GroupSet {
         out: &mut Prepared<'a>,
     ) {
         let payload = record.payload.unwrap_or(&[]);
-        out.result = if payload.len() > self.shared.opts.max_line_bytes {
-            Err(DecodeError::OversizedLine)
-        } else {
-            self.shared.topics[record.topic]
-                .decoder
-                .decode_into(payload, header, &mut out.decoded)
-        };
+        out.result = self.shared.topics[record.topic]
+            .decoder
+            .decode_into(payload, header, &mut out.decoded);
         out.trace = match out.result {
             Ok(()) if out.decoded.name.is_some() => Some(TraceKey::from_text(&out.decoded.trace_id)),
             _ => None,
         };
         out.hint = None;
         if let (Some((key, _)), Some(g)) = (&out.trace, self.groups.get(record.partition)) {
-            g.shard.prefetch_index(key);
+            g.stage.prefetch_index(key);
         }
     }
 
@@ -557,7 +510,7 @@ impl GroupSet {
     #[inline]
     pub(crate) fn prefetch(&self, record: &Record<'_>, prepared: &mut Prepared<'_>) {
         if let (Some((key, _)), Some(g)) = (&prepared.trace, self.groups.get(record.partition)) {
-            prepared.hint = g.shard.prefetch(key);
+            prepared.hint = g.stage.prefetch(key);
         }
     }
 
@@ -566,7 +519,7 @@ impl GroupSet {
     #[inline]
     pub(crate) fn prefetch_attrs(&self, record: &Record<'_>, prepared: &Prepared<'_>) {
         if let (Some(hint), Some(g)) = (prepared.hint, self.groups.get(record.partition)) {
-            g.shard.prefetch_attrs(hint);
+            g.stage.prefetch_attrs(hint);
         }
     }
 
@@ -595,6 +548,9 @@ impl GroupSet {
         }
         // Offsets come from the broker: never overflow on one.
         g.next[topic] = Some(offset.saturating_add(1));
+        if self.touched.last() != Some(&partition) {
+            self.touched.push(partition);
+        }
         let t = &shared.topics[topic];
         // Where the record was written by its producer: the watermark input
         // it feeds and the position dead letters name.
@@ -631,29 +587,23 @@ impl GroupSet {
             trace,
             hint,
         } = prepared;
-        match *result {
-            Ok(()) => {}
-            Err(reason) => {
-                stats.errors[reason.index()] += 1;
-                if let Some(m) = &shared.metrics {
-                    m.decode_errors
-                        .get_or_create(&tacet_engine::metrics::ReasonLabels {
-                            reason: reason.as_str().to_owned(),
-                        })
-                        .inc();
-                }
-                let (position_topic, position_partition, position_offset) = position;
-                let letter = DeadLetter::new(
-                    t.decoder.source(),
-                    format!("{position_topic}/{position_partition}/{position_offset}"),
-                    reason,
-                    payload,
-                );
-                shared.dead_letter(&serde_json::to_value(&letter).expect("serializes"))?;
-                self.counters.dead_letters += 1;
-                return Ok(());
+        if let Err(reason) = *result {
+            stats.errors[reason.index()] += 1;
+            if let Some(m) = &shared.metrics {
+                m.decode_error(reason, 1);
             }
-        };
+            let (position_topic, position_partition, position_offset) = position;
+            let letter = DeadLetter::new(
+                t.decoder.source(),
+                format!("{position_topic}/{position_partition}/{position_offset}"),
+                reason,
+                payload,
+            );
+            return shared
+                .dead_letters
+                .write(&letter)
+                .map_err(|e| shared.dead_letter_error(e));
+        }
         let Some(name) = decoded.name else {
             stats.unmatched += 1;
             return Ok(());
@@ -670,19 +620,24 @@ impl GroupSet {
             service: &decoded.service,
             attrs: &decoded.attrs,
         };
-        g.max_seen[input] = Some(g.max_seen[input].map_or(event.time, |m| m.max(event.time)));
-        g.watermarks.observe(input, event.time, now);
-        if let Some(w) = g.watermarks.watermark(now) {
-            g.shard.advance(w);
-        }
-        g.shard.apply_hinted(&event, *hint);
-        let evicted = g.shard.take_evicted();
+        g.stage.on_event(input, event.time, &event, *hint, now);
         self.events[topic] += 1;
-        for j in evicted {
-            shared.dead_letter(&tacet_engine::pipeline::evicted_letter(&j))?;
-            self.counters.dead_letters += 1;
-            self.counters.evicted += 1;
+        Ok(())
+    }
+
+    /// The end of a batch of records: each group that got some settles
+    /// (watermark, evictions to the dead letters, decisions to the alert rules).
+    pub(crate) fn batch_end(&mut self, now: Instant) -> Result<(), RunError> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &p in &touched {
+            if let Some(g) = self.groups.get_mut(p) {
+                g.stage.on_batch_end(now)?;
+            }
         }
+        touched.clear();
+        self.touched = touched;
         Ok(())
     }
 
@@ -700,64 +655,33 @@ impl GroupSet {
 
     /// Moves every group's watermark by wall clock (idleness), deciding what
     /// is due, and reports to the alert rules.
-    pub(crate) fn tick(&mut self, now: Instant) {
+    pub(crate) fn tick(&mut self, now: Instant) -> Result<(), RunError> {
         for (_, g) in self.groups.iter_mut() {
-            if let Some(w) = g.watermarks.watermark(now) {
-                g.shard.advance(w);
-            }
-            if let Err(e) = g.shard.sink_mut().0.flush_older(Some(Duration::from_secs(3600)))
-                && self.shared.errors.note(ErrorKind::OutcomeWrite)
-            {
-                tracing::error!(error = %e, "Could not write an outcome file; kept for the next checkpoint.");
-            }
+            g.stage.on_tick(now)?;
         }
-        self.report_all_alerts();
+        Ok(())
     }
 
     /// The largest event time any group has seen.
     pub(crate) fn max_seen(&self) -> Option<EventTime> {
-        self.groups
-            .iter()
-            .flat_map(|(_, g)| g.max_seen.iter().flatten().copied())
-            .max()
+        self.groups.iter().filter_map(|(_, g)| g.stage.max_seen()).max()
     }
 
     /// End of a finite run at watermark `max`: decides what is due and writes
     /// what is still ahead to `<out>/state/in-flight-p<P>.ndjson`.
-    pub(crate) fn finish(&mut self, max: EventTime) -> Result<usize, RunError> {
+    pub(crate) fn finish(&mut self, max: EventTime) -> Result<Vec<InFlight>, RunError> {
         let dir = self.shared.opts.out_dir.join("state");
-        let mut total = 0;
+        let mut all = Vec::new();
         for (p, g) in self.groups.iter_mut() {
-            let in_flight: Vec<InFlight> = g.shard.finish(max);
-            total += in_flight.len();
-            tacet_engine::pipeline::write_in_flight_file(&dir, &format!("in-flight-p{p}.ndjson"), &in_flight)
-                .map_err(|e| RunError::Kafka(e.to_string()))?;
+            let in_flight = g.stage.on_finish(max)?;
+            let name = format!("in-flight-p{p}.ndjson");
+            tacet_engine::stage::write_in_flight(&dir, &name, &in_flight).map_err(|source| RunError::Io {
+                path: dir.join(&name).display().to_string(),
+                source,
+            })?;
+            all.extend(in_flight);
         }
-        self.report_all_alerts();
-        Ok(total)
-    }
-
-    /// Hands every group's new decisions and watermark to the alert rules.
-    pub(crate) fn report_all_alerts(&mut self) {
-        let ps: Vec<i32> = self.groups.iter().map(|(p, _)| p).collect();
-        for p in ps {
-            self.report_alerts(p, false);
-        }
-    }
-
-    /// Hands group `p`'s new decisions and watermark to the alert rules.
-    fn report_alerts(&mut self, p: i32, gone: bool) {
-        let (Some(tx), Some(g)) = (&self.alerts, self.groups.get_mut(p)) else {
-            return;
-        };
-        let max_time = g.max_seen.iter().flatten().copied().max().unwrap_or(EventTime::MIN);
-        let _ = tx.send(AlertProgress {
-            source: p as usize,
-            watermark: g.shard.watermark(),
-            max_time,
-            notes: g.shard.sink_mut().1.take(),
-            gone,
-        });
+        Ok(all)
     }
 }
 
@@ -766,37 +690,33 @@ mod tests {
     use super::{Groups, RunCounters};
     use tacet_correlate::ShardStats;
 
-    /// Every count a shard keeps for the stop line reaches `RunCounters`,
-    /// and survives the merge of the threads' counters, each from its own
-    /// field. A shard's own eviction count is not added: evictions are
-    /// counted as they are dead-lettered.
+    /// What the threads counted survives the merge of their counters:
+    /// the correlation stages' counts, the decoders' and the writers'.
     #[test]
-    fn shard_counts_reach_the_run_counters_each_in_its_field() {
-        let shard = ShardStats {
+    fn thread_counters_merge_into_the_run_counters() {
+        let mut thread = RunCounters::default();
+        thread.correlate.merge(&ShardStats {
             duplicates: 1,
             late_events: 2,
-            conflicting_openers: 3,
-            services_overflow: 4,
             evicted: 5,
             ..Default::default()
-        };
-        let mut thread = RunCounters {
-            evicted: 6,
-            ..Default::default()
-        };
-        thread.add_shard(&shard);
+        });
+        thread.decode.records = 7;
+        thread.writer.rows = 3;
+        thread.repartition_duplicates = 4;
         let mut run = RunCounters::default();
         run.merge(&thread);
         run.merge(&thread);
         assert_eq!(
             (
-                run.duplicates,
-                run.late_events,
-                run.conflicting_openers,
-                run.services_overflow,
-                run.evicted
+                run.correlate.duplicates,
+                run.correlate.late_events,
+                run.correlate.evicted,
+                run.decode.records,
+                run.writer.rows,
+                run.repartition_duplicates
             ),
-            (2, 4, 6, 8, 12)
+            (2, 4, 10, 14, 6, 8)
         );
     }
 

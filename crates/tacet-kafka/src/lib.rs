@@ -11,8 +11,8 @@
 //!   correlator threads, hands them records in batches, turns checkpoints,
 //!   revokes and ticks into commands that follow those records.
 //! - [`group`]: per-partition groups (partition `p` of every topic: one
-//!   shard, one watermark input per topic, one outcome writer), records in,
-//!   checkpoints out; single-threaded.
+//!   [`tacet_engine::Stage`], the correlation stage replay uses too, with one
+//!   watermark input per topic), records in, checkpoints out; single-threaded.
 //! - [`worker`]: the correlator threads, their batches and commands.
 //! - `fetch`: batch polling: partitions' records are routed to one queue
 //!   per correlator thread, drained many per call and handed over in
@@ -21,6 +21,8 @@
 //!   panics on a name that is not UTF-8).
 //! - [`repartition`]: for producers that do not key by trace id, a stage
 //!   that re-keys the source topics into internal topics first.
+//! - [`alert_sink`]: the `kind = "kafka"` alert sink, registered with the
+//!   alert crate by the binary.
 //! - [`checkpoint`]: the files — partition snapshots, staged outcome files
 //!   and their publication, recovery's cleanup.
 //!
@@ -31,6 +33,7 @@
 //! only the snapshot: it drops files of checkpoints that did not finish and
 //! seeks to the snapshot's offsets.
 
+pub mod alert_sink;
 pub mod checkpoint;
 pub mod engine;
 pub mod errors;
@@ -42,4 +45,4 @@ pub mod run;
 pub mod worker;
 
 pub use engine::{EngineOptions, RunError};
-pub use run::{RunOptions, RunReport, run};
+pub use run::{RunOptions, run};

@@ -96,9 +96,10 @@ pub fn prepare(plan: &KafkaPlan, stop: &AtomicBool) -> Result<Vec<usize>, RunErr
     for (k, v) in &plan.properties {
         client.set(k, v);
     }
-    let probe: BaseConsumer = client
-        .create()
-        .map_err(|e| RunError::Kafka(format!("cannot create a metadata client: {e}")))?;
+    let probe: BaseConsumer = client.create().map_err(|e| RunError::Client {
+        client: "metadata client",
+        reason: e.to_string(),
+    })?;
     let partitions_of = |topic: &str| -> Result<Option<usize>, RunError> {
         let mut logged = false;
         loop {
@@ -114,7 +115,7 @@ pub fn prepare(plan: &KafkaPlan, stop: &AtomicBool) -> Result<Vec<usize>, RunErr
                 }
                 Err(e) => {
                     if stop.load(Ordering::Relaxed) {
-                        return Err(RunError::Kafka(format!("stopped while waiting for the broker: {e}")));
+                        return Err(RunError::BrokerUnreachable(e.to_string()));
                     }
                     if !logged {
                         tracing::warn!(error = %e, topic, "Cannot read topic metadata; retrying until the broker answers.");
@@ -130,37 +131,46 @@ pub fn prepare(plan: &KafkaPlan, stop: &AtomicBool) -> Result<Vec<usize>, RunErr
         match partitions_of(&t.topic)? {
             Some(n) => counts.push(n),
             None => {
-                return Err(RunError::Kafka(format!(
-                    "source topic {} does not exist (repartition mode reads it to re-key it)",
-                    t.topic
-                )));
+                return Err(RunError::MissingSourceTopic(t.topic.clone()));
             }
         }
     }
     let partitions = counts.iter().copied().max().unwrap_or(1);
-    let admin: AdminClient<DefaultClientContext> = client
-        .create()
-        .map_err(|e| RunError::Kafka(format!("cannot create an admin client: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(|e| RunError::Client {
+        client: "admin client",
+        reason: e.to_string(),
+    })?;
     for t in &plan.topics {
         let internal = internal_topic(&plan.group_id, &t.topic);
         match partitions_of(&internal)? {
             Some(n) if n == partitions => {}
             Some(n) => {
-                return Err(RunError::Kafka(format!(
-                    "internal topic {internal} has {n} partitions but the repartitioned topics need {partitions} \
-                     (the most of any source topic); delete it, or give it {partitions} partitions"
-                )));
+                return Err(RunError::InternalTopic {
+                    topic: internal,
+                    reason: format!(
+                        "it has {n} partitions but the repartitioned topics need {partitions} (the most of any \
+                         source topic); delete it, or give it {partitions} partitions"
+                    ),
+                });
             }
             None => {
                 // -1: the broker's default replication factor (KIP-464).
                 let new = NewTopic::new(&internal, partitions as i32, TopicReplication::Fixed(-1));
-                let results = futures::executor::block_on(admin.create_topics([&new], &AdminOptions::new()))
-                    .map_err(|e| RunError::Kafka(format!("cannot create {internal}: {e}")))?;
+                let results =
+                    futures::executor::block_on(admin.create_topics([&new], &AdminOptions::new())).map_err(|e| {
+                        RunError::InternalTopic {
+                            topic: internal.clone(),
+                            reason: format!("cannot create it: {e}"),
+                        }
+                    })?;
                 for result in results {
                     match result {
                         Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                         Err((name, code)) => {
-                            return Err(RunError::Kafka(format!("cannot create internal topic {name}: {code}")));
+                            return Err(RunError::InternalTopic {
+                                topic: name,
+                                reason: format!("cannot create it: {code}"),
+                            });
                         }
                     }
                 }
@@ -221,12 +231,12 @@ impl Source {
     fn commit(&self, consumer: &BaseConsumer<Source>, mode: CommitMode) -> Result<(), RunError> {
         self.producer
             .flush(Duration::from_secs(60))
-            .map_err(|e| RunError::Kafka(format!("repartition: flushing the internal topics: {e}")))?;
+            .map_err(|e| RunError::Repartition(format!("flushing the internal topics: {e}")))?;
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
-            return Err(RunError::Kafka(format!(
-                "repartition: {failed} records were not written to the internal topics; not committing past them \
-                 (a restart reads them again)"
+            return Err(RunError::Repartition(format!(
+                "{failed} records were not written to the internal topics; not committing past them (a restart \
+                 reads them again)"
             )));
         }
         let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,7 +314,7 @@ impl Repartitioner {
         self.stop.store(true, Ordering::Relaxed);
         self.handle
             .join()
-            .unwrap_or_else(|_| Err(RunError::Kafka("the repartitioner panicked".into())))
+            .unwrap_or_else(|_| Err(RunError::Panicked("repartitioner")))
     }
 }
 
@@ -342,11 +352,15 @@ pub fn spawn(
         producer_config.set(k, v);
         consumer_config.set(k, v);
     }
-    let producer: Arc<Rekeyer> = Arc::new(
-        producer_config
-            .create_with_context(Delivery::default())
-            .map_err(|e| RunError::Kafka(format!("cannot create the repartition producer: {e}")))?,
-    );
+    let producer: Arc<Rekeyer> =
+        Arc::new(
+            producer_config
+                .create_with_context(Delivery::default())
+                .map_err(|e| RunError::Client {
+                    client: "repartition producer",
+                    reason: e.to_string(),
+                })?,
+        );
     let progress = Arc::new(Progress::default());
     let source = Source {
         topics: plan.topics.iter().map(|t| t.topic.clone()).collect(),
@@ -358,18 +372,25 @@ pub fn spawn(
     };
     let consumer: BaseConsumer<Source> = consumer_config
         .create_with_context(source)
-        .map_err(|e| RunError::Kafka(format!("cannot create the repartition consumer: {e}")))?;
+        .map_err(|e| RunError::Client {
+            client: "repartition consumer",
+            reason: e.to_string(),
+        })?;
     let topics: Vec<&str> = plan.topics.iter().map(|t| t.topic.as_str()).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| RunError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
+    consumer.subscribe(&topics).map_err(|e| RunError::Subscribe {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        reason: e.to_string(),
+    })?;
     tracing::info!(?topics, group = %repartition_group(&plan.group_id), "Repartitioning by trace id.");
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();
     let handle = std::thread::Builder::new()
         .name("repartition".into())
         .spawn(move || rekey(&consumer, &producer, &decoders, interval, &stopped, &errors))
-        .map_err(|e| RunError::Kafka(format!("cannot start the repartitioner: {e}")))?;
+        .map_err(|source| RunError::Start {
+            what: "repartitioner",
+            source,
+        })?;
     Ok(Repartitioner { stop, handle, progress })
 }
 
@@ -424,7 +445,7 @@ fn rekey(
                             producer.poll(Duration::from_millis(10));
                             record = back;
                         }
-                        Err((e, _)) => return Err(RunError::Kafka(format!("repartition: producing: {e}"))),
+                        Err((e, _)) => return Err(RunError::Repartition(format!("producing: {e}"))),
                     }
                 }
                 source

@@ -31,7 +31,10 @@ use tacet_core::Config;
 use tacet_core::config::{KafkaPlan, Partitioning};
 use tacet_engine::Metrics;
 
-use crate::engine::{Engine, EngineOptions, Layout, Record, RunCounters, RunError};
+use tacet_alert::service::AlertResult;
+use tacet_engine::{RunReport, SourceFigures};
+
+use crate::engine::{Engine, EngineOptions, Layout, Record, RunError};
 use crate::errors::{ErrorKind, RunErrors};
 use crate::fetch::{self, FetchQueue, RawQueue, Wakeup};
 use crate::headers::RecordHeaders;
@@ -43,27 +46,15 @@ use crate::worker::BATCH_RECORDS;
 pub struct RunOptions {
     pub engine: EngineOptions,
     pub checkpoint_interval: Duration,
+    /// `[output] flush_interval`: checkpoints (which publish outcome rows)
+    /// come at least this often.
+    pub flush_interval: Duration,
     /// Exit after this long with no input (then decide what is due, write
     /// the in-flight journeys, checkpoint).
     pub stop_when_idle: Option<Duration>,
     /// Set by SIGINT/SIGTERM: checkpoint and exit.
     pub stop: Arc<AtomicBool>,
     pub metrics: Option<Arc<Metrics>>,
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-pub struct RunReport {
-    pub counters: RunCounters,
-    pub in_flight: usize,
-    pub elapsed: Duration,
-    /// From the first record polled until the last one was applied by the
-    /// correlator threads (throughput without group joins and idle waits).
-    pub active: Duration,
-    /// Incidents the SLO rules opened, updated and resolved (in `<out>/incidents.ndjson`).
-    pub alerts: tacet_alert::AlertStats,
-    /// Errors retried, by kind (see [`crate::errors`]).
-    pub errors: Vec<(&'static str, u64)>,
 }
 
 /// The consumer's context: the engine (behind a mutex only because
@@ -142,7 +133,7 @@ impl ConsumerContext for Context {
                             if let Some(offset) = offset {
                                 let topic = self.engine().topic_name(t).to_owned();
                                 if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(offset)) {
-                                    self.fail(RunError::Kafka(e.to_string()));
+                                    self.fail(RunError::Rebalance(e.to_string()));
                                 }
                             }
                         }
@@ -155,12 +146,12 @@ impl ConsumerContext for Context {
                                 let queue = queues[w % queues.len()];
                                 // SAFETY: the queues are set only while their FetchQueues live.
                                 if let Err(e) = unsafe { fetch::route(consumer, queue, e.topic(), e.partition()) } {
-                                    self.fail(RunError::Kafka(e));
+                                    self.fail(RunError::Rebalance(e));
                                 }
                             }
                         }
                         if let Err(e) = consumer.assign(tpl) {
-                            self.fail(RunError::Kafka(format!("assign: {e}")));
+                            self.fail(RunError::Rebalance(format!("assign: {e}")));
                         }
                     }
                     Err(e) => {
@@ -207,8 +198,10 @@ struct Routed {
 
 impl Routed {
     fn new(consumer: &BaseConsumer<Context>, ctx: Arc<Context>, threads: usize) -> Result<Self, RunError> {
-        let wakeup =
-            Wakeup::new().map_err(|e| RunError::Kafka(format!("cannot make the poll thread's wakeup socket: {e}")))?;
+        let wakeup = Wakeup::new().map_err(|source| RunError::Start {
+            what: "poll thread's wakeup socket",
+            source,
+        })?;
         // One poll fills about one correlator batch.
         let queues: Vec<FetchQueue> = (0..threads.max(1))
             .map(|_| FetchQueue::new(consumer, BATCH_RECORDS, &wakeup))
@@ -370,7 +363,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
     let errors = Arc::new(RunErrors::new(opts.metrics.clone()));
     // Repartition mode: a second stage re-keys the source topics into
     // internal ones, which this consumer then reads as co-partitioned topics.
-    let (layout, mut repartitioner) = match plan.partitioning {
+    let (layout, repartitioner) = match plan.partitioning {
         Partitioning::Copartitioned => (Layout::Copartitioned, None),
         Partitioning::Repartition => {
             let source_partitions = repartition::prepare(&plan, &opts.stop)?;
@@ -386,6 +379,62 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         opts.metrics.clone(),
         errors.clone(),
     )?;
+    let shards = engine.worker_count();
+    let consumer = subscribe(&plan, engine, &opts, &errors)?;
+    let ctx = consumer.context().clone();
+    // Dropped before the consumer, on every return: the correlator threads
+    // hold librdkafka messages until they stop.
+    let _threads_first = StopThreadsOnDrop(ctx.clone());
+    let fetched = Routed::new(&consumer, ctx.clone(), shards)?;
+    let mut poll = PollLoop::new(&consumer, fetched, repartitioner, &opts);
+    let in_flight = poll.run_until_stopped()?;
+    let active = poll.active_time();
+    // Asked before leaving the group, which releases every group.
+    let max_event_time = ctx.engine().max_seen()?;
+    poll.shut_down()?;
+    let mut engine = ctx.engine();
+    let alerts = engine.close_alerts()?;
+    if let Some(e) = engine.take_failure() {
+        return Err(e);
+    }
+    let counters = engine.counters()?;
+    let dead_letter_file = engine.dead_letter_stats();
+    let alerts = alerts.unwrap_or(AlertResult {
+        stats: Default::default(),
+        sinks: Vec::new(),
+        gauges: Vec::new(),
+    });
+    Ok(RunReport {
+        max_event_time,
+        decode: counters.decode,
+        correlate: counters.correlate,
+        writer: counters.writer,
+        in_flight,
+        dead_letters: dead_letter_file.written,
+        dead_letter_file,
+        elapsed: started.elapsed(),
+        active,
+        shards,
+        decoders: shards,
+        alerts: alerts.stats,
+        sinks: alerts.sinks,
+        gauges: alerts.gauges,
+        source: SourceFigures {
+            checkpoints: counters.checkpoints,
+            discarded_files: counters.discarded_files,
+            repartition_duplicates: counters.repartition_duplicates,
+            retried_errors: errors.counts().into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
+        },
+    })
+}
+
+/// Creates the consumer around `engine` and subscribes to its topics.
+fn subscribe(
+    plan: &KafkaPlan,
+    engine: Engine,
+    opts: &RunOptions,
+    errors: &Arc<RunErrors>,
+) -> Result<BaseConsumer<Context>, RunError> {
     let topics: Vec<String> = (0..plan.topics.len())
         .map(|i| engine.topic_name(i).to_owned())
         .collect();
@@ -397,196 +446,310 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         errors: errors.clone(),
         fetch_queues: Mutex::new(None),
     };
-    let consumer: BaseConsumer<Context> = client_config(&plan)
-        .create_with_context(context)
-        .map_err(|e| RunError::Kafka(format!("cannot create the consumer: {e}")))?;
-    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topics)
-        .map_err(|e| RunError::Kafka(format!("cannot subscribe to {topics:?}: {e}")))?;
+    let consumer: BaseConsumer<Context> =
+        client_config(plan)
+            .create_with_context(context)
+            .map_err(|e| RunError::Client {
+                client: "consumer",
+                reason: e.to_string(),
+            })?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names).map_err(|e| RunError::Subscribe {
+        topics: topics.clone(),
+        reason: e.to_string(),
+    })?;
     tracing::info!(brokers = %plan.brokers, group = %plan.group_id, ?topics, "Consuming.");
+    Ok(consumer)
+}
 
-    let ctx = consumer.context().clone();
-    // Dropped before the consumer, on every return: the correlator threads
-    // hold librdkafka messages until they stop.
-    let _threads_first = StopThreadsOnDrop(ctx.clone());
-    let threads = ctx.engine().worker_count();
-    let mut fetched = Routed::new(&consumer, ctx.clone(), threads)?;
-    let mut last_input = Instant::now();
-    let mut first_input: Option<Instant> = None;
-    let mut seen_epoch = 0u64;
-    let mut seen_rekeyed = 0u64;
-    let mut last_record = Instant::now();
-    let mut last_checkpoint = Instant::now();
-    let mut last_tick = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut records_at_progress = 0u64;
-    let mut finished_in_flight = 0;
-    // After a round with records, poll again without waiting; once a round
-    // finds nothing, hand the partly filled batches over and wait.
-    let mut drained = true;
-    loop {
-        if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+/// Something the poll loop does every so often, by the wall clock.
+struct Every {
+    period: Duration,
+    last: Instant,
+}
+
+impl Every {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: Instant::now(),
+        }
+    }
+
+    /// Whether a period has passed since it was last due (and, if so, restarts it).
+    fn due(&mut self, now: Instant) -> bool {
+        let due = now.duration_since(self.last) >= self.period;
+        if due {
+            self.last = now;
+        }
+        due
+    }
+}
+
+/// The poll thread's loop: hand records to the correlator threads, and on
+/// the clock tick the groups, checkpoint, log progress and watch for idleness.
+struct PollLoop<'c> {
+    consumer: &'c BaseConsumer<Context>,
+    ctx: Arc<Context>,
+    fetched: Routed,
+    repartitioner: Option<repartition::Repartitioner>,
+    stop: Arc<AtomicBool>,
+    stop_when_idle: Option<Duration>,
+    topics: Vec<String>,
+    tick: Every,
+    /// Every `[checkpoint] interval`, or `[output] flush_interval` when that
+    /// is shorter: rows are published at checkpoints, and no decided row
+    /// waits longer than `flush_interval` (as in a replay).
+    checkpoint: Every,
+    progress: Every,
+    records_at_progress: u64,
+    idle: IdleWatch,
+    first_input: Option<Instant>,
+    last_record: Instant,
+}
+
+/// When input last arrived, as `--stop-when-idle` counts it: owning
+/// partitions and getting nothing from them (joining the group or waiting
+/// for an assignment does not count).
+struct IdleWatch {
+    last_input: Instant,
+    seen_epoch: u64,
+    seen_rekeyed: u64,
+}
+
+impl<'c> PollLoop<'c> {
+    fn new(
+        consumer: &'c BaseConsumer<Context>,
+        fetched: Routed,
+        repartitioner: Option<repartition::Repartitioner>,
+        opts: &RunOptions,
+    ) -> Self {
+        let ctx = consumer.context().clone();
+        let topics = {
+            let engine = ctx.engine();
+            (0..engine.topic_count())
+                .map(|i| engine.topic_name(i).to_owned())
+                .collect()
+        };
+        let now = Instant::now();
+        Self {
+            consumer,
+            ctx,
+            fetched,
+            repartitioner,
+            stop: opts.stop.clone(),
+            stop_when_idle: opts.stop_when_idle,
+            topics,
+            tick: Every::new(Duration::from_millis(200)),
+            checkpoint: Every::new(opts.checkpoint_interval.min(opts.flush_interval)),
+            progress: Every::new(Duration::from_secs(10)),
+            records_at_progress: 0,
+            idle: IdleWatch {
+                last_input: now,
+                seen_epoch: 0,
+                seen_rekeyed: 0,
+            },
+            first_input: None,
+            last_record: now,
+        }
+    }
+
+    /// Polls until a stop is asked for or the idle limit passes; returns
+    /// the journeys in flight (decided at the idle limit's end, else none).
+    fn run_until_stopped(&mut self) -> Result<Vec<tacet_correlate::InFlight>, RunError> {
+        // After a round with records, poll again without waiting; once a round
+        // finds nothing, hand the partly filled batches over and wait.
+        let mut drained = true;
+        loop {
+            self.check_health()?;
+            if self.stop.load(Ordering::Relaxed) {
+                tracing::info!("Stop requested; checkpointing and leaving the group.");
+                return Ok(Vec::new());
+            }
+            if drained
+                && let Err(e) = self.fetched.wakeup.wait(Duration::from_millis(100))
+                && self.ctx.errors.note(ErrorKind::Poll)
+            {
+                tracing::warn!(error = %e, "Cannot wait on the fetch queues' wakeup socket; polling them every 100 ms.");
+            }
+            let mut handed_over = poll_round(&mut self.fetched, &self.ctx)?;
+            // One clock read per round drives the timers below.
+            let now = Instant::now();
+            handed_over |= self.poll_consumer_queue(now)?;
+            drained = !handed_over;
+            if handed_over {
+                self.idle.last_input = now;
+                self.last_record = now;
+                self.first_input.get_or_insert(now);
+            }
+            if self.tick.due(now) {
+                self.tick_groups(now)?;
+            }
+            if self.checkpoint.due(now) {
+                self.checkpoint(CommitMode::Async)?;
+            }
+            if self.progress.due(now) {
+                self.log_progress(now);
+            }
+            if drained {
+                self.watch_idleness(now);
+            }
+            if let Some(idle) = self.stop_when_idle
+                && now.duration_since(self.idle.last_input) >= idle
+            {
+                tracing::info!(idle = ?idle, "No input for the idle limit; deciding what is due and stopping.");
+                return self.ctx.engine().finish();
+            }
+        }
+    }
+
+    /// Stops on a failure of the rebalance callback or of the repartitioner.
+    fn check_health(&mut self) -> Result<(), RunError> {
+        if let Some(e) = self.ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        if opts.stop.load(Ordering::Relaxed) {
-            tracing::info!("Stop requested; checkpointing and leaving the group.");
-            break;
-        }
-        if repartitioner.as_ref().is_some_and(|r| r.is_finished()) {
-            let error = repartitioner.take().map(|r| r.stop());
-            return Err(match error {
+        if self.repartitioner.as_ref().is_some_and(|r| r.is_finished()) {
+            return Err(match self.repartitioner.take().map(|r| r.stop()) {
                 Some(Err(e)) => e,
-                _ => RunError::Kafka("the repartitioner stopped".into()),
+                _ => RunError::RepartitionerStopped,
             });
         }
-        if drained
-            && let Err(e) = fetched.wakeup.wait(Duration::from_millis(100))
-            && ctx.errors.note(ErrorKind::Poll)
-        {
-            tracing::warn!(error = %e, "Cannot wait on the fetch queues' wakeup socket; polling them every 100 ms.");
-        }
-        let mut handed_over = poll_round(&mut fetched, &ctx)?;
-        // One clock read per round drives the timers below.
-        let now = Instant::now();
-        // The consumer queue: rebalances (served inside this call), errors,
-        // statistics, commit results. A record reaches it only from a
-        // partition fetched before it was routed, which routing in the
-        // rebalance callback rules out; one that does is still applied, in
-        // order, and counted.
-        match consumer.poll(Duration::ZERO) {
+        Ok(())
+    }
+
+    /// The consumer queue: rebalances (served inside this call), errors,
+    /// statistics, commit results. A record reaches it only from a
+    /// partition fetched before it was routed, which routing in the
+    /// rebalance callback rules out; one that does is still applied, in
+    /// order, and counted. Returns whether a record was handed over.
+    fn poll_consumer_queue(&mut self, now: Instant) -> Result<bool, RunError> {
+        match self.consumer.poll(Duration::ZERO) {
             Some(Ok(msg)) => {
-                if ctx.errors.note(ErrorKind::Unrouted) {
+                if self.ctx.errors.note(ErrorKind::Unrouted) {
                     tracing::warn!(
                         topic = msg.topic(),
                         partition = msg.partition(),
                         "A record reached the consumer queue, not tacet's fetch queue; applied, but batch polling is bypassed."
                     );
                 }
-                let mut engine = ctx.engine();
-                if let Some(topic) = engine.topic_index(msg.topic()) {
-                    let record = Record {
-                        topic,
-                        partition: msg.partition(),
-                        offset: msg.offset(),
-                        payload: msg.payload(),
-                    };
-                    hand_over(&mut engine, record, || RecordHeaders::of(&msg), now)?;
-                    handed_over = true;
-                }
+                let mut engine = self.ctx.engine();
+                let Some(topic) = engine.topic_index(msg.topic()) else {
+                    return Ok(false);
+                };
+                let record = Record {
+                    topic,
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    payload: msg.payload(),
+                };
+                hand_over(&mut engine, record, || RecordHeaders::of(&msg), now)?;
+                Ok(true)
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) | None => Ok(false),
             Some(Err(e)) => {
-                if ctx.errors.note(ErrorKind::Poll) {
+                if self.ctx.errors.note(ErrorKind::Poll) {
                     tracing::warn!(error = %e, "Kafka poll error; retrying.");
                 }
+                Ok(false)
             }
-        }
-        drained = !handed_over;
-        if handed_over {
-            last_input = now;
-            last_record = now;
-            first_input.get_or_insert(now);
-        }
-        if now.duration_since(last_tick) >= Duration::from_millis(200) {
-            last_tick = now;
-            let engine = &mut *ctx.engine();
-            if let Some(e) = engine.take_failure() {
-                return Err(e);
-            }
-            engine.tick(now)?;
-        }
-        if now.duration_since(last_checkpoint) >= opts.checkpoint_interval {
-            last_checkpoint = now;
-            let mut engine = ctx.engine();
-            let offsets = engine.checkpoint()?;
-            commit(&consumer, &engine, &offsets, CommitMode::Async, &ctx.errors);
-        }
-        if now.duration_since(last_progress) >= Duration::from_secs(10) {
-            let missing = unassigned_topics(&consumer, &topics);
-            if !missing.is_empty() && ctx.engine().partitions().next().is_some() {
-                tracing::warn!(
-                    topics = ?missing,
-                    "No partition of these topics is assigned here: they may not exist yet (new topics are found \
-                     within 10 s), or the group has more members than they have partitions."
-                );
-            }
-            let engine = ctx.engine();
-            let records = engine.records_dispatched();
-            let rate = (records - records_at_progress) as f64 / now.duration_since(last_progress).as_secs_f64();
-            tracing::info!(
-                records,
-                rate = format!("{rate:.0}/s"),
-                lag = *ctx.lag.lock().unwrap_or_else(|p| p.into_inner()),
-                open_journeys = engine.open_journeys(),
-                partitions = ?engine.partitions().collect::<Vec<_>>(),
-                "Progress."
-            );
-            records_at_progress = records;
-            last_progress = now;
-        }
-        // Idle means owning partitions and getting nothing from them: the
-        // time spent joining the group or waiting for an assignment does not
-        // count. (Only looked at when this poll brought no record.)
-        if drained {
-            let (epoch, owns) = {
-                let engine = ctx.engine();
-                (engine.assignment_epoch, engine.partitions().next().is_some())
-            };
-            // A topic without any partition here (it may not exist yet) is
-            // not "no input"; `--stop-when-idle` waits for every topic.
-            let owns = owns && (opts.stop_when_idle.is_none() || unassigned_topics(&consumer, &topics).is_empty());
-            if epoch != seen_epoch || !owns {
-                seen_epoch = epoch;
-                last_input = now;
-            }
-            // Repartition mode: the first stage must be idle too (it may
-            // still be joining its group, or re-keying a backlog).
-            if let Some(stage) = &repartitioner {
-                let (owned, rekeyed) = stage.progress();
-                if owned == 0 || rekeyed != seen_rekeyed {
-                    seen_rekeyed = rekeyed;
-                    last_input = now;
-                }
-            }
-        }
-        if let Some(idle) = opts.stop_when_idle
-            && now.duration_since(last_input) >= idle
-        {
-            tracing::info!(idle = ?idle, "No input for the idle limit; deciding what is due and stopping.");
-            finished_in_flight = ctx.engine().finish()?;
-            break;
         }
     }
-    if let Some(stage) = repartitioner.take() {
-        let rekeyed = stage.stop()?;
-        tracing::info!(records = rekeyed, "Repartitioner stopped after its final commit.");
+
+    /// Idle inputs let the watermarks move; a correlator's failure stops the run.
+    fn tick_groups(&mut self, now: Instant) -> Result<(), RunError> {
+        let engine = &mut *self.ctx.engine();
+        if let Some(e) = engine.take_failure() {
+            return Err(e);
+        }
+        engine.tick(now)
     }
-    {
-        let mut engine = ctx.engine();
+
+    /// Checkpoints every group, then commits the offsets it covers.
+    fn checkpoint(&mut self, mode: CommitMode) -> Result<(), RunError> {
+        let mut engine = self.ctx.engine();
         let offsets = engine.checkpoint()?;
-        commit(&consumer, &engine, &offsets, CommitMode::Sync, &ctx.errors);
+        commit(self.consumer, &engine, &offsets, mode, &self.ctx.errors);
+        Ok(())
     }
-    // Leaving the group revokes (and checkpoints again, cheaply) before close.
-    consumer.unsubscribe();
-    let _ = consumer.poll(Duration::from_millis(100));
-    if let Some(e) = ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(e);
+
+    fn log_progress(&mut self, now: Instant) {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let missing = unassigned_topics(self.consumer, &topics);
+        let engine = self.ctx.engine();
+        if !missing.is_empty() && engine.partitions().next().is_some() {
+            tracing::warn!(
+                topics = ?missing,
+                "No partition of these topics is assigned here: they may not exist yet (new topics are found \
+                 within 10 s), or the group has more members than they have partitions."
+            );
+        }
+        let records = engine.records_dispatched();
+        let seconds = self.progress.period.as_secs_f64();
+        let rate = (records - self.records_at_progress) as f64 / seconds;
+        tracing::info!(
+            records,
+            rate = format!("{rate:.0}/s"),
+            lag = *self.ctx.lag.lock().unwrap_or_else(|p| p.into_inner()),
+            open_journeys = engine.open_journeys(),
+            partitions = ?engine.partitions().collect::<Vec<_>>(),
+            "Progress."
+        );
+        self.records_at_progress = records;
+        let _ = now;
     }
-    let alerts = ctx.engine().close_alerts()?.map(|a| a.stats).unwrap_or_default();
-    if let Some(e) = ctx.engine().take_failure() {
-        return Err(e);
+
+    /// Restarts the idle clock while this consumer owns nothing, its
+    /// assignment just changed, or the repartitioner is still busy.
+    fn watch_idleness(&mut self, now: Instant) {
+        let (epoch, owns) = {
+            let engine = self.ctx.engine();
+            (engine.assignment_epoch, engine.partitions().next().is_some())
+        };
+        // A topic without any partition here (it may not exist yet) is
+        // not "no input"; `--stop-when-idle` waits for every topic.
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let owns = owns && (self.stop_when_idle.is_none() || unassigned_topics(self.consumer, &topics).is_empty());
+        if epoch != self.idle.seen_epoch || !owns {
+            self.idle.seen_epoch = epoch;
+            self.idle.last_input = now;
+        }
+        // Repartition mode: the first stage must be idle too (it may
+        // still be joining its group, or re-keying a backlog).
+        if let Some(stage) = &self.repartitioner {
+            let (owned, rekeyed) = stage.progress();
+            if owned == 0 || rekeyed != self.idle.seen_rekeyed {
+                self.idle.seen_rekeyed = rekeyed;
+                self.idle.last_input = now;
+            }
+        }
     }
-    let counters = ctx.engine().counters()?;
-    // The correlator threads may have applied the last records after they
-    // were polled: the active time runs until they had.
-    let last_applied = ctx.engine().last_applied().map_or(last_record, |a| a.max(last_record));
-    Ok(RunReport {
-        counters,
-        in_flight: finished_in_flight,
-        elapsed: started.elapsed(),
-        active: first_input.map_or(Duration::ZERO, |f| last_applied.duration_since(f)),
-        alerts,
-        errors: errors.counts(),
-    })
+
+    /// From the first record polled until the last one was applied by the
+    /// correlator threads (which may apply the last records after they
+    /// were polled).
+    fn active_time(&self) -> Duration {
+        let last_applied = self
+            .ctx
+            .engine()
+            .last_applied()
+            .map_or(self.last_record, |a| a.max(self.last_record));
+        self.first_input
+            .map_or(Duration::ZERO, |f| last_applied.duration_since(f))
+    }
+
+    /// Stops the repartitioner after its last commit, checkpoints, and
+    /// leaves the group (which revokes, and checkpoints again, cheaply).
+    fn shut_down(mut self) -> Result<(), RunError> {
+        if let Some(stage) = self.repartitioner.take() {
+            let rekeyed = stage.stop()?;
+            tracing::info!(records = rekeyed, "Repartitioner stopped after its final commit.");
+        }
+        self.checkpoint(CommitMode::Sync)?;
+        self.consumer.unsubscribe();
+        let _ = self.consumer.poll(Duration::from_millis(100));
+        if let Some(e) = self.ctx.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        Ok(())
+    }
 }

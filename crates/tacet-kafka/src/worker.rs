@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use tacet_core::EventTime;
-use tacet_engine::pipeline::AlertProgress;
+use tacet_correlate::InFlight;
 
 use crate::engine::RunError;
 use crate::errors::ErrorKind;
@@ -195,7 +195,7 @@ where
         let (record, header) = views[i % DEPTH].take().expect("prepared ahead");
         set.record(record, &prepared[i % DEPTH], &header, now)?;
     }
-    Ok(())
+    set.batch_end(now)
 }
 
 /// Applies records straight from librdkafka's buffers. Per-partition errors
@@ -289,8 +289,10 @@ pub(crate) enum Command {
     /// the thread's counts as of the checkpoint (for `/metrics`).
     Checkpoint(Sender<Result<(Vec<CommitOffset>, RunCounters), RunError>>),
     Tick(Instant),
+    /// The process now owns this many groups: each one's share of the caps.
+    Limits(usize),
     MaxSeen(Sender<Option<EventTime>>),
-    Finish(EventTime, Sender<Result<usize, RunError>>),
+    Finish(EventTime, Sender<Result<Vec<InFlight>, RunError>>),
     Counters(Sender<RunCounters>),
 }
 
@@ -316,7 +318,6 @@ impl Worker {
     pub(crate) fn spawn(
         index: usize,
         shared: Arc<Shared>,
-        alerts: Option<Sender<AlertProgress>>,
         failed: Arc<Mutex<Option<RunError>>>,
     ) -> std::io::Result<Self> {
         let (commands, inbox) = crossbeam_channel::bounded(QUEUED_BATCHES);
@@ -328,14 +329,12 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(format!("tacet-correlate-{index}"))
             .spawn(move || {
-                let mut set = GroupSet::new(shared, alerts);
+                let mut set = GroupSet::new(shared);
                 let progress = Progress {
                     open: &open_here,
                     applied_at: &applied_here,
                 };
                 serve(&mut set, &inbox, &give_back, progress, &failed);
-                // The channel closed: the run is over. Last word to the alert rules.
-                set.report_all_alerts();
                 set.counters()
             })?;
         Ok(Self {
@@ -353,7 +352,7 @@ impl Worker {
         self.commands
             .as_ref()
             .and_then(|c| c.send(command).ok())
-            .ok_or_else(|| RunError::Kafka("a correlator thread stopped".into()))
+            .ok_or(RunError::CorrelatorStopped)
     }
 
     /// Sends the batch being filled, if it has records.
@@ -377,8 +376,7 @@ impl Worker {
     pub(crate) fn ask<T>(&mut self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, RunError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(make(tx))?;
-        rx.recv()
-            .map_err(|_| RunError::Kafka("a correlator thread stopped".into()))
+        rx.recv().map_err(|_| RunError::CorrelatorStopped)
     }
 
     pub(crate) fn open_journeys(&self) -> usize {
@@ -406,9 +404,7 @@ impl Worker {
         self.commands = None;
         match self.thread.take() {
             None => Ok(RunCounters::default()),
-            Some(t) => t
-                .join()
-                .map_err(|_| RunError::Kafka("a correlator thread panicked".into())),
+            Some(t) => t.join().map_err(|_| RunError::Panicked("correlator")),
         }
     }
 }
@@ -479,10 +475,15 @@ fn serve(
                 let _ = reply.send(done);
             }
             Command::Tick(now) => {
-                if !broken {
-                    set.tick(now);
+                if !broken && let Err(e) = set.tick(now) {
+                    fail(e, &mut broken);
                 }
                 open.store(set.open_journeys(), Ordering::Relaxed);
+            }
+            Command::Limits(groups) => {
+                if !broken && let Err(e) = set.set_limits(groups) {
+                    fail(e, &mut broken);
+                }
             }
             Command::MaxSeen(reply) => {
                 let _ = reply.send(set.max_seen());
@@ -500,9 +501,7 @@ fn serve(
 /// `work()`, unless this thread has failed before.
 fn unless_broken<T>(broken: bool, work: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
     if broken {
-        Err(RunError::Kafka(
-            "a correlator thread failed earlier; see its error".into(),
-        ))
+        Err(RunError::CorrelatorFailed)
     } else {
         work()
     }

@@ -51,6 +51,16 @@ pub struct WriterStats {
     pub errors: u64,
 }
 
+impl WriterStats {
+    /// Adds `other` into `self` (writers are disjoint).
+    pub fn merge(&mut self, other: &WriterStats) {
+        self.rows += other.rows;
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+    }
+}
+
 enum AttrColumn {
     Str(Strings),
     Float(Primitives<Float64Type>),

@@ -457,6 +457,7 @@ fn gen_files(
 
 fn replay(config: &Config, source: Option<&str>, events: &[String], out: &Path, tuning: &Tuning) -> Result<RunReport> {
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
+    opts.sink_kinds = sink_kinds(config);
     if let Some(n) = tuning.shards {
         opts.shards = n.max(1);
     }
@@ -649,6 +650,11 @@ fn verify(truth_path: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The alert sink kinds the alert crate does not build itself.
+fn sink_kinds(config: &Config) -> tacet_alert::sink::SinkKinds {
+    tacet_kafka::alert_sink::register(Default::default(), config)
+}
+
 /// `tacet run`: the Kafka consumer until a signal or the idle limit.
 fn run_kafka(
     config_path: &Path,
@@ -676,59 +682,24 @@ fn run_kafka(
         Some(dir) => out.join(dir),
         None => out.join("state"),
     };
+    let mut engine = tacet_kafka::EngineOptions::from_config(&config, out.to_path_buf(), state_dir);
+    engine.sink_kinds = sink_kinds(&config);
     let opts = tacet_kafka::RunOptions {
-        engine: tacet_kafka::EngineOptions::from_config(&config, out.to_path_buf(), state_dir),
+        engine,
         checkpoint_interval: config.checkpoint.interval,
+        flush_interval: config.output.flush_interval,
         stop_when_idle,
         stop,
         metrics,
     };
     let report = tacet_kafka::run(&config, opts)?;
-    let c = &report.counters;
-    eprintln!(
-        "Stopped after {:.1}s: {} records ({} events, {} refused to {}/dead-letter.ndjson), {} outcome rows, {} checkpoints, {} journeys in flight.",
-        report.elapsed.as_secs_f64(),
-        c.decode.records,
-        c.decode.events,
-        c.decode.error_total(),
-        out.display(),
-        c.rows,
-        c.checkpoints,
-        report.in_flight
-    );
-    let a = &report.alerts;
-    if a.opened + a.updated + a.resolved > 0 {
-        eprintln!(
-            "Alerts: {} incidents opened, {} updates, {} resolved, {} still open ({}/incidents.ndjson).",
-            a.opened,
-            a.updated,
-            a.resolved,
-            a.open,
-            out.display()
-        );
-    }
-    if !report.errors.is_empty() {
-        let errors: Vec<String> = report.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        eprintln!("Errors retried: {}.", errors.join(", "));
-    }
-    if c.evicted > 0 {
-        eprintln!(
-            "Evicted {} journeys past engine.max_open_journeys or engine.max_events_per_journey to {}/dead-letter.ndjson (never given an outcome).",
-            c.evicted,
-            out.display()
-        );
-    }
-    if c.duplicates + c.late_events + c.conflicting_openers + c.services_overflow > 0 {
-        eprintln!(
-            "Correlation: {} duplicate events ignored, {} late events (their journey was already decided), {} events opening another journey than their trace's, {} events past the service-name cap (reported as (other)).",
-            c.duplicates, c.late_events, c.conflicting_openers, c.services_overflow
-        );
-    }
-    if c.repartition_duplicates > 0 {
-        eprintln!(
-            "Skipped {} records the repartitioner had written twice (it restarted before committing them).",
-            c.repartition_duplicates
-        );
-    }
+    let catalog = Catalog::new(&config)?;
+    let summary = report.summary(&catalog);
+    // stdout may carry a `stdout` alert sink's notifications: the report goes to stderr.
+    eprint!("{}", report::render(&summary));
+    let path = out.join("summary.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("\nOutcomes: {}/outcomes   Summary: {}", out.display(), path.display());
     Ok(())
 }

@@ -99,6 +99,18 @@ pub fn render(s: &RunSummary) -> String {
             sink.name, sink.failed, sink.dropped
         );
     }
+    let k = &s.source;
+    if k.checkpoints > 0 {
+        out += &format!(
+            "{} checkpoints; {} outcome files of unfinished checkpoints discarded at recovery; {} records the \
+             repartitioner had written twice skipped\n",
+            k.checkpoints, k.discarded_files, k.repartition_duplicates
+        );
+    }
+    if !k.retried_errors.is_empty() {
+        let errors: Vec<String> = k.retried_errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
+        out += &format!("Errors retried: {}\n", errors.join(", "));
+    }
     out += &format!(
         "{} outcome rows in {} Parquet files; {} journeys in flight at the end (watermark {})\n",
         s.outcome_rows,

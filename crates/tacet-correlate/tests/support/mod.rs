@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod streams;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
