@@ -577,6 +577,18 @@ mod tests {
         partitions: i32,
         metrics: Option<Arc<Metrics>>,
     ) -> (Engine, u64) {
+        capped_engine(dir, layout, workers, partitions, metrics, 100_000)
+    }
+
+    /// As [`metered_engine`], with `engine.max_open_journeys = max_open`.
+    fn capped_engine(
+        dir: &std::path::Path,
+        layout: Layout,
+        workers: usize,
+        partitions: i32,
+        metrics: Option<Arc<Metrics>>,
+        max_open: usize,
+    ) -> (Engine, u64) {
         let partitioning = match layout {
             Layout::Copartitioned => tacet_core::config::Partitioning::Copartitioned,
             Layout::Repartitioned { .. } => tacet_core::config::Partitioning::Repartition,
@@ -597,7 +609,7 @@ mod tests {
             out_dir: dir.to_path_buf(),
             state_dir: dir.join("state"),
             flush_rows: 1000,
-            max_open_journeys: 100_000,
+            max_open_journeys: max_open,
             max_decided_state_bytes: usize::MAX,
             allowed_lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -804,6 +816,41 @@ mod tests {
         let letter: serde_json::Value = serde_json::from_str(letters.lines().next().unwrap()).unwrap();
         assert_eq!(letter["reason"], "event_limit_evicted");
         assert_eq!(letter["position"], "trace:t-hot");
+    }
+
+    /// `engine.max_open_journeys` bounds the open journeys of the whole
+    /// process, as in a replay: the groups owned share it, and it is
+    /// re-split when the assignment changes.
+    #[test]
+    fn the_open_journey_cap_is_shared_by_every_group_of_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = capped_engine(dir.path(), Layout::Copartitioned, 2, 4, None, 100);
+        let open = |engine: &mut Engine, p: i32, from: i64, n: i64| {
+            for offset in from..from + n {
+                let line = format!(
+                    r#"{{"ts":"2026-11-22T10:00:00.000Z","trace_id":"t-{p}-{offset}","service":"mobile-bff","event":"transfer.requested"}}"#
+                );
+                plain(engine, p, offset, line.as_bytes());
+            }
+        };
+        for p in 0..4 {
+            open(&mut engine, p, 0, 60);
+        }
+        let counters = engine.counters().unwrap();
+        assert_eq!(engine.open_journeys(), 100, "four groups of 25");
+        assert_eq!(counters.correlate.evicted, 4 * 35);
+        // Two partitions leave: the two left may hold 50 each.
+        engine.revoke(&[(0, 2), (0, 3)]).unwrap();
+        for p in 0..2 {
+            open(&mut engine, p, 60, 60);
+        }
+        engine.counters().unwrap();
+        assert_eq!(engine.open_journeys(), 100, "two groups of 50");
+        // Four again: each group is cut back to 25 at once.
+        engine.assign(&[(0, 2), (0, 3)]).unwrap();
+        engine.counters().unwrap();
+        assert_eq!(engine.open_journeys(), 100, "four groups of 25 again");
+        assert_eq!(engine.counters().unwrap().correlate.evicted, 4 * 35 + 2 * 35 + 2 * 25);
     }
 
     #[test]

@@ -484,6 +484,7 @@ fn serve(
                 if !broken && let Err(e) = set.set_limits(groups) {
                     fail(e, &mut broken);
                 }
+                open.store(set.open_journeys(), Ordering::Relaxed);
             }
             Command::MaxSeen(reply) => {
                 let _ = reply.send(set.max_seen());

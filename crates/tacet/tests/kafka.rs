@@ -527,3 +527,63 @@ fn a_broker_down_at_start_is_waited_for_and_consumed_without_a_restart() {
     assert!(log_text.contains("Errors retried: client"), "{log_text}");
     assert_exact(dir.path(), &out);
 }
+
+/// The `.parquet` files under `out/outcomes`.
+fn published_files(out: &Path) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .map(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        walk(&path)
+                    } else {
+                        usize::from(path.extension().is_some_and(|x| x == "parquet"))
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&out.join("outcomes"))
+}
+
+/// `[output] flush_interval` means in `tacet run` what it means in a
+/// replay: no decided row waits longer than that to be written where SQL
+/// reads it. Rows are published at checkpoints, so with a checkpoint
+/// interval of an hour the run checkpoints at the flush interval instead.
+#[test]
+fn tacet_run_publishes_rows_within_the_flush_interval() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 2_000, 29);
+    wait_ok(produce(&broker, dir.path(), 0), "producer", Duration::from_secs(120));
+    let config = write_config(dir.path(), &broker.bootstrap(), "flush", "1h");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[output]\nflush_interval = \"2s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    let mut run = tacet_run(&config, &out, None, &log);
+    let started = Instant::now();
+    while published_files(&out) == 0 && started.elapsed() < Duration::from_secs(60) {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "tacet run exited; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let waited = started.elapsed();
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(
+        published_files(&out) > 0,
+        "no outcome file within 60 s; see {}",
+        log.display()
+    );
+    // Joining the group and reading the backlog take a few seconds; an
+    // hour-long checkpoint interval would publish nothing before the stop.
+    assert!(waited < Duration::from_secs(30), "first rows after {waited:?}");
+}
