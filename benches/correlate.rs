@@ -28,7 +28,7 @@ use tacet_kafka::errors::RunErrors;
 use tacet_kafka::group::Record;
 
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PARTITIONS: i32 = 4;
 
@@ -58,8 +58,6 @@ fn thread_cpu(prefix: &str) -> (Duration, Duration) {
 }
 
 fn main() {
-    // Allocate as `tacet run` and `tacet replay` do.
-    tacet_alloc::for_the_engine();
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 300_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let workers: usize = env_or("TACET_BENCH_WORKERS", 1);

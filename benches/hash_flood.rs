@@ -20,7 +20,7 @@ use tacet_core::{Catalog, Config, Event, OutcomeRecord, TraceKey};
 use tacet_correlate::Shard;
 
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The trace index's fixed seed before it was keyed per process.
 const OLD_TABLE_SEED: u64 = 0xc2b2_ae3d_27d4_eb4f;
@@ -111,7 +111,6 @@ fn run(catalog: &Arc<Catalog>, keys: &[TraceKey]) -> Duration {
 }
 
 fn main() {
-    tacet_alloc::for_the_engine();
     let n: u64 = env_or("TACET_BENCH_IDS", 200_000);
     let rounds: usize = env_or("TACET_BENCH_RUNS", 5);
     let catalog = Arc::new(Catalog::new(&Config::embedded_default()).unwrap());

@@ -37,7 +37,7 @@ use tacet_bench::{TOPICS, env_or, generated_events, median, process_cpu, topic_o
 use tacet_core::{Catalog, Config};
 
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Broker(Child);
 
@@ -58,8 +58,6 @@ fn nisshi() -> PathBuf {
 }
 
 fn main() {
-    // Allocate as `tacet run` and `tacet replay` do.
-    tacet_alloc::for_the_engine();
     // `TACET_LOG=debug` (an env filter) shows tacet's and librdkafka's logs.
     if let Ok(filter) = std::env::var("TACET_LOG") {
         tracing_subscriber::fmt()

@@ -17,7 +17,7 @@ use tacet_core::{AttrCow, Catalog, Config, Event, OutcomeRecord, TraceKey};
 use tacet_correlate::Shard;
 
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Discard(u64);
 
@@ -28,8 +28,6 @@ impl OutcomeSink for Discard {
 }
 
 fn main() {
-    // Allocate as `tacet run` and `tacet replay` do.
-    tacet_alloc::for_the_engine();
     let open: u64 = env_or("TACET_BENCH_OPEN", 5_000_000);
     let config = Config::embedded_default();
     let catalog = Arc::new(Catalog::new(&config).unwrap());

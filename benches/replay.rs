@@ -18,7 +18,7 @@ use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, TruthRow, compare};
 
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usize) -> RunReport {
     let mut opts = ReplayOptions::from_config(config, out.to_path_buf());
@@ -32,8 +32,6 @@ fn run(config: &Config, events: &Path, out: &Path, shards: usize, decoders: usiz
 }
 
 fn main() {
-    // Allocate as `tacet run` and `tacet replay` do.
-    tacet_alloc::for_the_engine();
     let journeys: u64 = env_or("TACET_BENCH_JOURNEYS", 500_000);
     let runs: usize = env_or("TACET_BENCH_RUNS", 5);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

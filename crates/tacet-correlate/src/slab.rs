@@ -3,8 +3,8 @@
 //! journeys, and keep up to half of it unused afterwards).
 
 /// Slots per chunk. 16,384 of the 128-byte open-journey entries are 2 MiB:
-/// a chunk is one huge page to tacet's allocator (tacet-alloc), one page
-/// fault where 4 KiB pages took 512.
+/// large enough that growing the slab is rare, small enough that a quiet
+/// shard holds little.
 const CHUNK: usize = 16 * 1024;
 
 pub(crate) trait Vacant: Default {
@@ -36,10 +36,10 @@ impl<T: Vacant> Slab<T> {
         match self.chunks.last() {
             // The first chunk grows by doubling: a shard with few journeys
             // (one per partition, many of them quiet) would otherwise hold
-            // a whole 2 MiB huge page from its first journey on.
+            // a whole 2 MiB chunk from its first journey on.
             None => self.chunks.push(Vec::new()),
             // Past the first, a slab is large: each chunk is made whole,
-            // one mapping, no doubling copies.
+            // one allocation, no doubling copies.
             Some(c) if c.len() == CHUNK => self.chunks.push(Vec::with_capacity(CHUNK)),
             Some(_) => {}
         }

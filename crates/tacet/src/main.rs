@@ -20,11 +20,10 @@ use tacet_core::{Catalog, Config};
 use tacet_engine::{PreparedReplay, ReplayOptions, RunReport};
 use tacet_gen::{GenOptions, Shape, TruthRow};
 
-/// mimalloc, with the engine's large state blocks in huge pages of their own
-/// and freed memory kept warm (tacet-alloc; turned on below for `run` and
-/// `replay`).
+/// mimalloc, as it comes (built without transparent huge pages, see the
+/// workspace Cargo.toml); its `MIMALLOC_*` variables tune it.
 #[global_allocator]
-static GLOBAL: tacet_alloc::TacetAlloc = tacet_alloc::TacetAlloc;
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Finds silent failures: customer journeys told "success" whose work never happened.
 ///
@@ -244,13 +243,6 @@ enum ShapeArg {
 
 fn main() {
     let cli = Cli::parse();
-    // The engine's state grows in a few large blocks: first touches of
-    // 4 KiB pages were a ninth of the correlators' time. Not for `sql`,
-    // whose large buffers come and go per query (see tacet-alloc). And
-    // what a checkpoint frees, the next one reuses warm.
-    if matches!(cli.command, Command::Run { .. } | Command::Replay { .. }) {
-        tacet_alloc::for_the_engine();
-    }
     // A long-running consumer reports progress and rebalances by default.
     let floor = if matches!(cli.command, Command::Run { .. }) {
         1
