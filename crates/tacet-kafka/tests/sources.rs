@@ -310,20 +310,6 @@ fn ndjson(e: &TestEvent) -> String {
     v.to_string()
 }
 
-/// The config of the model's catalog (`support::CONFIG`), with the same
-/// short horizon and event cap [`support::streams::catalog_with`] applies.
-fn model_config(short_horizon: bool, event_cap: Option<usize>) -> Config {
-    let mut text = if short_horizon {
-        support::CONFIG.replace("\"1h\"", "\"3m\"")
-    } else {
-        support::CONFIG.to_owned()
-    };
-    if let Some(cap) = event_cap {
-        text = text.replace("[engine]\n", &format!("[engine]\nmax_events_per_journey = {cap}\n"));
-    }
-    Config::from_toml(&text, Path::new("model.toml")).unwrap()
-}
-
 proptest! {
     // Each case runs both pipelines end to end, threads and Parquet
     // included: fewer cases than the shard-level model check, which covers
@@ -336,7 +322,8 @@ proptest! {
         short_horizon in any::<bool>(),
         event_cap in prop::option::weighted(0.25, 2usize..6),
     ) {
-        let config = model_config(short_horizon, event_cap);
+        let text = support::streams::config_with(short_horizon, event_cap);
+        let config = Config::from_toml(&text, Path::new("model.toml")).unwrap();
         let catalog = support::streams::catalog_with(short_horizon, event_cap);
         let model = run_model(&catalog, &events);
         let mut model_rows = model.rows.clone();

@@ -94,6 +94,16 @@ pub fn stream() -> impl Strategy<Value = (Vec<TestEvent>, usize)> {
 /// too. A small event cap (traces have up to 6 events and duplicates)
 /// evicts open journeys and stops corrections of silent failures.
 pub fn catalog_with(short_horizon: bool, event_cap: Option<usize>) -> std::sync::Arc<tacet_core::Catalog> {
+    let c = catalog_from(&config_with(short_horizon, event_cap));
+    if let Some(cap) = event_cap {
+        assert_eq!(c.max_events_per_journey, cap, "the cap reached the catalog");
+    }
+    c
+}
+
+/// The text of the test config ([`CONFIG`]) with a 3-minute late horizon
+/// (`short_horizon`) and an `event_cap`, as [`catalog_with`] compiles it.
+pub fn config_with(short_horizon: bool, event_cap: Option<usize>) -> String {
     let mut text = if short_horizon {
         CONFIG.replace("\"1h\"", "\"3m\"")
     } else {
@@ -102,9 +112,5 @@ pub fn catalog_with(short_horizon: bool, event_cap: Option<usize>) -> std::sync:
     if let Some(cap) = event_cap {
         text = text.replace("[engine]\n", &format!("[engine]\nmax_events_per_journey = {cap}\n"));
     }
-    let c = catalog_from(&text);
-    if let Some(cap) = event_cap {
-        assert_eq!(c.max_events_per_journey, cap, "the cap reached the catalog");
-    }
-    c
+    text
 }
