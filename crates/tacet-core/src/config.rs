@@ -88,7 +88,8 @@ pub struct EngineConfig {
     /// the correlator threads the partition groups are spread over.
     #[serde(default)]
     pub shards: usize,
-    /// Number of decoder threads; 0 means one per CPU core.
+    /// Number of decoder threads of `tacet replay`; 0 means one per CPU core.
+    /// `tacet run` decodes on its correlator threads and refuses another value.
     #[serde(default)]
     pub decoders: usize,
     /// How far event time may run behind the newest event seen before a
@@ -97,6 +98,8 @@ pub struct EngineConfig {
     pub allowed_lateness: Duration,
     /// A partition with no data for this long (wall clock) stops holding the
     /// watermark back; with no data anywhere the watermark moves at wall-clock speed.
+    /// Live inputs only: Kafka partitions, and stdin in `tacet replay`. A file
+    /// has data until its end, where it stops holding the watermark back.
     #[serde(default = "default_idle_timeout", with = "duration")]
     pub idle_timeout: Duration,
     /// How long a decided trace is remembered, so that late steps produce a
@@ -921,6 +924,15 @@ impl Config {
     /// every Kafka source names brokers, topics and the same group id and
     /// brokers, and no topic belongs to two sources.
     pub fn kafka_plan(&self) -> Result<KafkaPlan> {
+        if self.engine.decoders != 0 {
+            // Every other [engine] and [output] setting means the same in
+            // both modes; this one has nothing to set in `tacet run`.
+            return Err(self.invalid(
+                "engine.decoders".to_owned(),
+                "applies to `tacet replay` only: `tacet run` decodes each record on the correlator thread \
+                 that applies it (engine.shards); remove it or set it to 0",
+            ));
+        }
         let mut plan: Option<KafkaPlan> = None;
         for (i, source) in self.sources.iter().enumerate() {
             if source.kind != Some(SourceKind::Kafka) {

@@ -61,6 +61,8 @@ pub struct ReplayOptions {
     pub flush_rows: usize,
     /// Longest a decided row waits in memory.
     pub flush_interval: Duration,
+    /// `engine.idle_timeout`, for live inputs (stdin): files are never idle.
+    pub idle_timeout: Duration,
     /// How large the dead-letter file may grow, and rotated files kept.
     pub dead_letters: DeadLetterLimits,
     /// Prefix that makes this run's file names unique.
@@ -88,6 +90,7 @@ impl ReplayOptions {
             max_decided_state_bytes: config.engine.max_decided_state_bytes,
             flush_rows: config.output.flush_rows,
             flush_interval: config.output.flush_interval,
+            idle_timeout: config.engine.idle_timeout,
             dead_letters: DeadLetterLimits::from_config(&config.output),
             config: Arc::new(config.clone()),
             metrics: None,
@@ -163,7 +166,7 @@ pub fn replay(
 ) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let outputs = Outputs::open(&catalog, opts)?;
-    let plan = Plan::new(opts, reader.partitions());
+    let plan = Plan::new(opts, &reader);
     let mut lanes = Lanes::new(&plan);
     let decoders = start_decoders(&plan, decoder, &mut lanes, &outputs, opts.metrics.clone())?;
     let shards = start_shards(&plan, &catalog, &mut lanes, &outputs, opts)?;
@@ -210,18 +213,21 @@ struct Plan {
     shards: usize,
     decoders: usize,
     partitions: usize,
+    /// An input is live (stdin): it may pause, so idleness applies to it.
+    live: bool,
     /// Chunks between the reader and the last shard that applies them.
     max_in_flight: usize,
 }
 
 impl Plan {
-    fn new(opts: &ReplayOptions, partitions: usize) -> Self {
+    fn new(opts: &ReplayOptions, reader: &ChunkReader) -> Self {
         let shards = opts.shards.max(1);
         let decoders = opts.decoders.max(1);
         Self {
             shards,
             decoders,
-            partitions,
+            partitions: reader.partitions(),
+            live: reader.is_streaming(),
             max_in_flight: 2 * (decoders + shards) + 2,
         }
     }
@@ -423,8 +429,10 @@ fn start_shards(
         max_decided_state_bytes: share_of(opts.max_decided_state_bytes, plan.shards),
         flush_interval: Some(opts.flush_interval),
         allowed_lateness: Duration::from_millis(catalog.allowed_lateness_ms.max(0) as u64),
-        // A finite replay never goes idle: that keeps it deterministic.
-        idle_timeout: None,
+        // A file has data until its end, where it stops holding the
+        // watermark back: no wall clock, so a replay of files is
+        // deterministic. A live input (stdin) may pause: idleness applies.
+        idle_timeout: plan.live.then_some(opts.idle_timeout),
     };
     let credits = lanes.credit_tx.take().expect("shards start once");
     let mut handles = Vec::new();
@@ -452,9 +460,10 @@ fn start_shards(
         );
         let credits = credits.clone();
         let metrics = opts.metrics.clone();
+        let live = plan.live;
         let handle = thread::Builder::new()
             .name(format!("tacet-shard-{i}"))
-            .spawn(move || ShardThread::new(stage, metrics).run(rx, credits))
+            .spawn(move || ShardThread::new(stage, metrics, live).run(rx, credits))
             .map_err(|e| EngineError::Thread(e.to_string()))?;
         handles.push(handle);
     }
@@ -510,20 +519,27 @@ struct ShardThread {
     metrics: Option<Arc<Metrics>>,
     published_open: i64,
     exported: crate::metrics::CorrelatorExport,
-    /// Idleness is off in a replay, so the clock the stage reads never
-    /// matters: one instant for the whole run.
-    clock: Instant,
+    /// Whether the wall clock matters (a live input, idleness on). For
+    /// files it never does, and the stage reads one instant for the whole run.
+    live: bool,
+    fixed: Instant,
 }
 
 impl ShardThread {
-    fn new(stage: Stage, metrics: Option<Arc<Metrics>>) -> Self {
+    fn new(stage: Stage, metrics: Option<Arc<Metrics>>, live: bool) -> Self {
         Self {
             stage,
             metrics,
             published_open: 0,
             exported: Default::default(),
-            clock: Instant::now(),
+            live,
+            fixed: Instant::now(),
         }
+    }
+
+    /// The wall clock, where it matters.
+    fn now(&self) -> Instant {
+        if self.live { Instant::now() } else { self.fixed }
     }
 
     fn run(mut self, rx: Receiver<Delivery>, credits: Sender<()>) -> Result<ShardsResult, StageError> {
@@ -549,7 +565,7 @@ impl ShardThread {
             }
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
-                if let Err(e) = self.stage.on_tick(self.clock) {
+                if let Err(e) = self.stage.on_tick(self.now()) {
                     tracing::error!(error = %e, "Could not write an outcome file; the rows are kept and retried.");
                 }
             }
@@ -562,7 +578,8 @@ impl ShardThread {
     /// maximum up to the event, over every shard.
     fn apply(&mut self, batch: &ShardBatch) -> Result<(), StageError> {
         let input = batch.partition as usize;
-        let (stage, clock) = (&mut self.stage, self.clock);
+        let clock = self.now();
+        let stage = &mut self.stage;
         batch.for_each(|event, running_max| stage.on_event(input, running_max, event, None, clock));
         if batch.chunk_max > EventTime::MIN {
             stage.on_input_progress(input, batch.chunk_max, clock);

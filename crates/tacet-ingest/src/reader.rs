@@ -207,6 +207,11 @@ impl ChunkReader {
         }
     }
 
+    /// Whether an input is live (stdin, a pipe): it may pause, so idleness applies.
+    pub fn is_streaming(&self) -> bool {
+        self.inputs.iter().any(|i| i.streaming)
+    }
+
     /// Number of partitions (inputs).
     pub fn partitions(&self) -> usize {
         self.inputs.len()

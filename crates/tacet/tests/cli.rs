@@ -291,6 +291,17 @@ fn each_kind_of_config_mistake_is_one_message_naming_file_and_key_with_exit_code
         "alert_sink.name",
         "number 1 and number 2 are both unnamed stdout",
     );
+    // Same config, same meaning: a setting `tacet run` has no use for is
+    // refused there, not ignored.
+    assert_config_mistake(
+        "decoders-in-a-kafka-config",
+        |c| {
+            c.replace("[engine]\n", "[engine]\ndecoders = 2\n")
+                + "\n[[source]]\nname = \"live\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\ntopics = [\"payments\"]\n"
+        },
+        "engine.decoders",
+        "applies to `tacet replay` only",
+    );
     assert_config_mistake(
         "two-unnamed-sources",
         |c| c.replace("name = \"events\"\n", "") + "\n[[source]]\n",
@@ -444,4 +455,71 @@ fn the_dead_letter_file_rotates_at_its_cap_and_the_summary_says_so() {
     for f in files {
         assert!(f.metadata().unwrap().len() <= 65536);
     }
+}
+
+/// `engine.idle_timeout` means in a replay of stdin what it means for a
+/// Kafka partition: an input that pauses stops holding the watermark
+/// back, and the watermark moves on by the wall clock, so a journey whose
+/// deadline passes during the pause is decided (and written, within
+/// `flush_interval`) while stdin is still open.
+#[test]
+fn a_paused_stdin_replay_decides_by_the_wall_clock_after_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("live.toml");
+    std::fs::write(
+        &config,
+        r#"[engine]
+allowed_lateness = "1s"
+idle_timeout = "1s"
+
+[output]
+flush_interval = "1s"
+
+[[journey]]
+name = "transfer"
+start = "t.req"
+ack_ok = ["t.ok"]
+complete = ["ledger"]
+deadline = "2s"
+ack_timeout = "1s"
+slo = 0.99
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = tacet()
+        .args(["replay", "--json", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(
+            b"{\"ts\":\"2026-11-22T10:00:00.000Z\",\"trace_id\":\"t1\",\"service\":\"app\",\"event\":\"t.req\"}\n\
+              {\"ts\":\"2026-11-22T10:00:00.500Z\",\"trace_id\":\"t1\",\"service\":\"app\",\"event\":\"t.ok\"}\n",
+        )
+        .unwrap();
+    stdin.flush().unwrap();
+    // The ledger step never comes; stdin stays open.
+    let outcomes = out.join("outcomes/journey=transfer");
+    let started = std::time::Instant::now();
+    while !outcomes.is_dir() && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let decided_after = started.elapsed();
+    drop(stdin);
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success());
+    assert!(
+        decided_after < std::time::Duration::from_secs(20),
+        "nothing was decided while stdin paused"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(summary["journeys"][0]["silent_failure"], 1, "{summary}");
 }
