@@ -551,31 +551,9 @@ impl GroupSet {
         if self.touched.last() != Some(&partition) {
             self.touched.push(partition);
         }
-        let t = &shared.topics[topic];
-        // Where the record was written by its producer: the watermark input
-        // it feeds and the position dead letters name.
-        let (input, position) = match &t.origin {
-            None => (topic, (&t.name, partition, offset)),
-            Some(origin) => {
-                match header(crate::repartition::ORIGIN_HEADER).and_then(crate::repartition::parse_origin) {
-                    Some((q, source_offset)) if (q as usize) < origin.partitions => {
-                        let input = origin.base + q as usize;
-                        if g.origin_next[input].is_some_and(|n| source_offset < n) {
-                            self.counters.repartition_duplicates += 1;
-                            return Ok(());
-                        }
-                        // The header is data: never overflow on it.
-                        g.origin_next[input] = Some(source_offset.saturating_add(1));
-                        (input, (&origin.topic, q, source_offset))
-                    }
-                    // Not written by tacet's repartitioner (no or a bad origin):
-                    // still an event; it feeds the topic's first input.
-                    _ => (
-                        origin.base.min(shared.inputs.len().saturating_sub(1)),
-                        (&t.name, partition, offset),
-                    ),
-                }
-            }
+        let Some(origin) = written_at(shared, g, topic, partition, offset, header) else {
+            self.counters.repartition_duplicates += 1;
+            return Ok(());
         };
         let stats = &mut self.counters.decode;
         stats.records += 1;
@@ -589,20 +567,7 @@ impl GroupSet {
         } = prepared;
         if let Err(reason) = *result {
             stats.errors[reason.index()] += 1;
-            if let Some(m) = &shared.metrics {
-                m.decode_error(reason, 1);
-            }
-            let (position_topic, position_partition, position_offset) = position;
-            let letter = DeadLetter::new(
-                t.decoder.source(),
-                format!("{position_topic}/{position_partition}/{position_offset}"),
-                reason,
-                payload,
-            );
-            return shared
-                .dead_letters
-                .write(&letter)
-                .map_err(|e| shared.dead_letter_error(e));
+            return refuse(shared, topic, &origin, reason, payload);
         }
         let Some(name) = decoded.name else {
             stats.unmatched += 1;
@@ -620,7 +585,7 @@ impl GroupSet {
             service: &decoded.service,
             attrs: &decoded.attrs,
         };
-        g.stage.on_event(input, event.time, &event, *hint, now);
+        g.stage.on_event(origin.input, event.time, &event, *hint, now);
         self.events[topic] += 1;
         Ok(())
     }
@@ -683,6 +648,77 @@ impl GroupSet {
         }
         Ok(all)
     }
+}
+
+/// Where a record was written by its producer: the watermark input it
+/// feeds and the position its dead letter names.
+struct WrittenAt<'s> {
+    input: usize,
+    topic: &'s str,
+    partition: i32,
+    offset: i64,
+}
+
+/// Where record `offset` of `topic`/`partition` was written. In the
+/// repartitioned layout that is the source partition and offset its
+/// `tacet-origin` header names; `None` when that source offset was
+/// applied already (the repartitioner wrote the record twice).
+fn written_at<'s, 'a>(
+    shared: &'s Shared,
+    g: &mut Group,
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    header: &dyn Fn(&str) -> Option<&'a [u8]>,
+) -> Option<WrittenAt<'s>> {
+    let t = &shared.topics[topic];
+    let here = |input| WrittenAt {
+        input,
+        topic: &t.name,
+        partition,
+        offset,
+    };
+    let Some(origin) = &t.origin else {
+        return Some(here(topic));
+    };
+    match header(crate::repartition::ORIGIN_HEADER).and_then(crate::repartition::parse_origin) {
+        Some((q, source_offset)) if (q as usize) < origin.partitions => {
+            let input = origin.base + q as usize;
+            if g.origin_next[input].is_some_and(|n| source_offset < n) {
+                return None;
+            }
+            // The header is data: never overflow on it.
+            g.origin_next[input] = Some(source_offset.saturating_add(1));
+            Some(WrittenAt {
+                input,
+                topic: &origin.topic,
+                partition: q,
+                offset: source_offset,
+            })
+        }
+        // Not written by tacet's repartitioner (no or a bad origin): still
+        // an event; it feeds the topic's first input.
+        _ => Some(here(origin.base.min(shared.inputs.len().saturating_sub(1)))),
+    }
+}
+
+/// Counts a refused record on `/metrics` and writes its dead letter.
+fn refuse(
+    shared: &Shared,
+    topic: usize,
+    at: &WrittenAt<'_>,
+    reason: DecodeError,
+    payload: &[u8],
+) -> Result<(), RunError> {
+    if let Some(m) = &shared.metrics {
+        m.decode_error(reason, 1);
+    }
+    let position = format!("{}/{}/{}", at.topic, at.partition, at.offset);
+    let letter = DeadLetter::new(shared.topics[topic].decoder.source(), position, reason, payload);
+    shared
+        .dead_letters
+        .write(&letter)
+        .map_err(|e| shared.dead_letter_error(e))
 }
 
 #[cfg(test)]
