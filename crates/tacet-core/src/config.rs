@@ -967,6 +967,16 @@ impl Config {
                 return Err(self.invalid(key("partitioning"), "every Kafka source must use the same partitioning"));
             }
             for (k, v) in &source.properties {
+                if k == "partition.assignment.strategy" && v.contains("cooperative") {
+                    // Cooperative rebalancing hands over single partitions
+                    // incrementally; tacet moves whole partition groups (partition
+                    // p of every topic) on eager revoke-then-assign rebalances.
+                    return Err(self.invalid(
+                        key(&format!("properties.{k}")),
+                        "cooperative rebalancing is not supported: tacet run moves partition p of every topic \
+                         together, on eager (range) rebalances; remove this property",
+                    ));
+                }
                 if plan
                     .properties
                     .insert(k.clone(), v.clone())

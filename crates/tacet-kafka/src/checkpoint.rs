@@ -2,18 +2,27 @@
 //!
 //! Per partition group `p` (partition `p` of every topic):
 //! - `state/partition-<p>.snap`: header (checkpoint sequence, the next
-//!   offset and largest event time per topic, a hash of the journeys config)
-//!   as JSON, then the shard snapshot, then an xxh3 checksum of both. Written
-//!   to a temporary file, synced, renamed: a reader sees the old or the new
-//!   snapshot, never half of one.
+//!   offset and largest event time per topic, the hash of what shapes the
+//!   state, the outcome files this checkpoint publishes) as JSON, then the
+//!   shard snapshot, then an xxh3 checksum of both. Written to a temporary
+//!   file, synced, renamed: a reader sees the old or the new snapshot, never
+//!   half of one.
 //! - outcome files are written under `<out>/.staging/p<p>/` and moved into
 //!   `<out>/outcomes/` by the checkpoint that covers them; their names carry
 //!   the partition and checkpoint sequence (`part-p3-c12-000000.parquet`).
 //!
-//! Recovery of `p` reads its snapshot (sequence `N`), deletes the staging
-//! folder and every published file of `p` with a sequence above `N` (made by a
-//! checkpoint that died before its snapshot), and resumes from the snapshot's
-//! offsets. Re-processing from there writes those decisions again, exactly once.
+//! A checkpoint is committed when its snapshot is: the files it publishes
+//! are listed in it (the manifest) *before* any of them is moved. So
+//! recovery of `p` reads its snapshot (sequence `N`), finishes moving the
+//! files of `N`'s manifest that are still staged (a crash between the
+//! snapshot and the moves), deletes whatever else is staged (written after
+//! `N`, never published) and resumes from the snapshot's offsets.
+//! Re-processing from there writes those decisions again, exactly once.
+//! Nothing under `outcomes/` is ever deleted: a published file is final.
+//! A partition without a snapshot whose outcomes were published by an
+//! earlier run is refused ([`CheckpointError::StateMissing`]), since
+//! re-deciding it from the committed offsets with empty state would give
+//! other rows, silently.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -33,10 +42,30 @@ pub enum CheckpointError {
     #[error("{path}: not a tacet snapshot or damaged ({why}); move it away to start that partition afresh")]
     Damaged { path: String, why: String },
     #[error(
-        "{path}: written under a different [[journey]] config; restoring it would misread its journeys. \
-         Finish the old run or move the state folder away"
+        "{path}: written under another shape of state (journey names, steps, acks, deadlines, timeouts, \
+         attributes or field mapping changed; descriptions, SLOs and alert settings do not count). \
+         Restoring it would misread its journeys. Two safe ways on, neither deletes a published outcome: \
+         run the config the snapshot was written under until it is done, or start the changed journeys \
+         fresh with a new --out and a new group_id (its consumers read the topics from the earliest \
+         offset, or from the offset you reset the new group to)"
     )]
     OtherConfig { path: String },
+    #[error(
+        "partition {partition} has outcomes published up to checkpoint {seq} under {out}, but no snapshot in \
+         {state}: its state (open journeys, offsets) is gone, and deciding it again from the committed offsets \
+         would give other rows. Put the state folder back, or start afresh with a new --out and a new group_id"
+    )]
+    StateMissing {
+        partition: i32,
+        seq: u64,
+        out: String,
+        state: String,
+    },
+    #[error(
+        "{path}: listed by checkpoint {seq} of partition {partition} but neither staged nor published; \
+         an outcome file was removed by hand"
+    )]
+    ManifestFileMissing { path: String, partition: i32, seq: u64 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -64,6 +93,66 @@ pub struct SnapshotHeader {
     /// its own crash) are recognised and skipped.
     #[serde(default)]
     pub origin_offsets: BTreeMap<String, i64>,
+    /// The outcome files this checkpoint publishes, relative to the
+    /// staging folder (`outcomes/journey=…/date=…/part-….parquet`).
+    #[serde(default)]
+    pub staged: Vec<String>,
+}
+
+/// The hash snapshots carry: of what gives their bytes meaning, in a
+/// canonical form (sorted JSON of names and values, not `Debug` text).
+/// That is each journey's name, steps, acks, deadline, ack timeout and
+/// attributes (their order is their slot), the engine's orphan timeout and
+/// late horizon (in the timers and tombstones), and each source's field
+/// mapping (what a trace id and an event name are read from). A journey's
+/// description, SLO and alert overrides do not count: editing one keeps
+/// every snapshot usable.
+pub fn state_hash(config: &tacet_core::Config) -> u64 {
+    use serde_json::json;
+    let journeys: Vec<serde_json::Value> = config
+        .journeys
+        .iter()
+        .map(|j| {
+            let attributes: Vec<serde_json::Value> = j
+                .attributes
+                .iter()
+                .map(|(name, spec)| {
+                    let (pointer, kind) = match spec {
+                        tacet_core::config::AttributeSpec::Pointer(p) => (p.as_str(), None),
+                        tacet_core::config::AttributeSpec::Typed(t) => {
+                            (t.pointer.as_str(), Some(format!("{:?}", t.kind)))
+                        }
+                    };
+                    json!([name, pointer, kind])
+                })
+                .collect();
+            json!({
+                "name": j.name,
+                "start": j.start,
+                "ack_ok": j.ack_ok,
+                "ack_error": j.ack_error,
+                "complete": j.complete,
+                "deadline_ms": j.deadline.as_millis() as u64,
+                "ack_timeout_ms": j.ack_timeout.as_millis() as u64,
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    let mappings: Vec<serde_json::Value> = config
+        .sources
+        .iter()
+        .map(|s| {
+            let f = &s.fields;
+            json!([s.name, f.trace_id, f.time, f.event, f.service, f.status, f.event_id])
+        })
+        .collect();
+    let shape = json!({
+        "journeys": journeys,
+        "orphan_timeout_ms": config.engine.orphan_timeout.map(|d| d.as_millis() as u64),
+        "late_horizon_ms": config.engine.late_horizon.as_millis() as u64,
+        "mappings": mappings,
+    });
+    xxh3_64(shape.to_string().as_bytes())
 }
 
 /// A snapshot read back.
@@ -174,45 +263,100 @@ fn parquet_files(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckpointEr
     Ok(())
 }
 
-/// Moves partition `p`'s staged outcome files into `<out>/outcomes/`, syncing
-/// the folders they land in. Returns how many files moved.
-pub fn publish(out: &Path, partition: i32) -> Result<usize, CheckpointError> {
+/// Partition `p`'s staged outcome files, relative to its staging folder:
+/// the manifest of the checkpoint being taken.
+pub fn staged_files(out: &Path, partition: i32) -> Result<Vec<String>, CheckpointError> {
     let staging = staging_dir(out, partition);
     let mut files = Vec::new();
     parquet_files(&staging.join("outcomes"), &mut files)?;
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let rel = f.strip_prefix(&staging).expect("found under staging");
+            rel.to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Moves the files of checkpoint `header`'s manifest from partition `p`'s
+/// staging folder into `<out>/outcomes/`, syncing the folders they land
+/// in. A file already moved (a publication interrupted and resumed) is
+/// left where it is. Returns how many files moved.
+pub fn publish(out: &Path, header: &SnapshotHeader) -> Result<usize, CheckpointError> {
+    let staging = staging_dir(out, header.partition);
     let mut dirs = std::collections::BTreeSet::new();
-    for file in &files {
-        let rel = file.strip_prefix(&staging).expect("found under staging");
-        let target = out.join(rel);
+    let mut moved = 0;
+    for name in &header.staged {
+        let from = staging.join(name);
+        let target = out.join(name);
+        if !from.exists() {
+            if target.exists() {
+                continue;
+            }
+            return Err(CheckpointError::ManifestFileMissing {
+                path: target.display().to_string(),
+                partition: header.partition,
+                seq: header.seq,
+            });
+        }
         let dir = target.parent().expect("a file has a folder").to_path_buf();
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        fs::rename(file, &target).map_err(io(&target))?;
+        fs::rename(&from, &target).map_err(io(&target))?;
         dirs.insert(dir);
+        moved += 1;
     }
     for dir in &dirs {
         sync_dir(dir)?;
     }
-    Ok(files.len())
+    Ok(moved)
 }
 
-/// Recovery of partition `p` at checkpoint `seq`: drops its staging folder
-/// and the files of later, unfinished checkpoints. Returns files removed.
-pub fn discard_after(out: &Path, partition: i32, seq: u64) -> Result<usize, CheckpointError> {
+/// Recovery of partition `p` from its snapshot `header`, or from nothing:
+/// finishes publishing the snapshot's manifest, then drops what else is
+/// staged (outcome files of a checkpoint that never committed). Returns
+/// the staged files dropped. Never deletes a published file; a partition
+/// with published files but no snapshot is an error (see the module docs).
+pub fn recover(
+    out: &Path,
+    state_dir: &Path,
+    partition: i32,
+    header: Option<&SnapshotHeader>,
+) -> Result<usize, CheckpointError> {
+    match header {
+        Some(header) => {
+            publish(out, header)?;
+        }
+        None => {
+            if let Some(seq) = published_checkpoint(out, partition)? {
+                return Err(CheckpointError::StateMissing {
+                    partition,
+                    seq,
+                    out: out.display().to_string(),
+                    state: state_dir.display().to_string(),
+                });
+            }
+        }
+    }
+    let dropped = staged_files(out, partition)?.len();
     let staging = staging_dir(out, partition);
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
+    Ok(dropped)
+}
+
+/// The latest checkpoint that published an outcome file of partition `p`.
+fn published_checkpoint(out: &Path, partition: i32) -> Result<Option<u64>, CheckpointError> {
     let mut files = Vec::new();
     parquet_files(&out.join("outcomes"), &mut files)?;
-    let mut removed = 0;
-    for file in files {
-        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if parse_name(name).is_some_and(|(p, s)| p == partition && s > seq) {
-            fs::remove_file(&file).map_err(io(&file))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
+    Ok(files
+        .iter()
+        .filter_map(|f| parse_name(f.file_name()?.to_str()?))
+        .filter(|(p, _)| *p == partition)
+        .map(|(_, seq)| seq)
+        .max())
 }
 
 fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
@@ -233,6 +377,7 @@ mod tests {
             offsets: [("payments".to_owned(), 1200)].into(),
             max_seen: [("payments".to_owned(), 99)].into(),
             origin_offsets: [("payments/2".to_owned(), 77)].into(),
+            staged: vec!["outcomes/journey=x/date=2026-11-22/part-p3-c7-000000.parquet".into()],
         };
         write_snapshot(dir.path(), &header, b"shard-bytes").unwrap();
         let snap = read_snapshot(dir.path(), 3, 42).unwrap().unwrap();
@@ -251,41 +396,112 @@ mod tests {
         assert!(err.contains("checksum"), "{err}");
     }
 
+    /// Writes an empty outcome file at `root/rel`.
+    fn touch(root: &Path, rel: &str) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    fn names_under(dir: &Path) -> Vec<String> {
+        let mut files = Vec::new();
+        parquet_files(dir, &mut files).unwrap();
+        let mut names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    const DAY: &str = "outcomes/journey=x/date=2026-11-22";
+
+    /// A crash between a checkpoint's snapshot and the moves of its files:
+    /// recovery finishes the moves, drops what was staged after the
+    /// snapshot, and leaves every published file (of any partition) alone.
     #[test]
-    fn recovery_discards_only_unfinished_checkpoints_of_its_partition() {
+    fn recovery_publishes_the_manifest_drops_the_rest_and_deletes_nothing_published() {
         let out = tempfile::tempdir().unwrap();
-        let day = out.path().join("outcomes/journey=x/date=2026-11-22");
-        fs::create_dir_all(&day).unwrap();
+        let state = out.path().join("state");
         for name in [
             "part-p1-c4-000000.parquet",
-            "part-p1-c5-000000.parquet",
-            "part-p11-c9-000000.parquet",
+            "part-p1-c9-000000.parquet",
             "part-p2-c9-000000.parquet",
         ] {
-            fs::write(day.join(name), b"x").unwrap();
+            touch(out.path(), &format!("{DAY}/{name}"));
         }
-        let staged = staging_dir(out.path(), 1).join("outcomes/journey=x/date=2026-11-22");
-        fs::create_dir_all(&staged).unwrap();
-        fs::write(staged.join("part-p1-c6-000000.parquet"), b"x").unwrap();
-        assert_eq!(discard_after(out.path(), 1, 4).unwrap(), 1);
-        let mut left: Vec<_> = fs::read_dir(&day)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
+        let staging = staging_dir(out.path(), 1);
+        touch(&staging, &format!("{DAY}/part-p1-c5-000000.parquet"));
+        touch(&staging, &format!("{DAY}/part-p1-c6-000000.parquet"));
+        let header = SnapshotHeader {
+            partition: 1,
+            seq: 5,
+            staged: vec![format!("{DAY}/part-p1-c5-000000.parquet")],
+            ..Default::default()
+        };
         assert_eq!(
-            left,
+            recover(out.path(), &state, 1, Some(&header)).unwrap(),
+            1,
+            "c6 never committed"
+        );
+        assert_eq!(
+            names_under(&out.path().join("outcomes")),
             [
                 "part-p1-c4-000000.parquet",
-                "part-p11-c9-000000.parquet",
+                "part-p1-c5-000000.parquet",
+                "part-p1-c9-000000.parquet",
                 "part-p2-c9-000000.parquet"
             ]
         );
-        assert!(!staging_dir(out.path(), 1).exists());
+        assert!(!staging.exists());
+        // Recovering again is a no-op: the manifest's file is published.
+        assert_eq!(recover(out.path(), &state, 1, Some(&header)).unwrap(), 0);
+    }
 
-        fs::create_dir_all(&staged).unwrap();
-        fs::write(staged.join("part-p1-c5-000000.parquet"), b"x").unwrap();
-        assert_eq!(publish(out.path(), 1).unwrap(), 1);
-        assert!(day.join("part-p1-c5-000000.parquet").exists());
+    /// No snapshot but published outcomes: refused, naming the partition
+    /// and what to do; nothing is deleted. No snapshot and nothing
+    /// published is a fresh start.
+    #[test]
+    fn a_partition_with_published_outcomes_and_no_snapshot_is_refused() {
+        let out = tempfile::tempdir().unwrap();
+        let state = out.path().join("state");
+        touch(out.path(), &format!("{DAY}/part-p3-c7-000000.parquet"));
+        touch(&staging_dir(out.path(), 3), &format!("{DAY}/part-p3-c8-000000.parquet"));
+        let err = recover(out.path(), &state, 3, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CheckpointError::StateMissing {
+                    partition: 3,
+                    seq: 7,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("Put the state folder back"), "{err}");
+        assert_eq!(names_under(&out.path().join("outcomes")), ["part-p3-c7-000000.parquet"]);
+        assert_eq!(
+            recover(out.path(), &state, 4, None).unwrap(),
+            0,
+            "partition 4 starts fresh"
+        );
+    }
+
+    /// A manifest file that is neither staged nor published was removed by
+    /// hand: an error, not a silent gap.
+    #[test]
+    fn a_manifest_file_gone_from_both_places_is_an_error() {
+        let out = tempfile::tempdir().unwrap();
+        let header = SnapshotHeader {
+            partition: 1,
+            seq: 2,
+            staged: vec![format!("{DAY}/part-p1-c2-000000.parquet")],
+            ..Default::default()
+        };
+        assert!(matches!(
+            publish(out.path(), &header),
+            Err(CheckpointError::ManifestFileMissing { .. })
+        ));
     }
 }

@@ -162,13 +162,6 @@ pub struct Engine {
     alerts: Option<AlertService>,
 }
 
-/// A hash of what gives snapshot bytes their meaning: the journeys and the
-/// attribute columns.
-pub fn config_hash(config: &tacet_core::Config) -> u64 {
-    let text = format!("{:?}", config.journeys);
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
 impl Engine {
     pub fn new(
         config: &tacet_core::Config,
@@ -230,7 +223,7 @@ impl Engine {
             topics,
             inputs,
             opts,
-            config_hash: config_hash(config),
+            config_hash: crate::checkpoint::state_hash(config),
             metrics,
             errors,
             synthetic_attribute: config.alerts.synthetic_attribute.clone(),
@@ -589,6 +582,13 @@ mod tests {
         metrics: Option<Arc<Metrics>>,
         max_open: usize,
     ) -> (Engine, u64) {
+        let config = kafka_config(&layout);
+        let engine = start_engine(dir, &config, &layout, workers, partitions, metrics, max_open);
+        (engine, crate::checkpoint::state_hash(&config))
+    }
+
+    /// The default journeys reading topic `payments`.
+    fn kafka_config(layout: &Layout) -> Config {
         let partitioning = match layout {
             Layout::Copartitioned => tacet_core::config::Partitioning::Copartitioned,
             Layout::Repartitioned { .. } => tacet_core::config::Partitioning::Repartition,
@@ -604,24 +604,32 @@ mod tests {
             partitioning,
             fields: Default::default(),
         }];
+        config
+    }
+
+    /// An engine over `config` owning partitions `0..partitions`.
+    fn start_engine(
+        dir: &std::path::Path,
+        config: &Config,
+        layout: &Layout,
+        workers: usize,
+        partitions: i32,
+        metrics: Option<Arc<Metrics>>,
+        max_open: usize,
+    ) -> Engine {
         let plan = config.kafka_plan().unwrap();
-        let opts = EngineOptions {
-            out_dir: dir.to_path_buf(),
-            state_dir: dir.join("state"),
-            flush_rows: 1000,
-            max_open_journeys: max_open,
-            max_decided_state_bytes: usize::MAX,
-            allowed_lateness: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(30),
-            max_line_bytes: 1 << 20,
-            dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
-            workers,
-            sink_kinds: Default::default(),
-        };
-        let mut engine = Engine::new(&config, &plan, &layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();
+        let mut opts = EngineOptions::from_config(config, dir.to_path_buf(), dir.join("state"));
+        opts.flush_rows = 1000;
+        opts.max_open_journeys = max_open;
+        opts.max_decided_state_bytes = usize::MAX;
+        opts.allowed_lateness = Duration::from_secs(5);
+        opts.idle_timeout = Duration::from_secs(30);
+        opts.max_line_bytes = 1 << 20;
+        opts.workers = workers;
+        let mut engine = Engine::new(config, &plan, layout, opts, metrics, Arc::new(RunErrors::default())).unwrap();
         let owned: Vec<(usize, i32)> = (0..partitions).map(|p| (0, p)).collect();
         engine.assign(&owned).unwrap();
-        (engine, config_hash(&config))
+        engine
     }
 
     /// Repartitioned from a 4-partition source; internal partition 0 owned.
@@ -851,6 +859,87 @@ mod tests {
         engine.counters().unwrap();
         assert_eq!(engine.open_journeys(), 100, "four groups of 25 again");
         assert_eq!(engine.counters().unwrap().correlate.evicted, 4 * 35 + 2 * 35 + 2 * 25);
+    }
+
+    /// A rejected transfer on trace `t-<n>`: decided `failed` at once.
+    fn rejected(engine: &mut Engine, n: i64) {
+        for (i, event) in ["transfer.requested", "transfer.rejected"].iter().enumerate() {
+            let line = format!(
+                r#"{{"ts":"2026-11-22T10:00:0{i}.000Z","trace_id":"t-{n}","service":"mobile-bff","event":"{event}"}}"#
+            );
+            plain(engine, 0, 2 * n + i as i64, line.as_bytes());
+        }
+    }
+
+    /// Every outcome file under `dir/outcomes`.
+    fn published(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&dir.join("outcomes"), &mut files);
+        files.sort();
+        files
+    }
+
+    /// Recovery never deletes a published outcome: a restart without the
+    /// state folder is refused with what to do (the files stay), and a
+    /// restart after an SLO edit keeps the snapshot, while a changed
+    /// deadline refuses it with the two safe ways on.
+    #[test]
+    fn restarts_keep_every_published_file_and_only_a_change_of_state_shape_refuses_a_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::Copartitioned;
+        let config = kafka_config(&layout);
+        let mut engine = start_engine(dir.path(), &config, &layout, 1, 1, None, 1000);
+        for n in 0..3 {
+            rejected(&mut engine, n);
+            engine.checkpoint().unwrap();
+        }
+        engine.close_alerts().unwrap();
+        drop(engine);
+        let files = published(dir.path());
+        assert_eq!(files.len(), 3, "{files:?}");
+
+        // An SLO and a description edited: the snapshot still fits.
+        let mut edited = config.clone();
+        edited.journeys[0].slo = 0.95;
+        edited.journeys[0].description = Some("edited".into());
+        let mut engine = start_engine(dir.path(), &edited, &layout, 1, 1, None, 1000);
+        rejected(&mut engine, 3);
+        engine.checkpoint().unwrap();
+        engine.close_alerts().unwrap();
+        drop(engine);
+        let after = published(dir.path());
+        assert_eq!(after.len(), 4);
+        assert!(files.iter().all(|f| after.contains(f)), "nothing published disappears");
+
+        // A deadline edited: the snapshot would be misread; refused, saying how on.
+        let mut reshaped = config.clone();
+        reshaped.journeys[0].deadline = Duration::from_secs(600);
+        let plan = reshaped.kafka_plan().unwrap();
+        let opts = EngineOptions::from_config(&reshaped, dir.path().to_path_buf(), dir.path().join("state"));
+        let mut engine = Engine::new(&reshaped, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
+        let err = engine.assign(&[(0, 0)]).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("Two safe ways on"), "{err}");
+        drop(engine);
+
+        // The state folder moved away: refused, naming the partition; no file deleted.
+        std::fs::rename(dir.path().join("state"), dir.path().join("state-moved")).unwrap();
+        let opts = EngineOptions::from_config(&config, dir.path().to_path_buf(), dir.path().join("state"));
+        let mut engine = Engine::new(&config, &plan, &layout, opts, None, Arc::new(RunErrors::default())).unwrap();
+        let err = engine.assign(&[(0, 0)]).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("partition 0 has outcomes published up to checkpoint 4"),
+            "{err}"
+        );
+        assert_eq!(published(dir.path()), after);
     }
 
     #[test]

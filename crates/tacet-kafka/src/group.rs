@@ -157,7 +157,12 @@ impl Shared {
         let now = Instant::now();
         let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
         let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
-        let discarded = checkpoint::discard_after(&self.opts.out_dir, p, seq)?;
+        let discarded = checkpoint::recover(
+            &self.opts.out_dir,
+            &self.opts.state_dir,
+            p,
+            snapshot.as_ref().map(|s| &s.header),
+        )?;
         let writer = self.writer(p, seq + 1);
         let feed = AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute);
         let links = StageLinks {
@@ -456,7 +461,6 @@ impl GroupSet {
         let shared = &self.shared;
         let g = self.groups.get_mut(p).expect("owned group");
         let bytes = g.stage.on_checkpoint()?;
-        checkpoint::publish(&shared.opts.out_dir, p)?;
         let max_seen: Vec<Option<EventTime>> = (0..shared.inputs.len()).map(|i| g.stage.input_progress(i)).collect();
         let header = SnapshotHeader {
             partition: p,
@@ -465,8 +469,12 @@ impl GroupSet {
             offsets: by_name(shared.topics.iter().map(|t| &t.name), &g.next),
             max_seen: by_name(shared.inputs.iter(), &max_seen),
             origin_offsets: by_name(shared.inputs.iter(), &g.origin_next),
+            // The manifest: the snapshot commits the checkpoint, and the
+            // files are moved only once it is written.
+            staged: checkpoint::staged_files(&shared.opts.out_dir, p)?,
         };
         checkpoint::write_snapshot(&shared.opts.state_dir, &header, &bytes)?;
+        checkpoint::publish(&shared.opts.out_dir, &header)?;
         g.seq += 1;
         // A fresh writer per checkpoint: file names carry the sequence.
         let published = g.stage.replace_writer(shared.writer(p, g.seq + 1));

@@ -303,6 +303,14 @@ fn each_kind_of_config_mistake_is_one_message_naming_file_and_key_with_exit_code
         "applies to `tacet replay` only",
     );
     assert_config_mistake(
+        "cooperative-rebalancing",
+        |c| {
+            c + "\n[[source]]\nname = \"live\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\ntopics = [\"payments\"]\n[source.properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n"
+        },
+        "properties.partition.assignment.strategy",
+        "cooperative rebalancing is not supported",
+    );
+    assert_config_mistake(
         "two-unnamed-sources",
         |c| c.replace("name = \"events\"\n", "") + "\n[[source]]\n",
         "source.name",
