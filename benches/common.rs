@@ -91,7 +91,8 @@ pub fn with_kafka_source(config: &tacet_core::Config, brokers: &str, group: &str
         topics: TOPICS.iter().map(|t| t.to_string()).collect(),
         group_id: Some(group.into()),
         properties: Default::default(),
-        partitioning: Default::default(),
+        // The benchmark's producer keys every topic by trace id.
+        partitioning: tacet_core::config::Partitioning::Copartitioned,
         fields: Default::default(),
     }];
     config

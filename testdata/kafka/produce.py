@@ -13,12 +13,17 @@ partition p of every topic holds the same traces:
 With --unkeyed, records carry no key and land on any partition, as from
 producers that do not key by trace id (tacet's repartition mode).
 
+With --mis-keyed, the ledger service keys its records by the trace field
+as it logs it, a full W3C `traceparent` (and logs that in its body too):
+tacet reads the same trace id from it, but Kafka's partitioner sends the
+record to another partition than the rest of its trace.
+
 With --micros-every K, every K-th ledger event is sent a second time with
 its time in epoch microseconds, as a misconfigured service would log it
 (tacet must refuse those as time_in_future and decide as if they were
 never sent).
 
-Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed] [--micros-every K]
+Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed] [--mis-keyed] [--micros-every K]
 Prints the number of records sent per topic as JSON (and "micros", the
 number of microsecond records among them).
 """
@@ -47,6 +52,7 @@ def main() -> int:
     ap.add_argument("--prefix", default="")
     ap.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
     ap.add_argument("--unkeyed", action="store_true", help="send every record without a key")
+    ap.add_argument("--mis-keyed", action="store_true", help="the ledger service keys by its logged traceparent")
     ap.add_argument("--micros-every", type=int, default=0, help="resend every K-th ledger event in epoch microseconds")
     args = ap.parse_args()
 
@@ -85,6 +91,11 @@ def main() -> int:
             if name.startswith("ledger."):
                 topic = topics["ledger"]
                 value = line
+                if args.mis_keyed and trace is not None:
+                    logged = traceparent(str(trace))
+                    event["trace_id"] = logged.decode()
+                    value = json.dumps(event, separators=(",", ":")).encode()
+                    key = logged
             elif name.startswith("notify.") and trace is not None:
                 topic = topics["notify"]
                 headers = [("traceparent", traceparent(str(trace)))]

@@ -140,6 +140,12 @@ pub struct EngineConfig {
     /// must not push event time years ahead and decide every open journey.
     #[serde(default = "default_max_future_skew", with = "duration")]
     pub max_future_skew: Duration,
+    /// Co-partitioned Kafka: trace ids seen on two partitions (a sample of
+    /// them is watched) before `tacet run` stops and says to repartition.
+    /// Producers that do not key every topic by the trace id as tacet reads
+    /// it would otherwise give silently wrong outcomes.
+    #[serde(default = "default_max_misrouted_traces")]
+    pub max_misrouted_traces: u64,
 }
 
 impl Default for EngineConfig {
@@ -156,6 +162,7 @@ impl Default for EngineConfig {
             max_decided_state_bytes: default_max_decided_state_bytes(),
             max_line_bytes: default_max_line_bytes(),
             max_future_skew: default_max_future_skew(),
+            max_misrouted_traces: default_max_misrouted_traces(),
         }
     }
 }
@@ -183,6 +190,9 @@ fn default_max_line_bytes() -> usize {
 }
 fn default_max_future_skew() -> Duration {
     Duration::from_secs(15 * 60)
+}
+fn default_max_misrouted_traces() -> u64 {
+    10
 }
 
 /// The longest duration a config may set: ten years. Deadlines, timeouts
@@ -269,8 +279,11 @@ pub struct SourceConfig {
     /// (e.g. `"security.protocol" = "SASL_SSL"`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
-    /// How events reach their correlator: `copartitioned` (topics keyed by
-    /// trace id with equal partition counts, the fast path) or `repartition`.
+    /// How events reach their correlator: `repartition` (the default: any
+    /// producer keying, re-keyed by trace id through internal topics) or
+    /// `copartitioned` (the fast path, for topics keyed by the trace id as
+    /// tacet reads it, with equal partition counts; checked while it runs,
+    /// see `engine.max_misrouted_traces`).
     #[serde(default)]
     pub partitioning: Partitioning,
     /// Where each field is found in the event.
@@ -290,9 +303,10 @@ pub enum SourceKind {
 #[serde(rename_all = "snake_case")]
 pub enum Partitioning {
     /// Partition `p` of every topic holds the same traces (keyed by trace id).
-    #[default]
     Copartitioned,
-    /// Producers do not key by trace id: re-key through an internal topic first.
+    /// Re-key by trace id through internal topics first: right for any
+    /// producer keying.
+    #[default]
     Repartition,
 }
 

@@ -131,6 +131,7 @@ pub struct Metrics {
     pub correlator_events: Family<ReasonLabels, Counter>,
     /// What the dead-letter file did: rotated, file_dropped, disk_full.
     pub dead_letter_file: Family<ReasonLabels, Counter>,
+    pub misrouted_traces: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -156,6 +157,12 @@ impl Metrics {
         let kafka_errors = Family::<ReasonLabels, Counter>::default();
         let correlator_events = Family::<ReasonLabels, Counter>::default();
         let dead_letter_file = Family::<ReasonLabels, Counter>::default();
+        let misrouted_traces = Counter::default();
+        registry.register(
+            "tacet_misrouted_traces",
+            "Co-partitioned Kafka: sampled trace ids seen on two partitions (producers not keying by the trace id as tacet reads it); past engine.max_misrouted_traces tacet run stops",
+            misrouted_traces.clone(),
+        );
         registry.register(
             "tacet_dead_letter_file",
             "What the dead-letter file did, by event: rotated at its size cap, file_dropped (the oldest rotated file deleted), disk_full (writing paused until there was room)",
@@ -224,6 +231,7 @@ impl Metrics {
             kafka_errors,
             correlator_events,
             dead_letter_file,
+            misrouted_traces,
         })
     }
 

@@ -21,6 +21,8 @@ pub struct SourceFigures {
     pub repartition_duplicates: u64,
     /// Errors retried, by kind (Kafka client, poll, commit, outcome write).
     pub retried_errors: BTreeMap<String, u64>,
+    /// Co-partitioned Kafka: sampled trace ids seen on two partitions.
+    pub misrouted_traces: u64,
 }
 
 /// Everything a finished run counted: `tacet replay` and `tacet run` alike.

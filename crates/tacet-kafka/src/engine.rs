@@ -71,6 +71,13 @@ pub enum RunError {
     Repartition(String),
     #[error("the repartitioner stopped")]
     RepartitionerStopped,
+    #[error(
+        "{seen} sampled trace ids were seen on two partitions (engine.max_misrouted_traces = {max}): the producers \
+         do not key every topic by the trace id as tacet reads it, so co-partitioned mode would decide journeys \
+         from parts of their traces. Set partitioning = \"repartition\" on every Kafka source (the default), \
+         or key every topic by the trace id"
+    )]
+    NotCopartitioned { seen: u64, max: u64 },
     #[error("a correlator thread stopped")]
     CorrelatorStopped,
     #[error("a correlator thread failed earlier; see its error")]
@@ -102,6 +109,8 @@ pub struct EngineOptions {
     pub workers: usize,
     /// Alert sink kinds built outside the alert crate (the Kafka sink).
     pub sink_kinds: SinkKinds,
+    /// `engine.max_misrouted_traces` (co-partitioned layout).
+    pub max_misrouted_traces: u64,
 }
 
 impl EngineOptions {
@@ -120,6 +129,7 @@ impl EngineOptions {
             dead_letters: tacet_ingest::deadletter::DeadLetterLimits::from_config(&config.output),
             workers: config.engine.shards,
             sink_kinds: SinkKinds::default(),
+            max_misrouted_traces: config.engine.max_misrouted_traces,
         }
     }
 }
@@ -227,6 +237,7 @@ impl Engine {
             metrics,
             errors,
             synthetic_attribute: config.alerts.synthetic_attribute.clone(),
+            copartition: (*layout == Layout::Copartitioned).then(Default::default),
         });
         let failed = Arc::new(Mutex::new(None));
         let workers = (0..threads)
@@ -327,6 +338,9 @@ impl Engine {
     /// `Some(offset)` from the snapshot, `None` for the group's committed offset.
     pub fn assign(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<(usize, i32, Option<i64>)>, RunError> {
         self.assignment_epoch += 1;
+        if self.stopped {
+            return Err(RunError::CorrelatorStopped);
+        }
         let mut starts = Vec::with_capacity(partitions.len());
         let mut restored: BTreeMap<i32, Vec<Option<i64>>> = BTreeMap::new();
         for &(_, p) in partitions {
@@ -362,6 +376,11 @@ impl Engine {
     /// Returns the offsets to commit.
     pub fn revoke(&mut self, partitions: &[(usize, i32)]) -> Result<Vec<CommitOffset>, RunError> {
         self.assignment_epoch += 1;
+        if self.stopped {
+            // The run is ending in error (the consumer's close revokes
+            // after the threads stopped): nothing may be made durable.
+            return Ok(Vec::new());
+        }
         let mut ps: Vec<i32> = partitions.iter().map(|&(_, p)| p).collect();
         ps.sort_unstable();
         ps.dedup();
@@ -542,6 +561,11 @@ impl Engine {
             None => Ok(None),
             Some(service) => Ok(Some(service.join()?)),
         }
+    }
+
+    /// Co-partitioned layout: sampled trace ids seen on two partitions so far.
+    pub fn misrouted_traces(&self) -> u64 {
+        self.shared.copartition.as_ref().map_or(0, |c| c.misrouted())
     }
 
     /// Records written to the dead-letter file, its rotations and pauses.

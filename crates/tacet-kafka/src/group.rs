@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     pub(crate) errors: Arc<crate::errors::RunErrors>,
     pub(crate) synthetic_attribute: String,
     pub(crate) dead_letters: DeadLetters,
+    /// Co-partitioned layout: the check that traces stay on one partition.
+    pub(crate) copartition: Option<crate::copartition::CopartitionCheck>,
 }
 
 impl Shared {
@@ -583,6 +585,22 @@ impl GroupSet {
         };
         stats.events += 1;
         let (key, canonical) = trace.unwrap_or_else(|| TraceKey::from_text(&decoded.trace_id));
+        if let Some(check) = &shared.copartition
+            && crate::copartition::CopartitionCheck::sampled(&key)
+            && check.observe(key, partition)
+        {
+            if let Some(m) = &shared.metrics {
+                m.misrouted_traces.inc();
+            }
+            // The first few are named; the count goes on in the metric.
+            if check.misrouted() <= 3 {
+                tracing::warn!(
+                trace_id = %decoded.trace_id,
+                partition,
+                    "A trace id is on two partitions: the producers do not key every topic by it as tacet reads it."
+                );
+            }
+        }
         let event = Event {
             trace: key,
             trace_text: (!canonical).then_some(&*decoded.trace_id),

@@ -23,6 +23,8 @@
 //!   that re-keys the source topics into internal topics first.
 //! - [`alert_sink`]: the `kind = "kafka"` alert sink, registered with the
 //!   alert crate by the binary.
+//! - [`copartition`]: in co-partitioned mode, the running check that every
+//!   trace stays on one partition.
 //! - [`checkpoint`]: the files — partition snapshots, staged outcome files
 //!   and their publication, recovery's cleanup.
 //!
@@ -35,6 +37,7 @@
 
 pub mod alert_sink;
 pub mod checkpoint;
+pub mod copartition;
 pub mod engine;
 pub mod errors;
 mod fetch;

@@ -398,6 +398,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
         return Err(e);
     }
     let counters = engine.counters()?;
+    let misrouted_traces = engine.misrouted_traces();
     let dead_letter_file = engine.dead_letter_stats();
     let alerts = alerts.unwrap_or(AlertResult {
         stats: Default::default(),
@@ -423,6 +424,7 @@ pub fn run(config: &Config, opts: RunOptions) -> Result<RunReport, RunError> {
             checkpoints: counters.checkpoints,
             discarded_files: counters.discarded_files,
             repartition_duplicates: counters.repartition_duplicates,
+            misrouted_traces,
             retried_errors: errors.counts().into_iter().map(|(k, n)| (k.to_owned(), n)).collect(),
         },
     })
@@ -495,6 +497,7 @@ struct PollLoop<'c> {
     repartitioner: Option<repartition::Repartitioner>,
     stop: Arc<AtomicBool>,
     stop_when_idle: Option<Duration>,
+    max_misrouted_traces: u64,
     topics: Vec<String>,
     tick: Every,
     /// Every `[checkpoint] interval`, or `[output] flush_interval` when that
@@ -539,6 +542,7 @@ impl<'c> PollLoop<'c> {
             repartitioner,
             stop: opts.stop.clone(),
             stop_when_idle: opts.stop_when_idle,
+            max_misrouted_traces: opts.engine.max_misrouted_traces,
             topics,
             tick: Every::new(Duration::from_millis(200)),
             checkpoint: Every::new(opts.checkpoint_interval.min(opts.flush_interval)),
@@ -655,11 +659,17 @@ impl<'c> PollLoop<'c> {
         }
     }
 
-    /// Idle inputs let the watermarks move; a correlator's failure stops the run.
+    /// Idle inputs let the watermarks move; a correlator's failure, or
+    /// traces that do not stay on one partition in co-partitioned mode,
+    /// stop the run.
     fn tick_groups(&mut self, now: Instant) -> Result<(), RunError> {
         let engine = &mut *self.ctx.engine();
         if let Some(e) = engine.take_failure() {
             return Err(e);
+        }
+        let (seen, max) = (engine.misrouted_traces(), self.max_misrouted_traces);
+        if seen > max {
+            return Err(RunError::NotCopartitioned { seen, max });
         }
         engine.tick(now)
     }

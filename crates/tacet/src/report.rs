@@ -107,6 +107,12 @@ pub fn render(s: &RunSummary) -> String {
             k.checkpoints, k.discarded_files, k.repartition_duplicates
         );
     }
+    if k.misrouted_traces > 0 {
+        out += &format!(
+            "{} sampled trace ids were on two partitions: the topics are not co-partitioned by trace id\n",
+            k.misrouted_traces
+        );
+    }
     if !k.retried_errors.is_empty() {
         let errors: Vec<String> = k.retried_errors.iter().map(|(kind, n)| format!("{kind} {n}")).collect();
         out += &format!("Errors retried: {}\n", errors.join(", "));

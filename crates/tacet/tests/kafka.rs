@@ -95,6 +95,7 @@ fn write_config(dir: &Path, bootstrap: &str, group: &str, checkpoint: &str) -> P
         r#"[[source]]
 name = "payments"
 kind = "kafka"
+partitioning = "copartitioned"
 brokers = "{bootstrap}"
 group_id = "{group}"
 topics = ["payments", "ledger"]
@@ -106,6 +107,7 @@ topics = ["payments", "ledger"]
 [[source]]
 name = "notify"
 kind = "kafka"
+partitioning = "copartitioned"
 brokers = "{bootstrap}"
 group_id = "{group}"
 topics = ["notify"]
@@ -472,10 +474,7 @@ fn unkeyed_traffic_is_repartitioned_by_trace_id_through_kills() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        text.replace(
-            "kind = \"kafka\"\n",
-            "kind = \"kafka\"\npartitioning = \"repartition\"\n",
-        ),
+        text.replace("partitioning = \"copartitioned\"\n", "partitioning = \"repartition\"\n"),
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -586,4 +585,64 @@ fn tacet_run_publishes_rows_within_the_flush_interval() {
     // Joining the group and reading the backlog take a few seconds; an
     // hour-long checkpoint interval would publish nothing before the stop.
     assert!(waited < Duration::from_secs(30), "first rows after {waited:?}");
+}
+
+/// A producer that keys one topic by the trace field as its service logs
+/// it (a full `traceparent`, where the others key by the bare id): its
+/// records land on other partitions than the rest of their traces. With
+/// the default partitioning (repartition) the outcomes are exact; told the
+/// topics are co-partitioned, tacet notices traces on two partitions and
+/// stops with a message that says to repartition, instead of deciding
+/// journeys from halves of their traces.
+#[test]
+fn mis_keyed_traffic_is_exact_by_default_and_stops_a_copartitioned_run() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 5_000, 31);
+    wait_ok(
+        produce_with(&broker, dir.path(), 0, &["--mis-keyed"]),
+        "producer",
+        Duration::from_secs(120),
+    );
+    let text = std::fs::read_to_string(write_config(dir.path(), &broker.bootstrap(), "miskeyed", "2s")).unwrap();
+
+    // The default: repartitioned by trace id, whatever the producers' keys.
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, text.replace("partitioning = \"copartitioned\"\n", "")).unwrap();
+    let out = dir.path().join("out-default");
+    let log = dir.path().join("default.log");
+    wait_ok(
+        tacet_run(&default, &out, Some("6s"), &log),
+        "tacet run (default)",
+        Duration::from_secs(180),
+    );
+    assert_exact(dir.path(), &out);
+
+    // Co-partitioned by choice: caught, loudly.
+    let copartitioned = dir.path().join("copartitioned.toml");
+    std::fs::write(&copartitioned, text.replace("\"miskeyed\"", "\"miskeyed-co\"")).unwrap();
+    let out = dir.path().join("out-co");
+    let log = dir.path().join("co.log");
+    let mut run = tacet_run(&copartitioned, &out, Some("6s"), &log);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = run.kill();
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(25).collect();
+            panic!("tacet run did not stop:\n{}", tail.join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{log_text}");
+    assert!(
+        log_text.contains("sampled trace ids were seen on two partitions"),
+        "{log_text}"
+    );
+    assert!(log_text.contains("partitioning = \"repartition\""), "{log_text}");
 }
