@@ -18,12 +18,16 @@ as it logs it, a full W3C `traceparent` (and logs that in its body too):
 tacet reads the same trace id from it, but Kafka's partitioner sends the
 record to another partition than the rest of its trace.
 
+With --spoof-origin, the first record carries a `tacet-origin` header of
+its own claiming the largest source offset: a producer must never be able
+to make tacet's repartition stage skip what follows.
+
 With --micros-every K, every K-th ledger event is sent a second time with
 its time in epoch microseconds, as a misconfigured service would log it
 (tacet must refuse those as time_in_future and decide as if they were
 never sent).
 
-Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed] [--mis-keyed] [--micros-every K]
+Usage: produce.py BOOTSTRAP EVENTS.ndjson [--prefix P] [--rate EVENTS_PER_S] [--unkeyed] [--mis-keyed] [--spoof-origin] [--micros-every K]
 Prints the number of records sent per topic as JSON (and "micros", the
 number of microsecond records among them).
 """
@@ -53,6 +57,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
     ap.add_argument("--unkeyed", action="store_true", help="send every record without a key")
     ap.add_argument("--mis-keyed", action="store_true", help="the ledger service keys by its logged traceparent")
+    ap.add_argument("--spoof-origin", action="store_true", help="a tacet-origin header on the first record")
     ap.add_argument("--micros-every", type=int, default=0, help="resend every K-th ledger event in epoch microseconds")
     args = ap.parse_args()
 
@@ -104,6 +109,8 @@ def main() -> int:
             else:
                 topic = topics["payments"]
                 value = line
+            if args.spoof_origin and n == 0:
+                headers = headers + [("tacet-origin", b"0/9223372036854775807")]
             producer.send(topic, key=key, value=value, headers=headers)
             sent[topic] += 1
             n += 1

@@ -646,3 +646,34 @@ fn mis_keyed_traffic_is_exact_by_default_and_stops_a_copartitioned_run() {
     );
     assert!(log_text.contains("partitioning = \"repartition\""), "{log_text}");
 }
+
+/// Internal headers are tacet's alone: a producer's own `tacet-origin`
+/// header (claiming the largest source offset) on the first record would,
+/// if forwarded, make every later record of its source partition look like
+/// a copy the repartitioner wrote twice. The repartitioner writes its own
+/// and the outcomes are exact.
+#[test]
+fn a_producers_spoofed_origin_header_skips_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 3_000, 37);
+    wait_ok(
+        produce_with(&broker, dir.path(), 0, &["--spoof-origin"]),
+        "producer",
+        Duration::from_secs(120),
+    );
+    let config = write_config(dir.path(), &broker.bootstrap(), "spoof", "2s");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("partitioning = \"copartitioned\"\n", "")).unwrap();
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    wait_ok(
+        tacet_run(&config, &out, Some("6s"), &log),
+        "tacet run",
+        Duration::from_secs(180),
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("Repartitioning by trace id"), "{log_text}");
+    assert_exact(dir.path(), &out);
+}
