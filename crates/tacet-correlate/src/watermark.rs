@@ -14,6 +14,8 @@ struct Partition {
     max_seen: Option<EventTime>,
     last_data: Instant,
     finished: bool,
+    /// Known to be behind (records at the broker not read yet): never idle.
+    lagging: bool,
 }
 
 /// Per-partition event-time progress and the watermark derived from it.
@@ -45,6 +47,7 @@ impl Watermarks {
                     max_seen: None,
                     last_data: now,
                     finished: false,
+                    lagging: false,
                 };
                 partitions
             ],
@@ -61,6 +64,7 @@ impl Watermarks {
             max_seen: None,
             last_data: now,
             finished: false,
+            lagging: false,
         });
         self.unchanged_since = None;
         self.partitions.len() - 1
@@ -81,6 +85,18 @@ impl Watermarks {
         part.last_data = now;
         self.last_any = now;
         self.idle_anchor = None;
+    }
+
+    /// Whether partition `p` is known to be behind its source (a Kafka
+    /// partition with records at the broker not read yet). A lagging
+    /// partition is never idle, however long since its last data: it is
+    /// slow, not quiet, and its late records must not find their journeys
+    /// decided already.
+    pub fn set_lagging(&mut self, p: usize, lagging: bool) {
+        if self.partitions[p].lagging != lagging {
+            self.partitions[p].lagging = lagging;
+            self.unchanged_since = None;
+        }
     }
 
     /// Partition `p` has ended (end of file); it no longer holds the watermark back.
@@ -114,7 +130,7 @@ impl Watermarks {
             // Nothing is idle before `timeout` has passed since the clock's origin.
             Some(t) => now.checked_sub(t).map(|at| (at, t.is_zero())),
         };
-        let idle = |p: &Partition| idle_since.is_some_and(|(at, zero)| zero || p.last_data <= at);
+        let idle = |p: &Partition| !p.lagging && idle_since.is_some_and(|(at, zero)| zero || p.last_data <= at);
         let mut candidate: Option<Option<EventTime>> = None;
         for p in self.partitions.iter().filter(|p| !p.finished && !idle(p)) {
             let w = p.max_seen.map(|m| m.saturating_sub(self.lateness_ms));
@@ -157,6 +173,23 @@ mod tests {
         let mut w = Watermarks::new(1, 10 * S, Some(30 * S), t0);
         assert_eq!(w.watermark(t0), None);
         assert_eq!(w.watermark(t0 + 3600 * S), None, "idleness never invents a start");
+    }
+
+    /// A partition behind its source is slow, not quiet: it holds the
+    /// watermark however long since its last data, and goes idle as usual
+    /// once it has caught up.
+    #[test]
+    fn a_lagging_partition_is_never_idle() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(2, 10 * S, Some(30 * S), t0);
+        w.observe(0, 100_000, t0);
+        w.observe(1, 500_000, t0);
+        w.set_lagging(0, true);
+        let later = t0 + 120 * S;
+        w.observe(1, 600_000, later);
+        assert_eq!(w.watermark(later), Some(90_000), "partition 0 holds it back");
+        w.set_lagging(0, false);
+        assert_eq!(w.watermark(later), Some(590_000), "caught up and quiet: idle");
     }
 
     #[test]

@@ -165,6 +165,12 @@ impl Stage {
         self.watermarks.observe(input, progress, now);
     }
 
+    /// Whether `input` is known to be behind its source (records at the
+    /// broker not read yet): a lagging input is never idle.
+    pub fn set_input_lagging(&mut self, input: usize, lagging: bool) {
+        self.watermarks.set_lagging(input, lagging);
+    }
+
     /// `input` has ended (end of a file): it no longer holds the watermark back.
     pub fn on_input_end(&mut self, input: usize) {
         self.watermarks.finish(input);

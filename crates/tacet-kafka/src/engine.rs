@@ -563,6 +563,24 @@ impl Engine {
         }
     }
 
+    /// The broker's offsets of partitions, `(topic, partition, low, high)`
+    /// (from librdkafka's statistics), to the threads owning them.
+    pub fn broker_offsets(&mut self, offsets: &[crate::group::BrokerOffsets]) -> Result<(), RunError> {
+        if self.stopped {
+            return Ok(());
+        }
+        let mut per_worker: BTreeMap<usize, Vec<crate::group::BrokerOffsets>> = BTreeMap::new();
+        for &o in offsets {
+            if let Some(&w) = self.owner.get(&o.1) {
+                per_worker.entry(w).or_default().push(o);
+            }
+        }
+        for (w, offsets) in per_worker {
+            self.workers[w].command(Command::BrokerOffsets(offsets))?;
+        }
+        Ok(())
+    }
+
     /// Co-partitioned layout: sampled trace ids seen on two partitions so far.
     pub fn misrouted_traces(&self) -> u64 {
         self.shared.copartition.as_ref().map_or(0, |c| c.misrouted())
@@ -964,6 +982,29 @@ mod tests {
             "{err}"
         );
         assert_eq!(published(dir.path()), after);
+    }
+
+    /// Idleness is for quiet partitions, not slow ones: while the broker
+    /// has records of a partition tacet has not read, its watermark does
+    /// not move by the wall clock, so no journey is decided before its late
+    /// steps are read. Once caught up and quiet, it goes idle as usual.
+    #[test]
+    fn a_lagging_partition_decides_nothing_by_the_wall_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut engine, _) = copartitioned_engine(dir.path(), 1, 1);
+        let started = Instant::now();
+        plain(&mut engine, 0, 0, opener_of(0).as_bytes());
+        // The broker holds offsets 0..100; only offset 0 is read.
+        engine.broker_offsets(&[(0, 0, 0, 100)]).unwrap();
+        // Ten minutes of silence, far past the idle timeout and the deadline.
+        engine.tick(started + Duration::from_secs(600)).unwrap();
+        engine.counters().unwrap();
+        assert_eq!(engine.open_journeys(), 1, "decided while behind the broker");
+        // Caught up (nothing more at the broker), and quiet: idle.
+        engine.broker_offsets(&[(0, 0, 0, 1)]).unwrap();
+        engine.tick(started + Duration::from_secs(1200)).unwrap();
+        engine.counters().unwrap();
+        assert_eq!(engine.open_journeys(), 0, "a quiet partition goes idle");
     }
 
     #[test]

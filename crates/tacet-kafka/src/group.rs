@@ -91,6 +91,9 @@ impl RunCounters {
 /// The next offset to commit: (topic index, partition, offset).
 pub(crate) type CommitOffset = (usize, i32, i64);
 
+/// A partition's offsets at the broker: (topic index, partition, low, high).
+pub type BrokerOffsets = (usize, i32, i64, i64);
+
 /// What all correlator threads read, and the dead-letter sink they share.
 pub(crate) struct Shared {
     pub(crate) catalog: Arc<Catalog>,
@@ -630,6 +633,30 @@ impl GroupSet {
         touched.clear();
         self.touched = touched;
         Ok(())
+    }
+
+    /// The broker's offsets of owned partitions, `(topic, partition, low,
+    /// high)`: an input with records not read yet is lagging, and a
+    /// lagging input is never idle (SPEC §4's idleness is for quiet
+    /// partitions, not slow ones).
+    pub(crate) fn broker_offsets(&mut self, offsets: &[BrokerOffsets]) {
+        let shared = &*self.shared;
+        for &(topic, partition, low, high) in offsets {
+            let Some(g) = self.groups.get_mut(partition) else {
+                continue;
+            };
+            let read_to = g.next[topic].unwrap_or(low).max(low);
+            let lagging = high > read_to;
+            match &shared.topics[topic].origin {
+                None => g.stage.set_input_lagging(topic, lagging),
+                // An internal topic behind holds back every source partition it carries.
+                Some(origin) => {
+                    for input in origin.base..origin.base + origin.partitions {
+                        g.stage.set_input_lagging(input, lagging);
+                    }
+                }
+            }
+        }
     }
 
     /// Adds the events counted since the last call to `tacet_events{source}`.

@@ -94,8 +94,16 @@ impl Context {
 impl ClientContext for Context {
     fn stats(&self, statistics: Statistics) {
         let mut total = 0;
+        let mut offsets = Vec::new();
         for (topic, t) in &statistics.topics {
+            let index = self.engine().topic_index(topic);
             for (p, part) in &t.partitions {
+                if let Some(index) = index
+                    && *p >= 0
+                    && part.hi_offset >= 0
+                {
+                    offsets.push((index, *p, part.lo_offset.max(0), part.hi_offset));
+                }
                 if *p < 0 || part.consumer_lag < 0 {
                     continue;
                 }
@@ -111,6 +119,9 @@ impl ClientContext for Context {
             }
         }
         *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = total;
+        if let Err(e) = self.engine().broker_offsets(&offsets) {
+            self.fail(e);
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

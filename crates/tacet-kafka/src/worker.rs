@@ -291,6 +291,8 @@ pub(crate) enum Command {
     Tick(Instant),
     /// The process now owns this many groups: each one's share of the caps.
     Limits(usize),
+    /// Partitions' offsets at the broker (lag: a lagging input is never idle).
+    BrokerOffsets(Vec<crate::group::BrokerOffsets>),
     MaxSeen(Sender<Option<EventTime>>),
     Finish(EventTime, Sender<Result<Vec<InFlight>, RunError>>),
     Counters(Sender<RunCounters>),
@@ -480,6 +482,7 @@ fn serve(
                 }
                 open.store(set.open_journeys(), Ordering::Relaxed);
             }
+            Command::BrokerOffsets(offsets) => set.broker_offsets(&offsets),
             Command::Limits(groups) => {
                 if !broken && let Err(e) = set.set_limits(groups) {
                     fail(e, &mut broken);
