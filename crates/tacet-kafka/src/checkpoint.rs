@@ -97,6 +97,13 @@ pub struct SnapshotHeader {
     /// staging folder (`outcomes/journey=…/date=…/part-….parquet`).
     #[serde(default)]
     pub staged: Vec<String>,
+    /// The staging folder of `staged`, relative to the output folder.
+    #[serde(default)]
+    pub staging: String,
+    /// The generation of the assignment this state was written under: each
+    /// instance that takes the partition over claims the next one.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The hash snapshots carry: of what gives their bytes meaning, in a
@@ -167,11 +174,8 @@ pub fn snapshot_path(state_dir: &Path, partition: i32) -> PathBuf {
     state_dir.join(format!("partition-{partition:05}.snap"))
 }
 
-/// Writes a snapshot atomically (temporary file, fsync, rename, fsync folder).
-pub fn write_snapshot(state_dir: &Path, header: &SnapshotHeader, shard: &[u8]) -> Result<(), CheckpointError> {
-    fs::create_dir_all(state_dir).map_err(io(state_dir))?;
-    let path = snapshot_path(state_dir, header.partition);
-    let tmp = path.with_extension("snap.tmp");
+/// A snapshot's bytes: magic, header length and JSON, shard, checksum.
+fn encode(header: &SnapshotHeader, shard: &[u8]) -> Vec<u8> {
     let head = serde_json::to_vec(header).expect("header serializes");
     let mut bytes = Vec::with_capacity(8 + 4 + head.len() + shard.len() + 8);
     bytes.extend_from_slice(MAGIC);
@@ -180,20 +184,27 @@ pub fn write_snapshot(state_dir: &Path, header: &SnapshotHeader, shard: &[u8]) -
     bytes.extend_from_slice(shard);
     let sum = xxh3_64(&bytes);
     bytes.extend_from_slice(&sum.to_le_bytes());
+    bytes
+}
+
+/// Writes a snapshot atomically (temporary file, fsync, rename, fsync folder).
+pub fn write_snapshot(state_dir: &Path, header: &SnapshotHeader, shard: &[u8]) -> Result<(), CheckpointError> {
+    fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    let path = snapshot_path(state_dir, header.partition);
+    let tmp = path.with_extension("snap.tmp");
     let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(&bytes).map_err(io(&tmp))?;
+    file.write_all(&encode(header, shard)).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(state_dir)
 }
 
-/// Reads partition `p`'s snapshot, if there is one.
-pub fn read_snapshot(state_dir: &Path, partition: i32, config_hash: u64) -> Result<Option<Snapshot>, CheckpointError> {
-    let path = snapshot_path(state_dir, partition);
-    let bytes = match fs::read(&path) {
+/// Reads the snapshot (or commit) file at `path` of partition `p`, if it exists.
+fn read_snapshot_file(path: &Path, partition: i32, config_hash: u64) -> Result<Option<Snapshot>, CheckpointError> {
+    let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&path)(e)),
+        Err(e) => return Err(io(path)(e)),
     };
     let damaged = |why: &str| CheckpointError::Damaged {
         path: path.display().to_string(),
@@ -223,22 +234,188 @@ pub fn read_snapshot(state_dir: &Path, partition: i32, config_hash: u64) -> Resu
     }))
 }
 
-/// The staging folder of partition `p`'s outcome files.
-pub fn staging_dir(out: &Path, partition: i32) -> PathBuf {
+/// Reads partition `p`'s snapshot of the single-file layout, if there is one.
+pub fn read_snapshot(state_dir: &Path, partition: i32, config_hash: u64) -> Result<Option<Snapshot>, CheckpointError> {
+    read_snapshot_file(&snapshot_path(state_dir, partition), partition, config_hash)
+}
+
+/// The staging folder of partition `p`'s outcome files (of every generation).
+pub fn staging_root(out: &Path, partition: i32) -> PathBuf {
     out.join(".staging").join(format!("p{partition}"))
 }
 
-/// The writer name of partition `p` for checkpoint `seq`.
-pub fn writer_name(partition: i32, seq: u64) -> String {
-    format!("p{partition}-c{seq}")
+/// The staging folder, relative to the output folder, of partition `p`'s
+/// outcome files written under `generation`: each owner stages apart, so a
+/// stale owner's files never mix with the current one's.
+pub fn staging_rel(partition: i32, generation: u64) -> String {
+    format!(".staging/p{partition}/g{generation}")
 }
 
-/// `(partition, seq)` of an outcome file name `part-p<P>-c<S>-<n>.parquet`.
+/// The writer name of partition `p` for checkpoint `seq` of `generation`.
+pub fn writer_name(partition: i32, generation: u64, seq: u64) -> String {
+    format!("p{partition}-g{generation}-c{seq}")
+}
+
+/// `(partition, seq)` of an outcome file name `part-p<P>[-g<G>]-c<S>-<n>.parquet`.
 fn parse_name(name: &str) -> Option<(i32, u64)> {
     let rest = name.strip_prefix("part-p")?.strip_suffix(".parquet")?;
-    let (p, rest) = rest.split_once("-c")?;
-    let (seq, _) = rest.split_once('-')?;
+    let (p, rest) = rest.split_once('-')?;
+    let rest = match rest.strip_prefix('g') {
+        Some(after) => after.split_once('-')?.1,
+        None => rest,
+    };
+    let (seq, _) = rest.strip_prefix('c')?.split_once('-')?;
     Some((p.parse().ok()?, seq.parse().ok()?))
+}
+
+// ------------------------------------------------------------ the commit log
+
+/// Partition `p`'s commit log: `commit-<N>.snap`, one per checkpoint and
+/// per claim, each a whole snapshot.
+///
+/// A commit is created only if absent (written to a temporary file, synced,
+/// then hard-linked to its name: `link` fails if the name exists, atomically,
+/// on a local or shared POSIX folder; object storage offers the same as a
+/// create-if-absent put). So of two instances that both believe they own
+/// `p` — one paused past its session timeout, the other given `p` meanwhile —
+/// only one can create commit `N + 1`: the new owner claims the partition
+/// by creating the next commit (its generation + 1) before it restores, and
+/// the stale owner's next checkpoint finds its commit taken and is refused
+/// ([`Commit::Fenced`]): its state is dropped without a write, its staged
+/// files are never published. The commit is the checkpoint's commit point;
+/// outcome files move into `outcomes/` only after it.
+pub fn commit_dir(state_dir: &Path, partition: i32) -> PathBuf {
+    state_dir.join(format!("partition-{partition:05}"))
+}
+
+fn commit_path(state_dir: &Path, partition: i32, n: u64) -> PathBuf {
+    commit_dir(state_dir, partition).join(format!("commit-{n:012}.snap"))
+}
+
+/// The number of partition `p`'s latest commit (0: none).
+pub fn latest_commit(state_dir: &Path, partition: i32) -> Result<u64, CheckpointError> {
+    let dir = commit_dir(state_dir, partition);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut latest = 0;
+    for entry in entries {
+        let name = entry.map_err(io(&dir))?.file_name();
+        let n = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("commit-"))
+            .and_then(|n| n.strip_suffix(".snap"))
+            .and_then(|n| n.parse::<u64>().ok());
+        latest = latest.max(n.unwrap_or(0));
+    }
+    Ok(latest)
+}
+
+/// Partition `p`'s latest committed state: (commit number, snapshot), the
+/// snapshot's shard empty for a partition claimed before any checkpoint.
+/// Falls back to the single-file snapshot of earlier versions.
+pub fn read_latest(
+    state_dir: &Path,
+    partition: i32,
+    config_hash: u64,
+) -> Result<Option<(u64, Snapshot)>, CheckpointError> {
+    // A commit read between its listing and a concurrent clean-up is gone:
+    // look again (there is a newer one).
+    for _ in 0..16 {
+        let n = latest_commit(state_dir, partition)?;
+        if n == 0 {
+            return Ok(read_snapshot(state_dir, partition, config_hash)?.map(|s| (0, s)));
+        }
+        if let Some(snap) = read_snapshot_file(&commit_path(state_dir, partition, n), partition, config_hash)? {
+            return Ok(Some((n, snap)));
+        }
+    }
+    Err(CheckpointError::Damaged {
+        path: commit_dir(state_dir, partition).display().to_string(),
+        why: "its latest commit keeps disappearing".into(),
+    })
+}
+
+/// What [`try_commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Created: the checkpoint is committed.
+    Made,
+    /// The number was taken: another instance owns the partition now.
+    Fenced,
+}
+
+/// Creates commit `n` of partition `header.partition` if it does not exist
+/// yet, then forgets commits older than the one before it.
+pub fn try_commit(state_dir: &Path, n: u64, header: &SnapshotHeader, shard: &[u8]) -> Result<Commit, CheckpointError> {
+    let dir = commit_dir(state_dir, header.partition);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let path = commit_path(state_dir, header.partition, n);
+    let tmp = dir.join(format!(
+        ".commit-{n:012}.{}.{}.tmp",
+        std::process::id(),
+        header.generation
+    ));
+    let mut file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(&encode(header, shard)).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(Commit::Fenced),
+        Err(e) => return Err(io(&path)(e)),
+    }
+    sync_dir(&dir)?;
+    // Only the latest commit is read; the one before it stays for a reader
+    // that listed the folder just before this one appeared.
+    for old in 1..n.saturating_sub(1) {
+        let old = commit_path(state_dir, header.partition, old);
+        match fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&old)(e)),
+        }
+    }
+    Ok(Commit::Made)
+}
+
+/// Partition `p` taken over: its latest committed state, re-committed as
+/// the next commit under the next generation, so that a former owner's
+/// next checkpoint is refused. Returns the claim's commit number and the
+/// state (its shard empty when nothing was ever checkpointed).
+pub fn claim(state_dir: &Path, partition: i32, config_hash: u64) -> Result<(u64, Snapshot), CheckpointError> {
+    loop {
+        let (n, base) = match read_latest(state_dir, partition, config_hash)? {
+            Some((n, snap)) => (n, snap),
+            None => (
+                0,
+                Snapshot {
+                    header: SnapshotHeader {
+                        partition,
+                        config_hash,
+                        ..Default::default()
+                    },
+                    shard: Vec::new(),
+                },
+            ),
+        };
+        let mut header = base.header.clone();
+        header.generation += 1;
+        if try_commit(state_dir, n + 1, &header, &base.shard)? == Commit::Made {
+            return Ok((
+                n + 1,
+                Snapshot {
+                    header,
+                    shard: base.shard,
+                },
+            ));
+        }
+        // Another instance claimed or committed first: look again.
+    }
 }
 
 fn parquet_files(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckpointError> {
@@ -263,10 +440,10 @@ fn parquet_files(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckpointEr
     Ok(())
 }
 
-/// Partition `p`'s staged outcome files, relative to its staging folder:
-/// the manifest of the checkpoint being taken.
-pub fn staged_files(out: &Path, partition: i32) -> Result<Vec<String>, CheckpointError> {
-    let staging = staging_dir(out, partition);
+/// The outcome files staged in `staging` (relative to `out`), relative to
+/// it: the manifest of the checkpoint being taken.
+pub fn staged_files(out: &Path, staging: &str) -> Result<Vec<String>, CheckpointError> {
+    let staging = out.join(staging);
     let mut files = Vec::new();
     parquet_files(&staging.join("outcomes"), &mut files)?;
     let mut names: Vec<String> = files
@@ -285,7 +462,11 @@ pub fn staged_files(out: &Path, partition: i32) -> Result<Vec<String>, Checkpoin
 /// in. A file already moved (a publication interrupted and resumed) is
 /// left where it is. Returns how many files moved.
 pub fn publish(out: &Path, header: &SnapshotHeader) -> Result<usize, CheckpointError> {
-    let staging = staging_dir(out, header.partition);
+    let staging = if header.staging.is_empty() {
+        staging_root(out, header.partition)
+    } else {
+        out.join(&header.staging)
+    };
     let mut dirs = std::collections::BTreeSet::new();
     let mut moved = 0;
     for name in &header.staged {
@@ -313,38 +494,34 @@ pub fn publish(out: &Path, header: &SnapshotHeader) -> Result<usize, CheckpointE
     Ok(moved)
 }
 
-/// Recovery of partition `p` from its snapshot `header`, or from nothing:
-/// finishes publishing the snapshot's manifest, then drops what else is
-/// staged (outcome files of a checkpoint that never committed). Returns
-/// the staged files dropped. Never deletes a published file; a partition
-/// with published files but no snapshot is an error (see the module docs).
-pub fn recover(
-    out: &Path,
-    state_dir: &Path,
-    partition: i32,
-    header: Option<&SnapshotHeader>,
-) -> Result<usize, CheckpointError> {
-    match header {
-        Some(header) => {
-            publish(out, header)?;
-        }
-        None => {
-            if let Some(seq) = published_checkpoint(out, partition)? {
-                return Err(CheckpointError::StateMissing {
-                    partition,
-                    seq,
-                    out: out.display().to_string(),
-                    state: state_dir.display().to_string(),
-                });
-            }
-        }
-    }
-    let dropped = staged_files(out, partition)?.len();
-    let staging = staging_dir(out, partition);
+/// Recovery of a partition from its claimed state `header`: finishes
+/// publishing the manifest of the checkpoint it was taken at, then drops
+/// what else is staged (outcome files of checkpoints that never committed,
+/// or of a former owner). Returns the staged files dropped. Never deletes a
+/// published file.
+pub fn recover(out: &Path, header: &SnapshotHeader) -> Result<usize, CheckpointError> {
+    publish(out, header)?;
+    let staging = staging_root(out, header.partition);
+    let mut dropped = Vec::new();
+    parquet_files(&staging, &mut dropped)?;
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
-    Ok(dropped)
+    Ok(dropped.len())
+}
+
+/// A partition about to start without any committed state: refused if an
+/// earlier run published outcomes of it (see the module docs).
+pub fn refuse_missing_state(out: &Path, state_dir: &Path, partition: i32) -> Result<(), CheckpointError> {
+    match published_checkpoint(out, partition)? {
+        Some(seq) => Err(CheckpointError::StateMissing {
+            partition,
+            seq,
+            out: out.display().to_string(),
+            state: state_dir.display().to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The latest checkpoint that published an outcome file of partition `p`.
@@ -377,7 +554,9 @@ mod tests {
             offsets: [("payments".to_owned(), 1200)].into(),
             max_seen: [("payments".to_owned(), 99)].into(),
             origin_offsets: [("payments/2".to_owned(), 77)].into(),
-            staged: vec!["outcomes/journey=x/date=2026-11-22/part-p3-c7-000000.parquet".into()],
+            staged: vec!["outcomes/journey=x/date=2026-11-22/part-p3-g2-c7-000000.parquet".into()],
+            staging: ".staging/p3/g2".into(),
+            generation: 2,
         };
         write_snapshot(dir.path(), &header, b"shard-bytes").unwrap();
         let snap = read_snapshot(dir.path(), 3, 42).unwrap().unwrap();
@@ -430,19 +609,26 @@ mod tests {
         ] {
             touch(out.path(), &format!("{DAY}/{name}"));
         }
-        let staging = staging_dir(out.path(), 1);
+        let staging = out.path().join(staging_rel(1, 3));
         touch(&staging, &format!("{DAY}/part-p1-c5-000000.parquet"));
         touch(&staging, &format!("{DAY}/part-p1-c6-000000.parquet"));
+        // A former owner's staged file, never committed.
+        touch(
+            &out.path().join(staging_rel(1, 2)),
+            &format!("{DAY}/part-p1-g2-c5-000000.parquet"),
+        );
         let header = SnapshotHeader {
             partition: 1,
             seq: 5,
             staged: vec![format!("{DAY}/part-p1-c5-000000.parquet")],
+            staging: staging_rel(1, 3),
+            generation: 3,
             ..Default::default()
         };
         assert_eq!(
-            recover(out.path(), &state, 1, Some(&header)).unwrap(),
-            1,
-            "c6 never committed"
+            recover(out.path(), &header).unwrap(),
+            2,
+            "c6 never committed, nor g2's file"
         );
         assert_eq!(
             names_under(&out.path().join("outcomes")),
@@ -453,9 +639,10 @@ mod tests {
                 "part-p2-c9-000000.parquet"
             ]
         );
-        assert!(!staging.exists());
+        assert!(!staging_root(out.path(), 1).exists());
         // Recovering again is a no-op: the manifest's file is published.
-        assert_eq!(recover(out.path(), &state, 1, Some(&header)).unwrap(), 0);
+        assert_eq!(recover(out.path(), &header).unwrap(), 0);
+        let _ = state;
     }
 
     /// No snapshot but published outcomes: refused, naming the partition
@@ -466,8 +653,11 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let state = out.path().join("state");
         touch(out.path(), &format!("{DAY}/part-p3-c7-000000.parquet"));
-        touch(&staging_dir(out.path(), 3), &format!("{DAY}/part-p3-c8-000000.parquet"));
-        let err = recover(out.path(), &state, 3, None).unwrap_err();
+        touch(
+            &staging_root(out.path(), 3),
+            &format!("{DAY}/part-p3-c8-000000.parquet"),
+        );
+        let err = refuse_missing_state(out.path(), &state, 3).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -481,11 +671,47 @@ mod tests {
         );
         assert!(err.to_string().contains("Put the state folder back"), "{err}");
         assert_eq!(names_under(&out.path().join("outcomes")), ["part-p3-c7-000000.parquet"]);
+        refuse_missing_state(out.path(), &state, 4).expect("partition 4 starts fresh");
+    }
+
+    /// Two instances that both believe they own a partition: the one that
+    /// claims it last holds it; the other's next commit is refused, and a
+    /// claim restores the latest committed state whoever committed it.
+    #[test]
+    fn a_claim_fences_the_former_owner_and_restores_the_latest_commit() {
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path();
+        let (a, fresh) = claim(state, 5, 42).unwrap();
+        assert_eq!((a, fresh.header.generation, fresh.shard.len()), (1, 1, 0));
+        let mut header = fresh.header.clone();
+        header.seq = 1;
+        assert_eq!(try_commit(state, a + 1, &header, b"state-a").unwrap(), Commit::Made);
+        // B takes over: generation 2, from A's commit.
+        let (b, taken) = claim(state, 5, 42).unwrap();
         assert_eq!(
-            recover(out.path(), &state, 4, None).unwrap(),
-            0,
-            "partition 4 starts fresh"
+            (b, taken.header.generation, taken.shard.as_slice()),
+            (3, 2, &b"state-a"[..])
         );
+        // A, stale, tries its next commit: refused.
+        header.seq = 2;
+        assert_eq!(try_commit(state, a + 2, &header, b"stale").unwrap(), Commit::Fenced);
+        let (n, latest) = read_latest(state, 5, 42).unwrap().unwrap();
+        assert_eq!(
+            (n, latest.header.generation, latest.shard.as_slice()),
+            (3, 2, &b"state-a"[..])
+        );
+        // Old commits are forgotten; the latest two stay.
+        let mut header = taken.header.clone();
+        header.seq = 2;
+        assert_eq!(try_commit(state, b + 1, &header, b"state-b").unwrap(), Commit::Made);
+        assert_eq!(fs::read_dir(commit_dir(state, 5)).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn outcome_file_names_of_both_layouts_parse() {
+        assert_eq!(parse_name("part-p3-c12-000000.parquet"), Some((3, 12)));
+        assert_eq!(parse_name("part-p3-g2-c12-000001.parquet"), Some((3, 12)));
+        assert_eq!(parse_name("part-run-s1-0.parquet"), None);
     }
 
     /// A manifest file that is neither staged nor published was removed by

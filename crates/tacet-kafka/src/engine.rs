@@ -713,7 +713,7 @@ mod tests {
         offsets.sort_unstable();
         assert_eq!(offsets, (0..4).map(|p| (0, p, 1000)).collect::<Vec<_>>());
         for p in 0..4 {
-            let snap = crate::checkpoint::read_snapshot(&dir.path().join("state"), p, hash)
+            let (_, snap) = crate::checkpoint::read_latest(&dir.path().join("state"), p, hash)
                 .unwrap()
                 .unwrap();
             assert_eq!(snap.header.offsets["payments"], 1000, "partition {p}");
@@ -755,7 +755,7 @@ mod tests {
         }
         engine.workers[0].flush().unwrap();
         assert_eq!(engine.counters().unwrap().decode.records, 10);
-        let snap = crate::checkpoint::read_snapshot(&dir.path().join("state"), 0, hash)
+        let (_, snap) = crate::checkpoint::read_latest(&dir.path().join("state"), 0, hash)
             .unwrap()
             .unwrap();
         assert_eq!(snap.header.offsets["payments"], 10);
@@ -1007,6 +1007,43 @@ mod tests {
         assert_eq!(engine.open_journeys(), 0, "a quiet partition goes idle");
     }
 
+    /// Two instances on one state folder that both believe they own
+    /// partition 0 (the first paused past its session timeout while the
+    /// second was given it): the second claims it, and the first's next
+    /// checkpoint is refused and counted — its state dropped, its staged
+    /// outcomes never published — so every decision is published once.
+    #[test]
+    fn a_stale_owner_is_fenced_and_publishes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::Copartitioned;
+        let config = kafka_config(&layout);
+        let mut a = start_engine(dir.path(), &config, &layout, 1, 1, None, 1000);
+        rejected(&mut a, 0);
+        a.checkpoint().unwrap();
+        // A pauses; B is given partition 0 and resumes from A's commit.
+        let mut b = start_engine(dir.path(), &config, &layout, 1, 1, None, 1000);
+        // A wakes with records it fetched before the pause, and checkpoints.
+        rejected(&mut a, 1);
+        assert_eq!(
+            a.checkpoint().unwrap(),
+            vec![],
+            "no offsets to commit for a fenced group"
+        );
+        let counters = a.counters().unwrap();
+        assert_eq!(counters.fenced, 1);
+        // B reads the same records from A's committed offsets.
+        rejected(&mut b, 1);
+        b.checkpoint().unwrap();
+        rejected(&mut a, 2); // A no longer holds the group: dropped
+        a.checkpoint().unwrap();
+        a.close_alerts().unwrap();
+        b.close_alerts().unwrap();
+        let rows = tacet_store::read_outcomes(dir.path()).unwrap();
+        let mut traces: Vec<&str> = rows.iter().map(|r| r.trace_id.as_str()).collect();
+        traces.sort_unstable();
+        assert_eq!(traces, ["t-0", "t-1"], "each decision published once");
+    }
+
     #[test]
     fn a_partition_that_comes_back_lives_on_the_same_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -1044,7 +1081,8 @@ mod tests {
         assert!(engine.finish().is_err(), "no in-flight files from a broken state");
         assert!(engine.revoke(&[(0, 0)]).is_err(), "no offsets to commit either");
         let state = dir.path().join("state");
-        assert!(crate::checkpoint::read_snapshot(&state, 0, hash).unwrap().is_none());
+        let (_, claimed) = crate::checkpoint::read_latest(&state, 0, hash).unwrap().unwrap();
+        assert!(claimed.shard.is_empty(), "only the claim was committed");
         // Nothing after the failing record was applied.
         assert_eq!(engine.counters().unwrap().decode.records, 2);
     }

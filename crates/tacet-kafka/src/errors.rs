@@ -26,15 +26,20 @@ pub enum ErrorKind {
     /// queue (its partition was fetched before it was routed): still
     /// applied, in order, but a sign that batch polling was bypassed.
     Unrouted,
+    /// A checkpoint refused because another instance took the partition
+    /// over meanwhile (this one was paused or cut off past its session
+    /// timeout): its state is dropped without a write.
+    Fenced,
 }
 
-const KINDS: [ErrorKind; 6] = [
+const KINDS: [ErrorKind; 7] = [
     ErrorKind::Client,
     ErrorKind::Poll,
     ErrorKind::Commit,
     ErrorKind::OutcomeWrite,
     ErrorKind::RepartitionPoll,
     ErrorKind::Unrouted,
+    ErrorKind::Fenced,
 ];
 
 impl ErrorKind {
@@ -46,6 +51,7 @@ impl ErrorKind {
             ErrorKind::OutcomeWrite => "outcome_write",
             ErrorKind::RepartitionPoll => "repartition_poll",
             ErrorKind::Unrouted => "unrouted",
+            ErrorKind::Fenced => "fenced",
         }
     }
 }

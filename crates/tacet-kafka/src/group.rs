@@ -26,8 +26,9 @@ use tacet_ingest::decode::Decoded;
 use tacet_ingest::{DeadLetter, DecodeError, DecodeStats, Decoder};
 use tacet_store::{OutcomeWriter, WriterStats};
 
-use crate::checkpoint::{self, SnapshotHeader};
+use crate::checkpoint::{self, Commit, SnapshotHeader};
 use crate::engine::{EngineOptions, RunError};
+use crate::errors::ErrorKind;
 
 /// One consumed topic: its name and the decoder of its source's mapping.
 pub(crate) struct Topic {
@@ -57,6 +58,11 @@ pub(crate) struct Group {
     pub(crate) origin_next: Vec<Option<i64>>,
     /// Last completed checkpoint of this partition.
     pub(crate) seq: u64,
+    /// The generation this instance claimed the partition under.
+    pub(crate) generation: u64,
+    /// The partition's last commit this instance made or claimed (see
+    /// [`checkpoint::commit_dir`]): its next checkpoint creates the one after.
+    pub(crate) commit: u64,
 }
 
 /// Counters of a run: the same figures a replay reports (decoding,
@@ -74,6 +80,8 @@ pub struct RunCounters {
     /// Records the repartitioner wrote twice (it crashed between writing
     /// them and committing its source offsets), recognised and skipped.
     pub repartition_duplicates: u64,
+    /// Checkpoints refused because another instance owned the partition.
+    pub fenced: u64,
 }
 
 impl RunCounters {
@@ -85,6 +93,7 @@ impl RunCounters {
         self.writer.merge(&other.writer);
         self.discarded_files += other.discarded_files;
         self.repartition_duplicates += other.repartition_duplicates;
+        self.fenced += other.fenced;
     }
 }
 
@@ -116,11 +125,11 @@ impl Shared {
         self.topics.iter().position(|t| t.name == topic)
     }
 
-    pub(crate) fn writer(&self, partition: i32, seq: u64) -> OutcomeWriter {
+    pub(crate) fn writer(&self, partition: i32, generation: u64, seq: u64) -> OutcomeWriter {
         OutcomeWriter::new(
             self.catalog.clone(),
-            &checkpoint::staging_dir(&self.opts.out_dir, partition),
-            &checkpoint::writer_name(partition, seq),
+            &self.opts.out_dir.join(checkpoint::staging_rel(partition, generation)),
+            &checkpoint::writer_name(partition, generation, seq),
             self.opts.flush_rows,
         )
     }
@@ -160,15 +169,18 @@ impl Shared {
         alerts: Option<Sender<AlertProgress>>,
     ) -> Result<(Group, usize), RunError> {
         let now = Instant::now();
-        let snapshot = checkpoint::read_snapshot(&self.opts.state_dir, p, self.config_hash)?;
-        let seq = snapshot.as_ref().map_or(0, |s| s.header.seq);
-        let discarded = checkpoint::recover(
-            &self.opts.out_dir,
-            &self.opts.state_dir,
-            p,
-            snapshot.as_ref().map(|s| &s.header),
-        )?;
-        let writer = self.writer(p, seq + 1);
+        let (out, state) = (&self.opts.out_dir, &self.opts.state_dir);
+        if checkpoint::read_latest(state, p, self.config_hash)?.is_none() {
+            checkpoint::refuse_missing_state(out, state, p)?;
+        }
+        // The next generation, committed before anything is restored: a
+        // former owner still running can no longer commit.
+        let (commit, claimed) = checkpoint::claim(state, p, self.config_hash)?;
+        let discarded = checkpoint::recover(out, &claimed.header)?;
+        let generation = claimed.header.generation;
+        let seq = claimed.header.seq;
+        let snapshot = (!claimed.shard.is_empty()).then_some(claimed);
+        let writer = self.writer(p, generation, seq + 1);
         let feed = AlertFeed::new(self.catalog.clone(), &self.synthetic_attribute);
         let links = StageLinks {
             id: p as usize,
@@ -216,6 +228,7 @@ impl Shared {
         tracing::info!(
             partition = p,
             checkpoint = seq,
+            generation,
             open_journeys = stage.open_journeys(),
             discarded_files = discarded,
             "Partition assigned; {}.",
@@ -230,6 +243,8 @@ impl Shared {
             next,
             origin_next,
             seq,
+            generation,
+            commit,
         };
         Ok((group, discarded))
     }
@@ -434,13 +449,34 @@ impl GroupSet {
             return Ok(Vec::new());
         }
         self.shared.sync_dead_letters()?;
-        let offsets = self.checkpoint_group(p)?;
+        let Some(offsets) = self.checkpoint_group(p)? else {
+            self.fence(p);
+            return Ok(Vec::new());
+        };
         if let Some(g) = self.groups.take(p) {
             self.counters.correlate.merge(g.stage.shard_counts());
             g.stage.close();
         }
         tracing::info!(partition = p, "Partition revoked after a checkpoint.");
         Ok(offsets)
+    }
+
+    /// Drops group `p` without a write: another instance owns the partition
+    /// now (its checkpoint found the next commit taken).
+    fn fence(&mut self, p: i32) {
+        if let Some(g) = self.groups.take(p) {
+            self.counters.correlate.merge(g.stage.shard_counts());
+            let generation = g.generation;
+            g.stage.close();
+            self.counters.fenced += 1;
+            self.shared.errors.note(ErrorKind::Fenced);
+            tracing::warn!(
+                partition = p,
+                generation,
+                "Another instance took this partition over (this one was paused or cut off past its session \
+                 timeout): its state is dropped without a write, its staged outcomes are never published."
+            );
+        }
     }
 
     /// Checkpoints every group in the order SPEC §7 asks: dead letters and
@@ -457,16 +493,23 @@ impl GroupSet {
         self.shared.sync_dead_letters()?;
         let mut offsets = Vec::new();
         for p in ps {
-            offsets.extend(self.checkpoint_group(p)?);
+            match self.checkpoint_group(p)? {
+                Some(o) => offsets.extend(o),
+                None => self.fence(p),
+            }
         }
         Ok(offsets)
     }
 
-    fn checkpoint_group(&mut self, p: i32) -> Result<Vec<CommitOffset>, RunError> {
+    /// Checkpoints group `p`: its outcome files staged, its snapshot
+    /// committed (the commit point), the files published. `None` when the
+    /// commit was refused because another instance owns `p` now.
+    fn checkpoint_group(&mut self, p: i32) -> Result<Option<Vec<CommitOffset>>, RunError> {
         let shared = &self.shared;
         let g = self.groups.get_mut(p).expect("owned group");
         let bytes = g.stage.on_checkpoint()?;
         let max_seen: Vec<Option<EventTime>> = (0..shared.inputs.len()).map(|i| g.stage.input_progress(i)).collect();
+        let staging = checkpoint::staging_rel(p, g.generation);
         let header = SnapshotHeader {
             partition: p,
             seq: g.seq + 1,
@@ -474,21 +517,28 @@ impl GroupSet {
             offsets: by_name(shared.topics.iter().map(|t| &t.name), &g.next),
             max_seen: by_name(shared.inputs.iter(), &max_seen),
             origin_offsets: by_name(shared.inputs.iter(), &g.origin_next),
-            // The manifest: the snapshot commits the checkpoint, and the
-            // files are moved only once it is written.
-            staged: checkpoint::staged_files(&shared.opts.out_dir, p)?,
+            // The manifest: the commit covers these files, and they are
+            // moved only once it is made.
+            staged: checkpoint::staged_files(&shared.opts.out_dir, &staging)?,
+            staging,
+            generation: g.generation,
         };
-        checkpoint::write_snapshot(&shared.opts.state_dir, &header, &bytes)?;
+        if checkpoint::try_commit(&shared.opts.state_dir, g.commit + 1, &header, &bytes)? == Commit::Fenced {
+            return Ok(None);
+        }
+        g.commit += 1;
         checkpoint::publish(&shared.opts.out_dir, &header)?;
         g.seq += 1;
         // A fresh writer per checkpoint: file names carry the sequence.
-        let published = g.stage.replace_writer(shared.writer(p, g.seq + 1));
+        let published = g.stage.replace_writer(shared.writer(p, g.generation, g.seq + 1));
         self.counters.writer.merge(&published);
-        Ok(g.next
-            .iter()
-            .enumerate()
-            .filter_map(|(t, n)| n.map(|n| (t, p, n)))
-            .collect())
+        Ok(Some(
+            g.next
+                .iter()
+                .enumerate()
+                .filter_map(|(t, n)| n.map(|n| (t, p, n)))
+                .collect(),
+        ))
     }
 
     /// Decodes `record` into `out` ahead of [`GroupSet::record`] and starts loading
