@@ -352,6 +352,12 @@ pub enum Commit {
 pub fn try_commit(state_dir: &Path, n: u64, header: &SnapshotHeader, shard: &[u8]) -> Result<Commit, CheckpointError> {
     let dir = commit_dir(state_dir, header.partition);
     fs::create_dir_all(&dir).map_err(io(&dir))?;
+    // Commits older than the one before the latest are deleted, so a free
+    // name proves nothing by itself: a commit at or past `n` means `n` was
+    // passed.
+    if latest_commit(state_dir, header.partition)? >= n {
+        return Ok(Commit::Fenced);
+    }
     let path = commit_path(state_dir, header.partition, n);
     let tmp = dir.join(format!(
         ".commit-{n:012}.{}.{}.tmp",
@@ -370,6 +376,14 @@ pub fn try_commit(state_dir: &Path, n: u64, header: &SnapshotHeader, shard: &[u8
         Err(e) => return Err(io(&path)(e)),
     }
     sync_dir(&dir)?;
+    // Paused between the check above and the link, this instance may have
+    // linked a number another one had passed and cleaned up: a commit past
+    // `n` says so. Commit `n` is then not the latest and is never read;
+    // whoever made the later one restored from a commit before it, or
+    // from `n` itself, whose files it publishes.
+    if latest_commit(state_dir, header.partition)? > n {
+        return Ok(Commit::Fenced);
+    }
     // Only the latest commit is read; the one before it stays for a reader
     // that listed the folder just before this one appeared.
     for old in 1..n.saturating_sub(1) {
@@ -702,9 +716,20 @@ mod tests {
         );
         // Old commits are forgotten; the latest two stay.
         let mut header = taken.header.clone();
-        header.seq = 2;
-        assert_eq!(try_commit(state, b + 1, &header, b"state-b").unwrap(), Commit::Made);
+        for seq in 2..5 {
+            header.seq = seq;
+            assert_eq!(
+                try_commit(state, b + seq - 1, &header, b"state-b").unwrap(),
+                Commit::Made
+            );
+        }
         assert_eq!(fs::read_dir(commit_dir(state, 5)).unwrap().count(), 2);
+        // A's next number was cleaned up by B: free, but passed. Refused.
+        assert!(!commit_path(state, 5, a + 2).exists());
+        assert_eq!(
+            try_commit(state, a + 2, &fresh.header, b"stale").unwrap(),
+            Commit::Fenced
+        );
     }
 
     #[test]

@@ -677,3 +677,77 @@ fn a_producers_spoofed_origin_header_skips_nothing() {
     assert!(log_text.contains("Repartitioning by trace id"), "{log_text}");
     assert_exact(dir.path(), &out);
 }
+
+/// How many lines of `log` contain `needle`.
+fn count_in_log(log: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Waits (up to 120 s) until `log` has `count` lines containing `needle`.
+fn wait_for_log(log: &Path, needle: &str, count: usize) {
+    let started = Instant::now();
+    while count_in_log(log, needle) < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no {count} × {needle:?} in {}:\n{}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to a child process with kill(1).
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Fencing: two instances in one group on one state folder, traffic
+/// arriving live. A is paused (SIGSTOP) past its session timeout while B
+/// takes its partitions over, then woken: its checkpoints of the
+/// partitions B now owns are refused (counted and logged) instead of
+/// overwriting B's state, and the outcomes equal the truth — nothing lost,
+/// nothing decided twice.
+#[test]
+fn a_paused_instance_woken_after_a_takeover_is_fenced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 12_000, 41);
+    let config = write_config(dir.path(), &broker.bootstrap(), "fence", "500ms");
+    let out = dir.path().join("out");
+    let producer = produce(&broker, dir.path(), 3_000);
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = tacet_run(&config, &out, Some("15s"), &a_log);
+    wait_for_log(&a_log, "Partition assigned", 1);
+    let b = tacet_run(&config, &out, Some("15s"), &b_log);
+    // Both own partitions: the group has rebalanced.
+    wait_for_log(&b_log, "Partition assigned", 1);
+    std::thread::sleep(Duration::from_secs(2));
+    // Past the 2 s session timeout of write_config: B is given A's partitions.
+    let b_before = count_in_log(&b_log, "Partition assigned");
+    signal(&a, "STOP");
+    wait_for_log(&b_log, "Partition assigned", b_before + 1);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&a, "CONT");
+    wait_ok(producer, "producer", Duration::from_secs(300));
+    wait_ok(a, "instance A", Duration::from_secs(300));
+    wait_ok(b, "instance B", Duration::from_secs(300));
+    let a_text = std::fs::read_to_string(&a_log).unwrap();
+    let b_text = std::fs::read_to_string(&b_log).unwrap();
+    assert!(
+        a_text.contains("Another instance took this partition over"),
+        "A's stale checkpoints were refused:\n{a_text}\n\nB:\n{b_text}"
+    );
+    assert!(a_text.contains("fenced"), "and counted:\n{a_text}");
+    assert_exact(dir.path(), &out);
+}
