@@ -751,3 +751,72 @@ fn a_paused_instance_woken_after_a_takeover_is_fenced() {
     assert!(a_text.contains("fenced"), "and counted:\n{a_text}");
     assert_exact(dir.path(), &out);
 }
+
+/// Every `.parquet` file under `out/outcomes`, sorted.
+fn outcome_files(out: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&out.join("outcomes"), &mut files);
+    files.sort();
+    files
+}
+
+/// Recovery never deletes a published outcome. A run killed mid-stream is
+/// restarted after an SLO and a description were edited: the snapshots
+/// still fit (only what shapes the state counts) and the outcomes equal
+/// the truth. Then the state folder is moved away: the next start is
+/// refused with what to do, and not one published file disappears.
+#[test]
+fn restarts_after_an_slo_edit_and_without_the_state_folder_lose_no_published_outcome() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    generate(dir.path(), 8_000, 43);
+    let config = write_config(dir.path(), &broker.bootstrap(), "restart", "1s");
+    let out = dir.path().join("out");
+    let log = dir.path().join("tacet.log");
+    let producer = produce(&broker, dir.path(), 3_000);
+    run_and_kill(&config, &out, &log, 1, |_| Duration::from_secs(6));
+    let published = outcome_files(&out);
+    assert!(!published.is_empty(), "the first run published outcomes");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited =
+        text.replacen("slo = 0.999", "slo = 0.99", 1)
+            .replacen("description = \"", "description = \"Edited. ", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&config, edited).unwrap();
+    wait_ok(producer, "producer", Duration::from_secs(300));
+    wait_ok(
+        tacet_run(&config, &out, Some("6s"), &log),
+        "tacet run after the edit",
+        Duration::from_secs(300),
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(log_text.contains("state restored from its snapshot"), "{log_text}");
+    assert_exact(dir.path(), &out);
+    let all = outcome_files(&out);
+    assert!(
+        published.iter().all(|f| all.contains(f)),
+        "a published file disappeared"
+    );
+
+    std::fs::rename(out.join("state"), dir.path().join("state-moved")).unwrap();
+    let refused_log = dir.path().join("refused.log");
+    let mut run = tacet_run(&config, &out, Some("6s"), &refused_log);
+    let status = run.wait().unwrap();
+    let refused = std::fs::read_to_string(&refused_log).unwrap();
+    assert!(!status.success(), "{refused}");
+    assert!(refused.contains("has outcomes published up to checkpoint"), "{refused}");
+    assert!(refused.contains("Put the state folder back"), "{refused}");
+    assert_eq!(outcome_files(&out), all, "no published file disappears");
+}
