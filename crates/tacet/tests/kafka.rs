@@ -1,6 +1,6 @@
 //! `tacet run` against a real Kafka-protocol broker (nisshi, in memory), fed
 //! by an independent client (kafka-python, `testdata/kafka/produce.py`):
-//! outcomes equal the generator's truth after a clean run, after ten SIGKILLs,
+//! outcomes equal the generator's truth after a clean run, after twenty SIGKILLs,
 //! and after one of two instances in a group dies mid-stream.
 //!
 //! Needs `nisshi` on PATH or in ~/.cargo/bin and `kafka-python`; `.ci/run`
@@ -386,7 +386,7 @@ fn incidents(out: &Path) -> Vec<String> {
 }
 
 #[test]
-fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
+fn twenty_sigkills_mid_stream_lose_and_repeat_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
@@ -397,13 +397,15 @@ fn ten_sigkills_mid_stream_lose_and_repeat_nothing() {
     // The producer trickles (~50 s) while tacet is killed at random points.
     let producer = produce(&broker, dir.path(), 1_000);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    // 3 to 7 s (joining the group takes 1-3 s): kills land mid-stream,
-    // mid-checkpoint, now and then before the first assignment.
-    run_and_kill(&config, &out, &log, 10, |_| {
+    // 2.5 to 5.5 s (joining the group takes 1-3 s): with a checkpoint
+    // every 300 ms, kills land mid-stream, inside checkpoints (between a
+    // commit and its files' moves too), now and then before the first
+    // assignment.
+    run_and_kill(&config, &out, &log, 20, |_| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        Duration::from_millis(3_000 + seed % 4_000)
+        Duration::from_millis(2_500 + seed % 3_000)
     });
     wait_ok(producer, "producer", Duration::from_secs(300));
     // A last run to the end, after a rejoin that waits out the killed member's session.
