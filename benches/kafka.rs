@@ -7,7 +7,8 @@
 //! 100,000, ~430K events) into three topics of 4 partitions with librdkafka,
 //! then alternates bare and tacet consumers `TACET_BENCH_RUNS` times (default
 //! 3), each in a fresh consumer group from the earliest offset
-//! (`TACET_BENCH_ONLY=tacet` skips the bare consumer, for profiling). Rates count
+//! (`TACET_BENCH_ONLY=tacet` skips the bare consumer, for profiling;
+//! `TACET_BENCH_PARTITIONING=repartition` measures the default mode). Rates count
 //! from a consumer's first record to its last, so group joins and the idle
 //! wait at the end are not in them. At the default size that window is
 //! ~0.4 s and holds the bare consumer's ramp-up; `TACET_BENCH_JOURNEYS=400000`
@@ -71,6 +72,9 @@ fn main() {
     let workers: usize = env_or("TACET_BENCH_WORKERS", 0);
     // `tacet` skips the bare consumer (for profiling tacet alone).
     let only: String = env_or("TACET_BENCH_ONLY", String::new());
+    // `repartition` measures the default mode (a re-keying stage first);
+    // otherwise co-partitioned, as the benchmark's producer keys by trace id.
+    let repartition = env_or("TACET_BENCH_PARTITIONING", String::new()) == "repartition";
     // Extra librdkafka properties for both consumers, `key=value,key=value`.
     let props: Vec<(String, String)> = env_or("TACET_BENCH_PROPERTIES", String::new())
         .split(',')
@@ -179,6 +183,9 @@ fn main() {
         // tacet run, in process, in its own group and output folder.
         let mut cfg = with_kafka_source(&config, &bootstrap, &format!("tacet-{run}"));
         cfg.sources[0].properties.extend(props.iter().cloned());
+        if repartition {
+            cfg.sources[0].partitioning = tacet_core::config::Partitioning::Repartition;
+        }
         let dir = out.path().join(format!("run{run}"));
         let mut engine = tacet_kafka::EngineOptions::from_config(&cfg, dir.clone(), dir.join("state"));
         engine.workers = workers;
