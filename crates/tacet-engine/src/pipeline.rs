@@ -304,16 +304,17 @@ impl Lanes {
 
 /// The decoder threads, joined for what they counted.
 struct Decoders {
-    handles: Vec<thread::JoinHandle<DecodeStats>>,
+    handles: Vec<thread::JoinHandle<Result<DecodeStats, EngineError>>>,
     source: String,
 }
 
 impl Decoders {
-    /// What the reader and every decoder counted.
+    /// What the reader and every decoder counted; the first decoder's
+    /// failure (a dead letter it could not write) fails the replay.
     fn join(self, reader: DecodeStats) -> Result<DecodeStats, EngineError> {
         let mut decode = reader;
         for h in self.handles {
-            decode.merge(&h.join().map_err(|_| EngineError::Thread("decoder panicked".into()))?);
+            decode.merge(&h.join().map_err(|_| EngineError::Thread("decoder panicked".into()))??);
         }
         Ok(decode)
     }
@@ -349,10 +350,12 @@ fn start_decoders(
                         m.add_decode(decoder.source(), &stats, &published);
                         published = stats.clone();
                     }
-                    if let Err(e) = dead_letters.write_all(&dead) {
-                        tracing::error!(error = %e, "Cannot write dead letters; stopping the replay.");
-                        return stats;
-                    }
+                    // A refused line that cannot be written stops the replay:
+                    // nothing is dropped silently.
+                    dead_letters.write_all(&dead).map_err(|source| EngineError::Io {
+                        path: dead_letters.path().display().to_string(),
+                        source,
+                    })?;
                     let pending_shards = Arc::new(AtomicUsize::new(txs.len()));
                     for (tx, batch) in txs.iter().zip(batches) {
                         let delivery = Delivery {
@@ -360,11 +363,11 @@ fn start_decoders(
                             pending_shards: pending_shards.clone(),
                         };
                         if tx.send(delivery).is_err() {
-                            return stats;
+                            return Ok(stats);
                         }
                     }
                 }
-                stats
+                Ok(stats)
             })
             .map_err(|e| EngineError::Thread(e.to_string()))?;
         handles.push(handle);
