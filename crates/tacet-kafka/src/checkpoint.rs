@@ -66,6 +66,11 @@ pub enum CheckpointError {
          an outcome file was removed by hand"
     )]
     ManifestFileMissing { path: String, partition: i32, seq: u64 },
+    #[error(
+        "partition {partition}: {attempts} claims in a row lost to other instances committing it; \
+         more than one member of the group believes it owns the partition"
+    )]
+    Contended { partition: i32, attempts: u32 },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
@@ -292,15 +297,16 @@ fn commit_path(state_dir: &Path, partition: i32, n: u64) -> PathBuf {
     commit_dir(state_dir, partition).join(format!("commit-{n:012}.snap"))
 }
 
-/// The number of partition `p`'s latest commit (0: none).
-pub fn latest_commit(state_dir: &Path, partition: i32) -> Result<u64, CheckpointError> {
+/// The numbers of partition `p`'s commits in its log (a few: older ones
+/// are cleaned up as new ones are made).
+fn commit_numbers(state_dir: &Path, partition: i32) -> Result<Vec<u64>, CheckpointError> {
     let dir = commit_dir(state_dir, partition);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io(&dir)(e)),
     };
-    let mut latest = 0;
+    let mut numbers = Vec::new();
     for entry in entries {
         let name = entry.map_err(io(&dir))?.file_name();
         let n = name
@@ -308,9 +314,14 @@ pub fn latest_commit(state_dir: &Path, partition: i32) -> Result<u64, Checkpoint
             .and_then(|n| n.strip_prefix("commit-"))
             .and_then(|n| n.strip_suffix(".snap"))
             .and_then(|n| n.parse::<u64>().ok());
-        latest = latest.max(n.unwrap_or(0));
+        numbers.extend(n);
     }
-    Ok(latest)
+    Ok(numbers)
+}
+
+/// The number of partition `p`'s latest commit (0: none).
+pub fn latest_commit(state_dir: &Path, partition: i32) -> Result<u64, CheckpointError> {
+    Ok(commit_numbers(state_dir, partition)?.into_iter().max().unwrap_or(0))
 }
 
 /// Partition `p`'s latest committed state: (commit number, snapshot), the
@@ -381,12 +392,15 @@ pub fn try_commit(state_dir: &Path, n: u64, header: &SnapshotHeader, shard: &[u8
     // `n` says so. Commit `n` is then not the latest and is never read;
     // whoever made the later one restored from a commit before it, or
     // from `n` itself, whose files it publishes.
-    if latest_commit(state_dir, header.partition)? > n {
+    let numbers = commit_numbers(state_dir, header.partition)?;
+    if numbers.iter().any(|&m| m > n) {
         return Ok(Commit::Fenced);
     }
     // Only the latest commit is read; the one before it stays for a reader
-    // that listed the folder just before this one appeared.
-    for old in 1..n.saturating_sub(1) {
+    // that listed the folder just before this one appeared. What the
+    // listing shows older goes (a stale owner's refused commit included),
+    // so each checkpoint removes a file or two, however long the log.
+    for old in numbers.into_iter().filter(|&m| m + 1 < n) {
         let old = commit_path(state_dir, header.partition, old);
         match fs::remove_file(&old) {
             Ok(()) => {}
@@ -402,7 +416,7 @@ pub fn try_commit(state_dir: &Path, n: u64, header: &SnapshotHeader, shard: &[u8
 /// next checkpoint is refused. Returns the claim's commit number and the
 /// state (its shard empty when nothing was ever checkpointed).
 pub fn claim(state_dir: &Path, partition: i32, config_hash: u64) -> Result<(u64, Snapshot), CheckpointError> {
-    loop {
+    for _ in 0..CLAIM_ATTEMPTS {
         let (n, base) = match read_latest(state_dir, partition, config_hash)? {
             Some((n, snap)) => (n, snap),
             None => (
@@ -430,7 +444,15 @@ pub fn claim(state_dir: &Path, partition: i32, config_hash: u64) -> Result<(u64,
         }
         // Another instance claimed or committed first: look again.
     }
+    Err(CheckpointError::Contended {
+        partition,
+        attempts: CLAIM_ATTEMPTS,
+    })
 }
+
+/// Claims of one partition tried before giving up: each lost attempt means
+/// another instance committed in between, which a rebalance settles.
+const CLAIM_ATTEMPTS: u32 = 64;
 
 fn parquet_files(root: &Path, out: &mut Vec<PathBuf>) -> Result<(), CheckpointError> {
     let entries = match fs::read_dir(root) {
@@ -730,6 +752,14 @@ mod tests {
             try_commit(state, a + 2, &fresh.header, b"stale").unwrap(),
             Commit::Fenced
         );
+        // A stale file the pre-check missed (linked below the latest, as
+        // after a pause between check and link) goes with the next commit.
+        fs::copy(commit_path(state, 5, b + 3), commit_path(state, 5, a + 2)).unwrap();
+        header.seq = 5;
+        assert_eq!(try_commit(state, b + 4, &header, b"state-b").unwrap(), Commit::Made);
+        let mut left = commit_numbers(state, 5).unwrap();
+        left.sort_unstable();
+        assert_eq!(left, [b + 3, b + 4]);
     }
 
     #[test]
