@@ -529,26 +529,6 @@ fn a_broker_down_at_start_is_waited_for_and_consumed_without_a_restart() {
     assert_exact(dir.path(), &out);
 }
 
-/// The `.parquet` files under `out/outcomes`.
-fn published_files(out: &Path) -> usize {
-    fn walk(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let path = e.path();
-                    if path.is_dir() {
-                        walk(&path)
-                    } else {
-                        usize::from(path.extension().is_some_and(|x| x == "parquet"))
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&out.join("outcomes"))
-}
-
 /// `[output] flush_interval` means in `tacet run` what it means in a
 /// replay: no decided row waits longer than that to be written where SQL
 /// reads it. Rows are published at checkpoints, so with a checkpoint
@@ -568,7 +548,7 @@ fn tacet_run_publishes_rows_within_the_flush_interval() {
     let log = dir.path().join("tacet.log");
     let mut run = tacet_run(&config, &out, None, &log);
     let started = Instant::now();
-    while published_files(&out) == 0 && started.elapsed() < Duration::from_secs(60) {
+    while outcome_files(&out).is_empty() && started.elapsed() < Duration::from_secs(60) {
         assert!(
             run.try_wait().unwrap().is_none(),
             "tacet run exited; see {}",
@@ -580,7 +560,7 @@ fn tacet_run_publishes_rows_within_the_flush_interval() {
     let _ = run.kill();
     let _ = run.wait();
     assert!(
-        published_files(&out) > 0,
+        !outcome_files(&out).is_empty(),
         "no outcome file within 60 s; see {}",
         log.display()
     );
