@@ -516,7 +516,9 @@ struct PollLoop<'c> {
     /// waits longer than `flush_interval` (as in a replay).
     checkpoint: Every,
     progress: Every,
+    /// Records dispatched, and when, at the last progress line.
     records_at_progress: u64,
+    progress_at: Instant,
     idle: IdleWatch,
     first_input: Option<Instant>,
     last_record: Instant,
@@ -559,6 +561,7 @@ impl<'c> PollLoop<'c> {
             checkpoint: Every::new(opts.checkpoint_interval.min(opts.flush_interval)),
             progress: Every::new(Duration::from_secs(10)),
             records_at_progress: 0,
+            progress_at: now,
             idle: IdleWatch {
                 last_input: now,
                 seen_epoch: 0,
@@ -705,7 +708,7 @@ impl<'c> PollLoop<'c> {
             );
         }
         let records = engine.records_dispatched();
-        let seconds = self.progress.period.as_secs_f64();
+        let seconds = now.duration_since(self.progress_at).as_secs_f64().max(1e-3);
         let rate = (records - self.records_at_progress) as f64 / seconds;
         tracing::info!(
             records,
@@ -716,7 +719,7 @@ impl<'c> PollLoop<'c> {
             "Progress."
         );
         self.records_at_progress = records;
-        let _ = now;
+        self.progress_at = now;
     }
 
     /// Restarts the idle clock while this consumer owns nothing, its
