@@ -762,6 +762,45 @@ mod tests {
         assert_eq!(left, [b + 3, b + 4]);
     }
 
+    /// The snapshot hash follows what shapes the state and nothing else:
+    /// every such field changes it, a description, an SLO or alert
+    /// overrides do not.
+    #[test]
+    fn the_state_hash_changes_with_the_shape_of_state_only() {
+        let base = tacet_core::Config::embedded_default();
+        let hash = state_hash(&base);
+        let same: [fn(&mut tacet_core::Config); 3] = [
+            |c| c.journeys[0].slo = 0.5,
+            |c| c.journeys[0].description = Some("another text".into()),
+            |c| c.alerts.update_interval = std::time::Duration::from_secs(1),
+        ];
+        for (i, edit) in same.iter().enumerate() {
+            let mut c = base.clone();
+            edit(&mut c);
+            assert_eq!(state_hash(&c), hash, "edit {i} keeps the snapshots");
+        }
+        let shaping: [fn(&mut tacet_core::Config); 8] = [
+            |c| c.journeys[0].name.push('x'),
+            |c| c.journeys[0].complete.push("extra.step".into()),
+            |c| c.journeys[0].ack_ok.push("extra.ack".into()),
+            |c| c.journeys[0].deadline += std::time::Duration::from_secs(1),
+            |c| c.journeys[0].ack_timeout += std::time::Duration::from_secs(1),
+            |c| {
+                c.journeys[0].attributes.insert(
+                    "extra".into(),
+                    tacet_core::config::AttributeSpec::Pointer("/extra".into()),
+                );
+            },
+            |c| c.engine.late_horizon += std::time::Duration::from_secs(1),
+            |c| c.sources[0].fields.trace_id = "/traceparent".into(),
+        ];
+        for (i, edit) in shaping.iter().enumerate() {
+            let mut c = base.clone();
+            edit(&mut c);
+            assert_ne!(state_hash(&c), hash, "edit {i} refuses the snapshots");
+        }
+    }
+
     #[test]
     fn outcome_file_names_of_both_layouts_parse() {
         assert_eq!(parse_name("part-p3-c12-000000.parquet"), Some((3, 12)));
